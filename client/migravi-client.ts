@@ -1,0 +1,54 @@
+/**
+ * The client API for services that start migrations. The plan is validated here, at the edge,
+ * with the same schema the workflow uses: a bad plan fails before anything is started.
+ */
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import { ORCHESTRATOR_TASK_QUEUE, parsePlan, type MigrationPlan } from '../lib/plan';
+import type { MigrationProgress, MigrationReport } from '../lib/types';
+import type { migrateInfrastructure } from '../workflows';
+
+export type MigrationHandle = WorkflowHandle<typeof migrateInfrastructure>;
+
+export function migrationWorkflowId(plan: MigrationPlan, now = new Date()): string {
+  return `migrate-${plan.name}-${now.toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`;
+}
+
+export async function startMigration(client: Client, planInput: unknown, opts: { workflowId?: string } = {}): Promise<MigrationHandle> {
+  const plan = parsePlan(planInput);
+  return client.workflow.start('migrateInfrastructure', {
+    taskQueue: ORCHESTRATOR_TASK_QUEUE,
+    workflowId: opts.workflowId ?? migrationWorkflowId(plan),
+    args: [plan],
+  }) as Promise<MigrationHandle>;
+}
+
+export async function queryProgress(handle: WorkflowHandle): Promise<MigrationProgress> {
+  return handle.query<MigrationProgress>('progress');
+}
+
+/** Waits for the result, calling `onProgress` whenever the phase changes. */
+export async function followMigration(handle: MigrationHandle, onProgress: (p: MigrationProgress) => void, pollMs = 250): Promise<MigrationReport> {
+  let lastKey = '';
+  let done = false;
+  const poller = (async () => {
+    while (!done) {
+      try {
+        const progress = await queryProgress(handle);
+        const key = `${progress.state}/${progress.phase}/${progress.container ?? ''}`;
+        if (key !== lastKey) {
+          lastKey = key;
+          onProgress(progress);
+        }
+      } catch {
+        /* the workflow may not have started its first task yet, or has just finished */
+      }
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+    }
+  })();
+  try {
+    return await handle.result();
+  } finally {
+    done = true;
+    await poller;
+  }
+}

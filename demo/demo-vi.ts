@@ -1,0 +1,28 @@
+/** The demo virtual infrastructure: one stateful service and one client on a private network. */
+import type { ContainerSpec, NetworkSpec } from '../lib/types';
+
+export const demoNetwork: NetworkSpec = { name: 'vi-net', cidr: '192.0.2.0/24', vni: 4242, mtu: 1450 };
+
+export const KV_PORT = 7000;
+
+/** The in-memory counter service (demo/kv-server.c) that the demo migrates. */
+export function kvContainer(ballastMiB = 0): ContainerSpec {
+  return {
+    name: 'kv',
+    network: demoNetwork.name,
+    ip: '192.0.2.10',
+    mac: '02:00:c0:00:02:0a',
+    args: ['/bin/kv-server', String(KV_PORT), String(ballastMiB)],
+    readonlyRootfs: true,
+  };
+}
+
+/** The client's place on the private network: a port without a container, the client runs in it. */
+export const clientPort: ContainerSpec = {
+  name: 'client',
+  network: demoNetwork.name,
+  ip: '192.0.2.100',
+  mac: '02:00:c0:00:02:64',
+  args: [],
+  readonlyRootfs: true,
+};

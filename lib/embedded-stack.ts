@@ -1,0 +1,92 @@
+/**
+ * Starts the processes of an embedded MigraVI installation on this machine: the Temporal dev
+ * server, the orchestrator worker, and one worker per cloud inside that cloud's namespace.
+ * Used by the demo and the end-to-end tests alike.
+ */
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { temporalCliPath } from './paths';
+import { startService, waitFor } from './processes';
+import { registerProcess, type TestbedRecord } from '../providers/local/testbed';
+
+export interface TemporalServerOptions {
+  port: number;
+  uiPort: number;
+  dbFile: string;
+  logFile: string;
+  /** Without the Web UI (tests). */
+  headless?: boolean;
+}
+
+/** Waits until a Temporal frontend answers at `address`. */
+export async function waitForTemporal(address: string, timeoutMs = 60_000): Promise<void> {
+  await waitFor(`Temporal at ${address}`, async () => {
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1_000 });
+      try {
+        await connection.workflowService.getSystemInfo({});
+        return true;
+      } finally {
+        await connection.close();
+      }
+    } catch {
+      return false;
+    }
+  }, timeoutMs, 250);
+}
+
+/**
+ * The Temporal CLI's dev server (real server, SQLite persistence, Web UI). It listens on all
+ * addresses so that workers inside the cloud namespaces reach it over the WAN bridge.
+ */
+export async function startTemporalServer(opts: TemporalServerOptions): Promise<number> {
+  const argv = [
+    temporalCliPath, 'server', 'start-dev',
+    '--ip', '0.0.0.0',
+    '--port', String(opts.port),
+    '--ui-port', String(opts.uiPort),
+    '--db-filename', opts.dbFile,
+    '--log-level', 'warn',
+    '--ui-disable-news-fetch',
+    ...(opts.headless ? ['--headless'] : []),
+  ];
+  const pid = await startService({ name: 'Temporal dev server', argv, logFile: opts.logFile });
+  await waitForTemporal(`127.0.0.1:${opts.port}`);
+  return pid;
+}
+
+export async function startOrchestratorWorker(record: TestbedRecord, temporalAddress: string, logFile: string): Promise<number> {
+  const pid = await startService({
+    name: 'orchestrator worker',
+    argv: [process.execPath, path.join(__dirname, '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress],
+    logFile,
+    readyLine: /orchestrator worker ready/,
+    timeoutMs: 120_000,
+  });
+  await registerProcess(record.options.stateDir, 'orchestrator worker', pid);
+  return pid;
+}
+
+/** One worker per cloud, started inside the cloud's edge namespace: it reaches Temporal across the WAN. */
+export async function startCloudWorkers(record: TestbedRecord, temporalPort: number, logDir: string): Promise<Record<string, number>> {
+  const pids: Record<string, number> = {};
+  await Promise.all(
+    record.clouds.map(async (cloud) => {
+      const pid = await startService({
+        name: `cloud worker ${cloud.name}`,
+        argv: [
+          'nsenter', `--net=/run/netns/${cloud.netns}`,
+          process.execPath, path.join(__dirname, '..', 'workers', 'cloud-worker.js'),
+          '--cloud', cloud.name,
+          '--state-dir', record.options.stateDir,
+          '--temporal', `${record.options.wanGateway}:${temporalPort}`,
+        ],
+        logFile: path.join(logDir, `worker-${cloud.name}.log`),
+        readyLine: /cloud worker ready/,
+      });
+      pids[cloud.name] = pid;
+    }),
+  );
+  for (const [cloud, pid] of Object.entries(pids)) await registerProcess(record.options.stateDir, `cloud worker ${cloud}`, pid);
+  return pids;
+}

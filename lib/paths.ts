@@ -1,0 +1,12 @@
+import path from 'node:path';
+
+/** Where scripts/setup.sh installs MigraVI's private dependencies (same default as scripts/env.sh). */
+export const depsDir = process.env.MIGRAVI_DEPS ?? '/var/lib/migravi/deps';
+export const criuPath = path.join(depsDir, 'bin', 'criu');
+export const temporalCliPath = path.join(depsDir, 'bin', 'temporal');
+/** The demo container rootfs: busybox and the kv-server, built by setup. */
+export const demoRootfs = path.join(depsDir, 'images', 'busybox-rootfs');
+/** Root of the repository (this file is compiled to dist/lib/paths.js). */
+export const repoRoot = path.resolve(__dirname, '..', '..');
+/** Runtime state of testbeds: one directory per testbed id. */
+export const testbedsDir = process.env.MIGRAVI_STATE ?? '/var/lib/migravi/testbeds';

@@ -1,0 +1,67 @@
+/**
+ * The migration plan: the one schema that every entry point (CLI, client API, Web UI input,
+ * schedules) validates against, and that the workflow validates again before touching anything.
+ * Pure code (zod only) so that it also runs inside Temporal's workflow sandbox.
+ */
+import { z } from 'zod';
+
+const cloudName = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,15}$/, 'a cloud name is 1-16 characters: lowercase letters, digits and "-", starting with a letter');
+
+const containerName = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,11}$/, 'a container name is 1-12 characters: lowercase letters, digits and "-", starting with a letter');
+
+export const migrationPlanSchema = z
+  .object({
+    /** Names the migration; the workflow id is derived from it. */
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a plan name is 1-63 characters: letters, digits, ".", "_" and "-"'),
+    source: cloudName,
+    destination: cloudName,
+    /** Containers of the VI to move, by name. */
+    containers: z.array(containerName).min(1, 'the plan names no container to migrate'),
+    options: z
+      .object({
+        /** Keep established TCP connections across the move (CRIU --tcp-established). */
+        keepTcpConnections: z.boolean().default(true),
+        /** How long one transfer may run before it is retried. */
+        transferTimeoutSeconds: z.number().int().min(10).max(86_400).default(1800),
+      })
+      .strict()
+      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800 }),
+  })
+  .strict()
+  .superRefine((plan, ctx) => {
+    if (plan.source === plan.destination) {
+      ctx.addIssue({ code: 'custom', path: ['destination'], message: `destination must differ from source (both are "${plan.source}")` });
+    }
+    const seen = new Set<string>();
+    for (const [i, name] of plan.containers.entries()) {
+      if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['containers', i], message: `container "${name}" is listed twice` });
+      seen.add(name);
+    }
+  });
+
+export type MigrationPlan = z.output<typeof migrationPlanSchema>;
+export type MigrationPlanInput = z.input<typeof migrationPlanSchema>;
+
+export class PlanError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid migration plan:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'PlanError';
+  }
+}
+
+/** Validates untrusted input; throws a PlanError listing every problem with its path. */
+export function parsePlan(input: unknown): MigrationPlan {
+  const result = migrationPlanSchema.safeParse(input);
+  if (result.success) return result.data;
+  throw new PlanError(result.error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(plan)'}: ${issue.message}`));
+}
+
+export function cloudTaskQueue(cloud: string): string {
+  return `migravi.${cloud}`;
+}
+
+export const ORCHESTRATOR_TASK_QUEUE = 'migravi';

@@ -1,0 +1,45 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+/**
+ * How one embedded cloud is wired: written by the testbed when it brings the cloud up, read by
+ * that cloud's worker. It holds paths to keys, never the keys themselves.
+ */
+export interface LocalCloudConfig {
+  name: string;
+  /** Prefix of every namespace and link this testbed creates (lets tests and the demo coexist). */
+  testbedId: string;
+  /** The cloud's edge namespace: its WAN address, private bridges, sshd and worker live here. */
+  netns: string;
+  publicIp: string;
+  /** Per-cloud directory: state.json, containers, runc state, artifacts. */
+  dir: string;
+  sshPort: number;
+  sshHostKeyPath: string;
+  /** This cloud's key for pushing artifacts to peers. */
+  transferKeyPath: string;
+  criuPath: string;
+}
+
+export function cloudConfigPath(stateDir: string, cloud: string): string {
+  return path.join(stateDir, 'clouds', cloud, 'cloud.json');
+}
+
+export function loadCloudConfig(stateDir: string, cloud: string): LocalCloudConfig {
+  const file = cloudConfigPath(stateDir, cloud);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new Error(`cloud "${cloud}" is not set up in ${stateDir} (no ${file}); bring the testbed up first`);
+  }
+  return JSON.parse(text) as LocalCloudConfig;
+}
+
+/** Names of kernel objects; link names are limited to 15 characters. */
+export const names = {
+  containerNetns: (cfg: LocalCloudConfig, container: string) => `${cfg.netns}-${container}`,
+  bridge: (network: string) => `br-${network}`,
+  vxlan: (network: string) => `vx-${network}`,
+  hostVeth: (container: string) => `v-${container}`,
+};

@@ -1,0 +1,181 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { ip, run } from '../../lib/exec';
+import type { CloudEndpoint, ContainerSpec, NetworkSpec, TransferEndpoint } from '../../lib/types';
+import type { ControlPlane } from '../provider';
+import { names, type LocalCloudConfig } from './cloud-config';
+import { CloudStateStore } from './cloud-state';
+
+const VXLAN_PORT = '4789';
+const GUARD_TABLE = 'migravi_guard';
+
+function prefixLength(cidr: string): number {
+  return Number(cidr.split('/')[1]);
+}
+
+/**
+ * The embedded cloud's control plane. A network is a bridge in the cloud's edge namespace; a
+ * port is a network namespace holding a veth with the container's IP and MAC, plugged into that
+ * bridge; a stretch is a VXLAN device on the bridge whose far end is the peer's WAN address.
+ */
+export class LocalControlPlane implements ControlPlane {
+  readonly endpoint: CloudEndpoint;
+  readonly state: CloudStateStore;
+
+  constructor(private readonly cfg: LocalCloudConfig) {
+    this.endpoint = { cloud: cfg.name, publicIp: cfg.publicIp };
+    this.state = new CloudStateStore(path.join(cfg.dir, 'state.json'));
+  }
+
+  async listContainers(): Promise<Record<string, ContainerSpec>> {
+    return (await this.state.read()).containers;
+  }
+
+  async registerContainer(spec: ContainerSpec): Promise<void> {
+    await this.state.update((s) => {
+      s.containers[spec.name] = spec;
+    });
+  }
+
+  async unregisterContainer(name: string): Promise<void> {
+    await this.state.update((s) => {
+      delete s.containers[name];
+    });
+  }
+
+  async getNetwork(name: string): Promise<NetworkSpec | undefined> {
+    return (await this.state.read()).networks[name];
+  }
+
+  async ensureNetwork(spec: NetworkSpec): Promise<{ created: boolean }> {
+    const existing = await this.getNetwork(spec.name);
+    if (existing && existing.cidr !== spec.cidr) {
+      throw new Error(`network "${spec.name}" already exists in ${this.cfg.name} with CIDR ${existing.cidr}, not ${spec.cidr}`);
+    }
+    const bridge = names.bridge(spec.name);
+    const present = (await ip(['link', 'show', bridge], this.cfg.netns, true)).exitCode === 0;
+    if (!present) {
+      await ip(['link', 'add', bridge, 'type', 'bridge'], this.cfg.netns);
+      // Ports come and go during a move: forward at once instead of waiting for STP states.
+      await ip(['link', 'set', bridge, 'type', 'bridge', 'forward_delay', '0'], this.cfg.netns);
+      await ip(['link', 'set', bridge, 'mtu', String(spec.mtu), 'up'], this.cfg.netns);
+    }
+    await this.state.update((s) => {
+      s.networks[spec.name] = spec;
+    });
+    return { created: !existing };
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    await ip(['link', 'del', names.bridge(name)], this.cfg.netns, true);
+    await ip(['link', 'del', names.vxlan(name)], this.cfg.netns, true);
+    await this.state.update((s) => {
+      delete s.networks[name];
+      delete s.stretches[name];
+    });
+  }
+
+  async ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<void> {
+    const vx = names.vxlan(network.name);
+    const ns = this.cfg.netns;
+    if ((await ip(['link', 'show', vx], ns, true)).exitCode !== 0) {
+      await ip(['link', 'add', vx, 'type', 'vxlan', 'id', String(network.vni), 'local', this.cfg.publicIp,
+        'dstport', VXLAN_PORT, 'dev', 'wan0', 'learning'], ns);
+      await ip(['link', 'set', vx, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], ns);
+    }
+    // Unknown destinations (and broadcasts such as ARP) are flooded to every peer.
+    const fdb = await run('bridge', ['fdb', 'show', 'dev', vx], { netns: ns });
+    if (!fdb.stdout.includes(`dst ${peerPublicIp} `)) {
+      await run('bridge', ['fdb', 'append', '00:00:00:00:00:00', 'dev', vx, 'dst', peerPublicIp], { netns: ns });
+    }
+    await this.state.update((s) => {
+      const peers = new Set(s.stretches[network.name] ?? []);
+      peers.add(peerPublicIp);
+      s.stretches[network.name] = [...peers];
+    });
+  }
+
+  async removeStretch(network: NetworkSpec, peerPublicIp: string): Promise<void> {
+    const vx = names.vxlan(network.name);
+    await run('bridge', ['fdb', 'del', '00:00:00:00:00:00', 'dev', vx, 'dst', peerPublicIp], { netns: this.cfg.netns, allowFailure: true });
+    const remaining = await this.state.update((s) => {
+      s.stretches[network.name] = (s.stretches[network.name] ?? []).filter((p) => p !== peerPublicIp);
+      const left = s.stretches[network.name]!.length;
+      if (left === 0) delete s.stretches[network.name];
+      return left;
+    });
+    if (remaining === 0) await ip(['link', 'del', vx], this.cfg.netns, true);
+  }
+
+  async ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }> {
+    const network = await this.getNetwork(container.network);
+    if (!network) throw new Error(`network "${container.network}" does not exist in ${this.cfg.name}`);
+    const netns = names.containerNetns(this.cfg, container.name);
+    const veth = names.hostVeth(container.name);
+    const edge = this.cfg.netns;
+    if (!existsSync(`/run/netns/${netns}`)) {
+      await ip(['netns', 'add', netns]);
+      // No IPv6: its autoconfiguration would announce the MAC from two clouds at once during a move.
+      await run('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1'], { netns });
+    }
+    if ((await ip(['link', 'show', 'eth0'], netns, true)).exitCode !== 0) {
+      await ip(['link', 'del', veth], edge, true);
+      await ip(['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns], edge);
+      await ip(['link', 'set', 'eth0', 'address', container.mac, 'mtu', String(network.mtu)], netns);
+      await ip(['addr', 'add', `${container.ip}/${prefixLength(network.cidr)}`, 'dev', 'eth0'], netns);
+      await ip(['link', 'set', 'lo', 'up'], netns);
+      await ip(['link', 'set', 'eth0', 'up'], netns);
+      await ip(['link', 'set', veth, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], edge);
+    }
+    await this.state.update((s) => {
+      s.ports[container.name] = { network: network.name, ip: container.ip, mac: container.mac, netns };
+    });
+    return { netnsPath: `/run/netns/${netns}` };
+  }
+
+  /** The namespace holding a port: where a process must run to use the port's address. */
+  portNetns(containerName: string): string {
+    return names.containerNetns(this.cfg, containerName);
+  }
+
+  /** Unplugs the port from its bridge (down) or plugs it back (up); the namespace stays. */
+  async setPortEnabled(containerName: string, enabled: boolean): Promise<void> {
+    await ip(['link', 'set', names.hostVeth(containerName), enabled ? 'up' : 'down'], this.cfg.netns);
+  }
+
+  async removePort(containerName: string): Promise<void> {
+    await ip(['link', 'del', names.hostVeth(containerName)], this.cfg.netns, true);
+    const netns = names.containerNetns(this.cfg, containerName);
+    if (existsSync(`/run/netns/${netns}`)) await ip(['netns', 'del', netns]);
+    await this.state.update((s) => {
+      delete s.ports[containerName];
+    });
+  }
+
+  async addressesInUse(network: string): Promise<Array<{ ip: string; mac: string; owner: string }>> {
+    const state = await this.state.read();
+    return Object.entries(state.ports)
+      .filter(([, port]) => port.network === network)
+      .map(([owner, port]) => ({ ip: port.ip, mac: port.mac, owner }));
+  }
+
+  async setResetGuard(containerName: string, enabled: boolean): Promise<void> {
+    const netns = names.containerNetns(this.cfg, containerName);
+    if (!existsSync(`/run/netns/${netns}`)) return;
+    await run('nft', ['delete', 'table', 'inet', GUARD_TABLE], { netns, allowFailure: true });
+    if (enabled) {
+      await run('nft', ['-f', '-'], {
+        netns,
+        input: `table inet ${GUARD_TABLE} {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    tcp flags & rst == rst drop\n  }\n}\n`,
+      });
+    }
+  }
+
+  transferEndpoint(directory: string): TransferEndpoint {
+    // The host key is public; its digest lets the sender verify it talks to this cloud.
+    const publicKey = readFileSync(`${this.cfg.sshHostKeyPath}.pub`, 'utf8').trim().split(/\s+/)[1]!;
+    const hostKeySha256 = createHash('sha256').update(Buffer.from(publicKey, 'base64')).digest('base64');
+    return { host: this.cfg.publicIp, port: this.cfg.sshPort, username: 'root', hostKeySha256, directory };
+  }
+}

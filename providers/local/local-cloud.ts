@@ -1,0 +1,37 @@
+import path from 'node:path';
+import type { ContainerSpec, NetworkSpec } from '../../lib/types';
+import type { Cloud } from '../provider';
+import { RuncRuntime } from '../runtime/runc-runtime';
+import { loadCloudConfig, type LocalCloudConfig } from './cloud-config';
+import { LocalControlPlane } from './control-plane';
+
+export interface LocalCloud extends Cloud {
+  config: LocalCloudConfig;
+  controlPlane: LocalControlPlane;
+}
+
+/** One embedded cloud, as its worker (or the testbed tools) open it from its config on disk. */
+export function openLocalCloud(stateDir: string, name: string): LocalCloud {
+  const config = loadCloudConfig(stateDir, name);
+  return {
+    name,
+    config,
+    controlPlane: new LocalControlPlane(config),
+    runtime: new RuncRuntime({
+      stateRoot: path.join(config.dir, 'runc'),
+      bundlesDir: path.join(config.dir, 'containers'),
+      criuPath: config.criuPath,
+      cgroupPrefix: `/${config.testbedId}/${config.name}`,
+    }),
+    workDir: path.join(config.dir, 'migrations'),
+    transferKeyPath: config.transferKeyPath,
+  };
+}
+
+/** Starts a container of the VI in a cloud: its network, its port, then the container itself. */
+export async function deployContainer(cloud: LocalCloud, network: NetworkSpec, spec: ContainerSpec, rootfsImage: string): Promise<void> {
+  await cloud.controlPlane.ensureNetwork(network);
+  const { netnsPath } = await cloud.controlPlane.ensurePort(spec);
+  await cloud.runtime.run(spec, rootfsImage, netnsPath);
+  await cloud.controlPlane.registerContainer(spec);
+}

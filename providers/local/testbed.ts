@@ -1,0 +1,226 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { ip, run } from '../../lib/exec';
+import { readPidFile, stopPid, waitFor } from '../../lib/processes';
+import { cloudConfigPath, type LocalCloudConfig } from './cloud-config';
+
+/**
+ * The embedded testbed: several "clouds" on this machine, each an edge network namespace with a
+ * public address on a shared WAN bridge, sshd for transfers, and its containers' namespaces.
+ * The WAN bridge sits in the root namespace with the gateway address, where the Temporal server
+ * listens; it has no uplink, so nothing a test sends leaves the machine.
+ */
+export interface TestbedOptions {
+  /** Prefix of every namespace, link and cgroup created (tests and the demo use different ones). */
+  id: string;
+  stateDir: string;
+  clouds: string[];
+  /** Root-namespace address on the WAN (documentation range); clouds get gateway+10, +11, … */
+  wanGateway: string;
+  wanPrefixLength: number;
+  /** Bandwidth of each cloud's WAN link, both directions (tbf). */
+  wanRateMbit: number;
+  criuPath: string;
+}
+
+export interface TestbedRecord {
+  options: TestbedOptions;
+  clouds: LocalCloudConfig[];
+  /** Every long-running process this testbed started, so `down` stops exactly those. */
+  processes: Array<{ name: string; pid: number }>;
+}
+
+export function testbedFile(stateDir: string): string {
+  return path.join(stateDir, 'testbed.json');
+}
+
+export async function readTestbed(stateDir: string): Promise<TestbedRecord | undefined> {
+  try {
+    return JSON.parse(await readFile(testbedFile(stateDir), 'utf8')) as TestbedRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeTestbed(record: TestbedRecord): Promise<void> {
+  await writeFile(testbedFile(record.options.stateDir), JSON.stringify(record, null, 2));
+}
+
+/** Remembers a process (a worker, a client) so `down` stops it even if its starter died. */
+export async function registerProcess(stateDir: string, name: string, pid: number): Promise<void> {
+  const record = await readTestbed(stateDir);
+  if (!record) throw new Error(`no testbed in ${stateDir}`);
+  record.processes.push({ name, pid });
+  await writeTestbed(record);
+}
+
+export function addToIpv4(address: string, n: number): string {
+  const parts = address.split('.').map(Number);
+  const value = ((parts[0]! << 24) >>> 0) + (parts[1]! << 16) + (parts[2]! << 8) + parts[3]! + n;
+  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join('.');
+}
+
+function validate(opts: TestbedOptions): void {
+  if (!/^[a-z][a-z0-9]{1,7}$/.test(opts.id)) throw new Error(`testbed id "${opts.id}" must be 2-8 lowercase letters/digits`);
+  if (opts.clouds.length < 2) throw new Error('a testbed needs at least two clouds');
+  for (const cloud of opts.clouds) {
+    if (!/^[a-z][a-z0-9-]{0,15}$/.test(cloud)) throw new Error(`cloud name "${cloud}" must be 1-16 lowercase letters, digits or "-"`);
+  }
+  if (new Set(opts.clouds).size !== opts.clouds.length) throw new Error('cloud names must be unique');
+  if (!(opts.wanRateMbit > 0)) throw new Error(`WAN rate must be positive, got ${opts.wanRateMbit}`);
+}
+
+async function shapeLink(dev: string, rateMbit: number, netns?: string): Promise<void> {
+  // Burst of 10 ms of traffic at the link rate (and never below 64 KiB, or tbf starves at high rates).
+  const burstBytes = Math.max(64 * 1024, Math.round((rateMbit * 1e6) / 8 / 100));
+  await run('tc', ['qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${rateMbit}mbit`, 'burst', String(burstBytes), 'latency', '50ms'], { netns });
+}
+
+async function startSshd(cfg: LocalCloudConfig): Promise<number> {
+  const dir = cfg.dir;
+  const pidFile = path.join(dir, 'sshd.pid');
+  await writeFile(
+    path.join(dir, 'sshd_config'),
+    [
+      `ListenAddress ${cfg.publicIp}`,
+      `Port ${cfg.sshPort}`,
+      `HostKey ${cfg.sshHostKeyPath}`,
+      `PidFile ${pidFile}`,
+      `AuthorizedKeysFile ${path.join(dir, 'authorized_keys')}`,
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'Subsystem sftp internal-sftp',
+      '',
+    ].join('\n'),
+  );
+  await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
+  await rm(pidFile, { force: true });
+  // sshd daemonizes and writes its PID file once it listens: that file is the readiness signal.
+  await run('/usr/sbin/sshd', ['-f', path.join(dir, 'sshd_config'), '-E', path.join(dir, 'sshd.log')], { netns: cfg.netns });
+  let pid: number | undefined;
+  await waitFor(`sshd of ${cfg.name}`, async () => (pid = await readPidFile(pidFile)) !== undefined, 10_000);
+  return pid!;
+}
+
+/** Brings the clouds up. Refuses to touch a testbed that is already up: tear it down first. */
+export async function testbedUp(opts: TestbedOptions, log: (line: string) => void = () => {}): Promise<TestbedRecord> {
+  validate(opts);
+  if (await readTestbed(opts.stateDir)) {
+    throw new Error(`testbed "${opts.id}" is already up (${testbedFile(opts.stateDir)} exists); tear it down first`);
+  }
+  const wanBridge = `${opts.id}-wan`;
+  if ((await ip(['link', 'show', wanBridge], undefined, true)).exitCode === 0) {
+    throw new Error(`link ${wanBridge} already exists but no testbed record does: run the testbed's down command to clean up`);
+  }
+  await mkdir(opts.stateDir, { recursive: true });
+  const record: TestbedRecord = { options: opts, clouds: [], processes: [] };
+  await writeTestbed(record);
+
+  log(`WAN bridge ${wanBridge} ${opts.wanGateway}/${opts.wanPrefixLength}, ${opts.wanRateMbit} Mbit/s per cloud link`);
+  await ip(['link', 'add', wanBridge, 'type', 'bridge']);
+  await ip(['addr', 'add', `${opts.wanGateway}/${opts.wanPrefixLength}`, 'dev', wanBridge]);
+  await ip(['link', 'set', wanBridge, 'up']);
+
+  for (const [i, name] of opts.clouds.entries()) {
+    const dir = path.join(opts.stateDir, 'clouds', name);
+    await mkdir(dir, { recursive: true });
+    const cfg: LocalCloudConfig = {
+      name,
+      testbedId: opts.id,
+      netns: `${opts.id}-${name}`,
+      publicIp: addToIpv4(opts.wanGateway, 10 + i),
+      dir,
+      sshPort: 22,
+      sshHostKeyPath: path.join(dir, 'ssh_host_ed25519_key'),
+      transferKeyPath: path.join(dir, 'transfer_key'),
+      criuPath: opts.criuPath,
+    };
+    log(`cloud ${name}: namespace ${cfg.netns}, public ${cfg.publicIp}`);
+    const rootVeth = `${opts.id}-w${i}`;
+    await ip(['netns', 'add', cfg.netns]);
+    await ip(['link', 'add', rootVeth, 'type', 'veth', 'peer', 'name', 'wan0', 'netns', cfg.netns]);
+    await ip(['link', 'set', rootVeth, 'master', wanBridge, 'up']);
+    await ip(['addr', 'add', `${cfg.publicIp}/${opts.wanPrefixLength}`, 'dev', 'wan0'], cfg.netns);
+    await ip(['link', 'set', 'lo', 'up'], cfg.netns);
+    await ip(['link', 'set', 'wan0', 'up'], cfg.netns);
+    await shapeLink('wan0', opts.wanRateMbit, cfg.netns);
+    await shapeLink(rootVeth, opts.wanRateMbit);
+    for (const key of [cfg.sshHostKeyPath, cfg.transferKeyPath]) {
+      if (!existsSync(key)) await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `migravi-${name}`, '-f', key]);
+    }
+    await writeFile(cloudConfigPath(opts.stateDir, name), JSON.stringify(cfg, null, 2));
+    record.clouds.push(cfg);
+    await writeTestbed(record);
+  }
+
+  // Every cloud accepts transfers from every other cloud's key.
+  const transferKeys = await Promise.all(record.clouds.map((c) => readFile(`${c.transferKeyPath}.pub`, 'utf8')));
+  for (const cfg of record.clouds) {
+    await writeFile(path.join(cfg.dir, 'authorized_keys'), transferKeys.join(''), { mode: 0o600 });
+    const pid = await startSshd(cfg);
+    record.processes.push({ name: `sshd ${cfg.name}`, pid });
+    await writeTestbed(record);
+    log(`cloud ${cfg.name}: sshd on ${cfg.publicIp}:${cfg.sshPort} (pid ${pid})`);
+  }
+  return record;
+}
+
+/**
+ * Removes everything the testbed created: its processes (by recorded PID), containers, namespaces,
+ * links, cgroups and state. Safe to run twice, and after a crash half-way through `up`.
+ */
+export async function testbedDown(stateDir: string, idHint?: string, log: (line: string) => void = () => {}): Promise<void> {
+  const record = await readTestbed(stateDir);
+  const id = record?.options.id ?? idHint;
+  if (!id) {
+    log(`no testbed in ${stateDir}`);
+    return;
+  }
+  for (const proc of [...(record?.processes ?? [])].reverse()) {
+    await stopPid(proc.pid);
+  }
+  for (const cloud of record?.clouds ?? []) {
+    const runcRoot = path.join(cloud.dir, 'runc');
+    if (existsSync(runcRoot)) {
+      for (const container of (await run('runc', ['--root', runcRoot, 'list', '-q'], { allowFailure: true })).stdout.split('\n').filter(Boolean)) {
+        await run('runc', ['--root', runcRoot, 'delete', '--force', container], { allowFailure: true });
+        log(`removed container ${container} of ${cloud.name}`);
+      }
+    }
+  }
+  // Delete our WAN veths explicitly: the kernel frees a deleted namespace's links asynchronously.
+  for (const link of (await ip(['-o', 'link', 'show'])).stdout.split('\n')) {
+    const name = link.split(': ')[1]?.split('@')[0];
+    if (name?.startsWith(`${id}-w`) && name !== `${id}-wan`) await ip(['link', 'del', name], undefined, true);
+  }
+  const namespaces = (await ip(['netns', 'list'])).stdout
+    .split('\n')
+    .map((line) => line.split(' ')[0]!)
+    .filter((ns) => ns.startsWith(`${id}-`));
+  // Container namespaces first (their veths live in the edge namespaces), then the edges.
+  namespaces.sort((a, b) => b.length - a.length);
+  for (const ns of namespaces) await ip(['netns', 'del', ns], undefined, true);
+  if (namespaces.length) log(`removed namespaces ${namespaces.join(', ')}`);
+  await ip(['link', 'del', `${id}-wan`], undefined, true);
+  await removeCgroups(id);
+  await rm(stateDir, { recursive: true, force: true });
+  log(`testbed "${id}" is down`);
+}
+
+/** runc removes a container's cgroup but not the parents named after the testbed. */
+async function removeCgroups(id: string): Promise<void> {
+  const root = '/sys/fs/cgroup';
+  const hierarchies = (await readdir(root).catch(() => [] as string[])).map((h) => path.join(root, h));
+  for (const base of [root, ...hierarchies]) {
+    const top = path.join(base, id);
+    if (!existsSync(top)) continue;
+    for (const child of await readdir(top, { withFileTypes: true })) {
+      if (child.isDirectory()) await rmdir(path.join(top, child.name)).catch(() => undefined);
+    }
+    await rmdir(top).catch(() => undefined);
+  }
+}

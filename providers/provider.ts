@@ -1,0 +1,72 @@
+/**
+ * Everything provider-specific sits behind these two interfaces, so the activities never know
+ * which cloud they talk to. The control plane is the cloud's API (networks, ports, security
+ * rules, tunnels); the host runtime runs, checkpoints and restores containers on a Linux host.
+ * The embedded "local" cloud implements the control plane with network namespaces; an OpenStack
+ * control plane will implement the same interface with Neutron/Nova/Designate calls.
+ */
+import type { CloudEndpoint, ContainerSpec, NetworkSpec, TransferEndpoint } from '../lib/types';
+
+export interface ControlPlane {
+  readonly endpoint: CloudEndpoint;
+
+  /** The VI's containers this cloud hosts, as its control plane records them (for inventory). */
+  listContainers(): Promise<Record<string, ContainerSpec>>;
+  registerContainer(spec: ContainerSpec): Promise<void>;
+  unregisterContainer(name: string): Promise<void>;
+
+  getNetwork(name: string): Promise<NetworkSpec | undefined>;
+  /** Creates the network if absent; an existing one must match the spec (same CIDR). */
+  ensureNetwork(spec: NetworkSpec): Promise<{ created: boolean }>;
+  removeNetwork(name: string): Promise<void>;
+
+  /** Joins this cloud's copy of the network to the peer's over the WAN (idempotent). */
+  ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<void>;
+  removeStretch(network: NetworkSpec, peerPublicIp: string): Promise<void>;
+
+  /** A port with the container's fixed IP and MAC on its network; returns the netns path to run in. */
+  ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }>;
+  removePort(containerName: string): Promise<void>;
+  /** Plugs the port into its network or unplugs it (OpenStack: admin_state_up); the port stays. */
+  setPortEnabled(containerName: string, enabled: boolean): Promise<void>;
+  /** Addresses of the given list already used by ports of this cloud. */
+  addressesInUse(network: string): Promise<Array<{ ip: string; mac: string; owner: string }>>;
+
+  /**
+   * While a connection's socket is frozen, the namespace that owns its IP must not answer RST
+   * (PLATFORM.md: resets killed 1 in 18 moves). Idempotent on and off.
+   */
+  setResetGuard(containerName: string, enabled: boolean): Promise<void>;
+
+  /** Where peers push migration artifacts. */
+  transferEndpoint(directory: string): TransferEndpoint;
+}
+
+export type ContainerStatus = 'running' | 'paused' | 'stopped' | 'absent';
+
+export interface HostRuntime {
+  status(name: string): Promise<ContainerStatus>;
+  /** Creates and starts the container from its spec, rootfs and network namespace. */
+  run(spec: ContainerSpec, rootfsDir: string, netnsPath: string): Promise<void>;
+  /** Dumps the container (with established TCP connections when asked) and stops it. */
+  checkpoint(name: string, imageDir: string, keepTcp: boolean): Promise<void>;
+  /** Starts the container from a checkpoint image; its rootfs must already be in its bundle. */
+  restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void>;
+  /** Removes the container and its bundle; safe when it is already gone. */
+  remove(name: string): Promise<void>;
+  /** Directory holding this container's bundle (config and rootfs). */
+  bundleDir(name: string): string;
+  /** Checks the kernel and CRIU can checkpoint here; returns problems found (empty when fine). */
+  preflight(): Promise<string[]>;
+}
+
+/** One cloud as a worker sees it. */
+export interface Cloud {
+  name: string;
+  controlPlane: ControlPlane;
+  runtime: HostRuntime;
+  /** Local directory where this cloud keeps migration artifacts. */
+  workDir: string;
+  /** Private key this cloud uses to push artifacts to peers (never leaves the worker). */
+  transferKeyPath: string;
+}

@@ -1,0 +1,149 @@
+import { spawn } from 'node:child_process';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { run, CommandError } from '../../lib/exec';
+import type { ContainerSpec } from '../../lib/types';
+import type { ContainerStatus, HostRuntime } from '../provider';
+
+export interface RuncRuntimeOptions {
+  /** runc's state directory for this cloud (so two clouds on one machine never mix containers). */
+  stateRoot: string;
+  /** Where bundles (config.json + rootfs) live, one directory per container. */
+  bundlesDir: string;
+  /** CRIU wrapper handed to runc with --criu. */
+  criuPath: string;
+  /** Prefix of cgroup paths, unique per cloud. */
+  cgroupPrefix: string;
+}
+
+/**
+ * Containers on a Linux host with runc, checkpointed and restored by CRIU. Provider-neutral: the
+ * same code serves every cloud; only the network namespace it is handed differs.
+ */
+export class RuncRuntime implements HostRuntime {
+  constructor(private readonly opts: RuncRuntimeOptions) {}
+
+  bundleDir(name: string): string {
+    return path.join(this.opts.bundlesDir, name);
+  }
+
+  private runc(args: string[]): Promise<{ stdout: string; stderr: string }> {
+    return run('runc', ['--root', this.opts.stateRoot, '--criu', this.opts.criuPath, ...args]);
+  }
+
+  async status(name: string): Promise<ContainerStatus> {
+    const result = await run('runc', ['--root', this.opts.stateRoot, 'state', name], { allowFailure: true });
+    if (result.exitCode !== 0) return 'absent';
+    const state = (JSON.parse(result.stdout) as { status: string }).status;
+    return state === 'running' ? 'running' : state === 'paused' ? 'paused' : 'stopped';
+  }
+
+  private async writeBundleConfig(spec: ContainerSpec, netnsPath: string): Promise<void> {
+    const config = {
+      ociVersion: '1.0.2-dev',
+      process: {
+        terminal: false,
+        user: { uid: 0, gid: 0 },
+        args: spec.args,
+        env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+        cwd: '/',
+        capabilities: Object.fromEntries(
+          ['bounding', 'effective', 'permitted', 'ambient'].map((set) => [set, ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE']]),
+        ),
+        rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+        noNewPrivileges: true,
+      },
+      root: { path: 'rootfs', readonly: spec.readonlyRootfs },
+      hostname: spec.name,
+      mounts: [
+        { destination: '/proc', type: 'proc', source: 'proc' },
+        { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+        { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+        { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+        { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      ],
+      linux: {
+        cgroupsPath: `${this.opts.cgroupPrefix}/${spec.name}`,
+        resources: { devices: [{ allow: false, access: 'rwm' }] },
+        // The network namespace is given by path: it is the port the control plane prepared, and
+        // runc treats it as external, so a restore joins the destination's port with the same IP/MAC.
+        namespaces: [{ type: 'pid' }, { type: 'network', path: netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+        maskedPaths: ['/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/sched_debug', '/sys/firmware', '/proc/scsi'],
+        readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      },
+    };
+    await writeFile(path.join(this.bundleDir(spec.name), 'config.json'), JSON.stringify(config, null, 2));
+  }
+
+  /**
+   * Starts `runc` detached with its stdio on /dev/null: a container whose stdio is a host pipe or
+   * file cannot be checkpointed (PLATFORM.md). runc's own errors come back through --log.
+   */
+  private async runcDetached(args: string[], name: string): Promise<void> {
+    const logFile = path.join(this.bundleDir(name), 'runc.log');
+    const argv = ['--root', this.opts.stateRoot, '--criu', this.opts.criuPath, '--log', logFile, ...args];
+    const exitCode = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn('runc', argv, { stdio: 'ignore' });
+      child.on('error', reject);
+      child.on('close', resolve);
+    });
+    if (exitCode !== 0) {
+      const { stdout } = await run('tail', ['-n', '20', logFile], { allowFailure: true });
+      throw new CommandError(`runc ${argv.join(' ')}`, exitCode, stdout);
+    }
+  }
+
+  async run(spec: ContainerSpec, rootfsDir: string, netnsPath: string): Promise<void> {
+    if ((await this.status(spec.name)) === 'running') return;
+    await this.remove(spec.name);
+    const bundle = this.bundleDir(spec.name);
+    await mkdir(bundle, { recursive: true });
+    await run('cp', ['-a', rootfsDir, path.join(bundle, 'rootfs')]);
+    await this.writeBundleConfig(spec, netnsPath);
+    await this.runcDetached(['run', '--detach', '--bundle', bundle, spec.name], spec.name);
+  }
+
+  async checkpoint(name: string, imageDir: string, keepTcp: boolean): Promise<void> {
+    await rm(imageDir, { recursive: true, force: true });
+    await mkdir(imageDir, { recursive: true });
+    const workDir = `${imageDir}.work`;
+    await mkdir(workDir, { recursive: true });
+    await this.runc(['checkpoint', '--image-path', imageDir, '--work-path', workDir, ...(keepTcp ? ['--tcp-established'] : []), name]).catch(
+      async (err: unknown) => {
+        throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'dump.log')}`);
+      },
+    );
+  }
+
+  async restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void> {
+    if ((await this.status(spec.name)) === 'running') return;
+    await run('runc', ['--root', this.opts.stateRoot, 'delete', '--force', spec.name], { allowFailure: true });
+    const bundle = this.bundleDir(spec.name);
+    await this.writeBundleConfig(spec, netnsPath);
+    const workDir = `${imageDir}.work`;
+    await mkdir(workDir, { recursive: true });
+    const args = ['restore', '--detach', '--image-path', imageDir, '--work-path', workDir, '--bundle', bundle, ...(keepTcp ? ['--tcp-established'] : []), spec.name];
+    await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
+      throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}`);
+    });
+  }
+
+  async remove(name: string): Promise<void> {
+    await run('runc', ['--root', this.opts.stateRoot, 'delete', '--force', name], { allowFailure: true });
+    await rm(this.bundleDir(name), { recursive: true, force: true });
+  }
+
+  async preflight(): Promise<string[]> {
+    const problems: string[] = [];
+    const check = await run(this.opts.criuPath, ['check'], { allowFailure: true });
+    if (check.exitCode !== 0) problems.push(`criu check failed: ${(check.stderr || check.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+    const runc = await run('runc', ['--version'], { allowFailure: true });
+    if (runc.exitCode !== 0) problems.push('runc is not installed');
+    return problems;
+  }
+}
+
+async function criuLogTail(workDir: string, log: string): Promise<string> {
+  const { stdout } = await run('tail', ['-n', '15', path.join(workDir, log)], { allowFailure: true });
+  return stdout ? `last lines of CRIU's ${log}:\n${stdout}` : '';
+}

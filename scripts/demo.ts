@@ -1,0 +1,116 @@
+/**
+ * The main job: a live migration of the demo VI between two embedded clouds, ending with its report.
+ * Brings the clouds up, starts (or reuses) the Temporal dev server with its Web UI, starts the
+ * workers, deploys the counter service in cloud-a with a client keeping one connection open,
+ * migrates the service to cloud-b through the workflow, and prints what happened.
+ * The clouds are torn down at the end; the Temporal server stays up so the run can be inspected.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { followMigration, startMigration } from '../client/migravi-client';
+import { startCloudWorkers, startOrchestratorWorker, startTemporalServer, waitForTemporal } from '../lib/embedded-stack';
+import { criuPath, testbedsDir } from '../lib/paths';
+import { isAlive, readPidFile, stopPid } from '../lib/processes';
+import { openLocalCloud } from '../providers/local/local-cloud';
+import { testbedDown, testbedUp } from '../providers/local/testbed';
+import { deployDemoVi, startDemoClient } from '../demo/scenario';
+import { formatReport } from './report';
+
+const TESTBED_ID = 'migravi';
+const TEMPORAL_PORT = 7233;
+const UI_PORT = 8233;
+const temporalDir = '/var/lib/migravi/temporal';
+
+function say(line: string): void {
+  console.log(`\x1b[1m[demo]\x1b[0m ${line}`);
+}
+
+/** Reuses the demo's Temporal server if it still runs (the Web UI keeps earlier runs), else starts it. */
+async function ensureTemporal(): Promise<void> {
+  await mkdir(temporalDir, { recursive: true });
+  const pidFile = path.join(temporalDir, 'server.pid');
+  const pid = await readPidFile(pidFile);
+  if (pid && isAlive(pid)) {
+    await waitForTemporal(`127.0.0.1:${TEMPORAL_PORT}`, 10_000);
+    say(`Temporal server already running (pid ${pid})`);
+    return;
+  }
+  const started = await startTemporalServer({
+    port: TEMPORAL_PORT,
+    uiPort: UI_PORT,
+    dbFile: path.join(temporalDir, 'demo.sqlite'),
+    logFile: path.join(temporalDir, 'server.log'),
+  });
+  await writeFile(pidFile, String(started));
+  say(`Temporal dev server started (pid ${started}), SQLite ${path.join(temporalDir, 'demo.sqlite')}`);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'wan-mbit': { type: 'string', default: '1000' },
+      'ballast-mib': { type: 'string', default: '64' },
+      'keep-clouds': { type: 'boolean', default: false },
+    },
+  });
+  const stateDir = path.join(testbedsDir, TESTBED_ID);
+  await testbedDown(stateDir, TESTBED_ID, (line) => say(`cleanup of an earlier run: ${line}`));
+  const record = await testbedUp(
+    { id: TESTBED_ID, stateDir, clouds: ['cloud-a', 'cloud-b'], wanGateway: '203.0.113.1', wanPrefixLength: 25, wanRateMbit: Number(values['wan-mbit']), criuPath },
+    (line) => say(line),
+  );
+  let failed = false;
+  try {
+    await ensureTemporal();
+    await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(stateDir, 'orchestrator.log'));
+    await startCloudWorkers(record, TEMPORAL_PORT, stateDir);
+    say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, over the WAN to ${record.options.wanGateway}:${TEMPORAL_PORT}`);
+
+    await deployDemoVi(record, 'cloud-a', Number(values['ballast-mib']));
+    const client = await startDemoClient(record, 'cloud-a');
+    const before = await client.waitForReplies(100);
+    say(`demo VI running in cloud-a: kv-server 192.0.2.10:7000 (${values['ballast-mib']} MiB of memory ballast), client 192.0.2.100 on port ${before.localPort}, counter at ${before.lastValue}`);
+
+    const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
+    const temporal = new Client({ connection });
+    const handle = await startMigration(temporal, { name: 'demo', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
+    say(`migration started: workflow ${handle.workflowId}`);
+    const report = await followMigration(handle, (p) => say(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`));
+    await connection.close();
+
+    const after = await client.waitForReplies(100);
+    await stopPid(client.pid);
+    const a = openLocalCloud(stateDir, 'cloud-a');
+    const b = openLocalCloud(stateDir, 'cloud-b');
+    const placement = { 'cloud-a': await a.runtime.status('kv'), 'cloud-b': await b.runtime.status('kv') };
+
+    console.log('');
+    console.log(formatReport(report, { client: { before, after }, placement }));
+    const ui = `http://localhost:${UI_PORT}/namespaces/default/workflows/${encodeURIComponent(handle.workflowId)}`;
+    console.log(`\nWeb UI: ${ui}`);
+    const reportsDir = '/var/lib/migravi/reports';
+    await mkdir(reportsDir, { recursive: true });
+    await writeFile(path.join(reportsDir, `${handle.workflowId}.json`), JSON.stringify({ report, client: after, placement }, null, 2));
+    console.log(`JSON report: ${path.join(reportsDir, `${handle.workflowId}.json`)}`);
+    if (after.localPort !== before.localPort || after.discontinuities > 0 || after.error || placement['cloud-b'] !== 'running' || placement['cloud-a'] !== 'absent') {
+      failed = true;
+      console.error('\nthe demo did NOT keep its promises: see the report above');
+    }
+  } finally {
+    if (values['keep-clouds']) {
+      say(`clouds left up (--keep-clouds): tear down with: node dist/scripts/testbed.js down --id ${TESTBED_ID}`);
+    } else {
+      await testbedDown(stateDir, TESTBED_ID, () => undefined);
+      say('clouds torn down');
+    }
+    say(`Temporal server left running for the Web UI; stop it with: kill $(cat ${path.join(temporalDir, 'server.pid')})`);
+  }
+  if (failed) process.exit(1);
+}
+
+main().catch((err: unknown) => {
+  console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

@@ -1,0 +1,42 @@
+/** Renders a migration report for a terminal. */
+import type { ClientStatus } from '../demo/client';
+import type { MigrationReport } from '../lib/types';
+
+const ms = (n: number) => `${n.toFixed(0)} ms`;
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(2)} MiB`;
+
+export function formatReport(
+  report: MigrationReport,
+  extra: { client?: { before: ClientStatus; after: ClientStatus }; placement?: Record<string, string> } = {},
+): string {
+  const lines: string[] = [];
+  lines.push(`Migration "${report.plan}": ${report.source} -> ${report.destination}, wall time ${ms(report.wallMs)}`);
+  lines.push('');
+  lines.push('  phase          container   duration   share');
+  for (const p of report.phases) {
+    lines.push(`  ${p.phase.padEnd(14)} ${(p.container ?? '-').padEnd(11)} ${ms(p.durationMs).padStart(9)}  ${((100 * p.durationMs) / report.wallMs).toFixed(1).padStart(5)}%`);
+  }
+  const sum = report.phases.reduce((s, p) => s + p.durationMs, 0);
+  lines.push(`  ${'(sum)'.padEnd(14)} ${''.padEnd(11)} ${ms(sum).padStart(9)}`);
+  lines.push('');
+  for (const c of report.containers) {
+    lines.push(`  ${c.name}: frozen ${ms(c.frozenMs)} (CRIU dump ${ms(c.checkpointMs)}, restore ${ms(c.restoreMs)}), image ${mib(c.imageBytes)}`);
+    for (const a of c.artifacts) {
+      lines.push(`    ${a.kind.padEnd(10)} ${mib(a.bytes).padStart(10)} in ${ms(a.durationMs).padStart(8)}  ${((a.bytes * 8) / 1e6 / Math.max(a.durationMs / 1000, 0.001)).toFixed(0)} Mbit/s  sha256 ${a.sha256.slice(0, 16)}…`);
+    }
+  }
+  lines.push(`  bytes moved across the WAN: ${report.bytesMoved} (${mib(report.bytesMoved)}), every artifact digest-checked at the destination`);
+  if (extra.client) {
+    const { before, after } = extra.client;
+    const same = before.localPort === after.localPort && !after.error;
+    lines.push('');
+    lines.push(`  client connection: ${same ? 'SAME' : 'BROKEN'} (local port ${before.localPort} -> ${after.localPort}${after.error ? `, ${after.error}` : ''})`);
+    lines.push(`  counter: ${before.lastValue} before, ${after.lastValue} after, ${after.discontinuities} discontinuities (0 = memory state carried over)`);
+    lines.push(`  client's longest gap between replies (the blackout it saw): ${ms(after.maxGapMs)}`);
+  }
+  if (extra.placement) {
+    lines.push(`  container kv: ${Object.entries(extra.placement).map(([cloud, s]) => `${cloud} ${s}`).join(', ')}`);
+  }
+  for (const w of report.warnings) lines.push(`  warning: ${w}`);
+  return lines.join('\n');
+}

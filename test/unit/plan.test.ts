@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict';
+import { parsePlan, PlanError } from '../../lib/plan';
+import { parsePlanText } from '../../lib/plan-file';
+
+describe('migration plan', () => {
+  it('accepts a minimal plan and fills in the defaults', () => {
+    const plan = parsePlan({ name: 'demo', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
+    assert.deepEqual(plan.options, { keepTcpConnections: true, transferTimeoutSeconds: 1800 });
+  });
+
+  it('reads YAML and JSON alike', () => {
+    const yaml = parsePlanText('name: demo\nsource: cloud-a\ndestination: cloud-b\ncontainers: [kv, db]\n', 'plan.yaml');
+    const json = parsePlanText(JSON.stringify({ name: 'demo', source: 'cloud-a', destination: 'cloud-b', containers: ['kv', 'db'] }), 'plan.json');
+    assert.deepEqual(yaml, json);
+    assert.deepEqual(yaml.containers, ['kv', 'db']);
+  });
+
+  it('lists every problem with its path', () => {
+    assert.throws(
+      () => parsePlan({ name: 'bad name!', source: 'cloud-a', destination: 'cloud-a', containers: ['kv', 'kv', 'Bad'], extra: 1 }),
+      (err: unknown) => {
+        assert.ok(err instanceof PlanError);
+        const text = err.problems.join('\n');
+        assert.match(text, /^name: a plan name/m);
+        assert.match(text, /containers\.2: a container name/);
+        assert.match(text, /Unrecognized key.*extra/);
+        assert.match(text, /destination: destination must differ from source \(both are "cloud-a"\)/);
+        assert.match(text, /containers\.1: container "kv" is listed twice/);
+        return true;
+      },
+    );
+  });
+
+  it('refuses a plan without containers and out-of-range options', () => {
+    assert.throws(() => parsePlan({ name: 'p', source: 'a', destination: 'b', containers: [] }), /containers: the plan names no container/);
+    assert.throws(
+      () => parsePlan({ name: 'p', source: 'a', destination: 'b', containers: ['x'], options: { transferTimeoutSeconds: 1 } }),
+      /options\.transferTimeoutSeconds/,
+    );
+  });
+
+  it('names the file and the syntax error of an unreadable plan', () => {
+    assert.throws(() => parsePlanText('name: [unclosed', 'broken.yaml'), /broken\.yaml: not valid YAML/);
+  });
+});

@@ -1,0 +1,42 @@
+/**
+ * A cloud worker: runs the activities of one cloud (task queue "migravi.<cloud>"), next to that
+ * cloud's containers. In the embedded testbed it runs inside the cloud's edge namespace and
+ * reaches Temporal across the WAN, as an agent in a real cloud would.
+ *   node dist/workers/cloud-worker.js --cloud cloud-a --state-dir DIR [--temporal 203.0.113.1:7233]
+ */
+import { parseArgs } from 'node:util';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { createCloudActivities } from '../activities/cloud-activities';
+import { cloudTaskQueue } from '../lib/plan';
+import { openLocalCloud } from '../providers/local/local-cloud';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      cloud: { type: 'string' },
+      'state-dir': { type: 'string' },
+      temporal: { type: 'string', default: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' },
+      namespace: { type: 'string', default: process.env.TEMPORAL_NAMESPACE ?? 'default' },
+    },
+  });
+  if (!values.cloud || !values['state-dir']) throw new Error('usage: cloud-worker --cloud NAME --state-dir DIR [--temporal HOST:PORT]');
+  const cloud = openLocalCloud(values['state-dir'], values.cloud);
+  const taskQueue = cloudTaskQueue(cloud.name);
+  const connection = await NativeConnection.connect({ address: values.temporal });
+  const worker = await Worker.create({
+    connection,
+    namespace: values.namespace,
+    taskQueue,
+    activities: createCloudActivities(cloud),
+    // Checkpoint and restore are heavy on a 2-core host: a few at a time per cloud.
+    maxConcurrentActivityTaskExecutions: 4,
+  });
+  console.log(`cloud worker ready: ${cloud.name} (${cloud.controlPlane.endpoint.publicIp}), task queue ${taskQueue} on ${values.temporal}`);
+  await worker.run();
+  await connection.close();
+}
+
+main().catch((err: unknown) => {
+  console.error(`cloud-worker: ${err instanceof Error ? err.stack : String(err)}`);
+  process.exit(1);
+});

@@ -1,0 +1,1 @@
+export { migrateInfrastructure, progressQuery } from './migrate-infrastructure';

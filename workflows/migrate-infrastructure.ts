@@ -1,0 +1,199 @@
+/**
+ * The migration workflow: deterministic orchestration only. It decides the order of the phases,
+ * routes each activity to the worker that lives in the right cloud (one task queue per cloud),
+ * records a compensation before every step that changes something, and exposes progress.
+ *
+ * Commit point: a container is committed once it has been restored at the destination. Before
+ * that, any failure rolls everything back and the VI runs at the source again; after it, the
+ * source copy is released and failures no longer undo the move.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  defineQuery,
+  log,
+  proxyActivities,
+  type RetryPolicy,
+  setHandler,
+  TimeoutFailure,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { CloudActivities, ContainerStep } from '../activities/cloud-activities';
+import { cloudTaskQueue, parsePlan, PlanError, type MigrationPlan } from '../lib/plan';
+import type { ContainerReport, MigrationProgress, MigrationReport, PhaseTiming } from '../lib/types';
+
+export const progressQuery = defineQuery<MigrationProgress>('progress');
+
+/** Activities of one cloud, called through that cloud's task queue. */
+function cloudActivities(cloud: string, plan: MigrationPlan) {
+  const queue = cloudTaskQueue(cloud);
+  const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 3 };
+  const control = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '5 minutes', retry });
+  // The first calls also tell whether the cloud's worker is there at all: fail fast, don't wait forever.
+  const probe = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '2 minutes', scheduleToCloseTimeout: '3 minutes', retry });
+  const transfer = proxyActivities<CloudActivities>({
+    taskQueue: queue,
+    startToCloseTimeout: `${plan.options.transferTimeoutSeconds} seconds`,
+    heartbeatTimeout: '60 seconds',
+    retry,
+  });
+  const once = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '5 minutes', retry: { maximumAttempts: 2 } });
+  return {
+    inventory: probe.inventory,
+    preflight: probe.preflight,
+    replicateNetworks: control.replicateNetworks,
+    removeNetworks: control.removeNetworks,
+    stretchNetworks: control.stretchNetworks,
+    unstretchNetworks: control.unstretchNetworks,
+    prepareReceive: control.prepareReceive,
+    preparePort: control.preparePort,
+    removePort: control.removePort,
+    sendRootfs: transfer.sendRootfs,
+    sendCheckpoint: transfer.sendCheckpoint,
+    checkpoint: once.checkpoint,
+    restore: once.restore,
+    discardContainer: control.discardContainer,
+    restoreAtSource: control.restoreAtSource,
+    releaseSource: control.releaseSource,
+    cleanupReceived: control.cleanupReceived,
+  };
+}
+
+function describe(err: unknown): string {
+  if (err instanceof ActivityFailure) {
+    if (err.cause instanceof TimeoutFailure) {
+      return `${err.activityType} timed out (${err.cause.timeoutType}): is the worker of that cloud running and reachable?`;
+    }
+    return `${err.activityType} failed: ${err.cause?.message ?? err.message}`;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+export async function migrateInfrastructure(input: unknown): Promise<MigrationReport> {
+  let plan: MigrationPlan;
+  try {
+    plan = parsePlan(input);
+  } catch (err) {
+    if (err instanceof PlanError) throw ApplicationFailure.nonRetryable(err.message, 'InvalidPlan');
+    throw err;
+  }
+  const migrationId = workflowInfo().workflowId.replace(/[^A-Za-z0-9._-]/g, '_');
+  const src = cloudActivities(plan.source, plan);
+  const dst = cloudActivities(plan.destination, plan);
+  const keepTcp = plan.options.keepTcpConnections;
+
+  const startedAt = Date.now();
+  const phases: PhaseTiming[] = [];
+  const progress: MigrationProgress = { state: 'running', phase: 'starting', phases, bytesMoved: 0 };
+  setHandler(progressQuery, () => progress);
+
+  async function phase<T>(name: string, container: string | undefined, step: () => Promise<T>): Promise<T> {
+    progress.phase = name;
+    progress.container = container;
+    const begin = Date.now();
+    try {
+      return await step();
+    } finally {
+      phases.push({ phase: name, ...(container ? { container } : {}), startedAt: begin, durationMs: Date.now() - begin });
+    }
+  }
+
+  // Undo steps, newest last; run in reverse on failure before the commit point.
+  const compensations: Array<{ what: string; undo: () => Promise<unknown> }> = [];
+  const containers: ContainerReport[] = [];
+  const warnings: string[] = [];
+
+  try {
+    const inventory = await phase('inventory', undefined, () => src.inventory({ containers: plan.containers }));
+    const [, destination] = await phase('preflight', undefined, () =>
+      Promise.all([src.preflight({ role: 'source', inventory }), dst.preflight({ role: 'destination', inventory })]),
+    );
+    const { networks } = inventory;
+
+    await phase('network', undefined, async () => {
+      const created = await dst.replicateNetworks({ networks });
+      compensations.push({ what: 'remove replicated networks', undo: () => dst.removeNetworks({ names: created }) });
+      compensations.push({ what: 'unstretch destination', undo: () => dst.unstretchNetworks({ networks, peerPublicIp: inventory.source.publicIp }) });
+      await dst.stretchNetworks({ networks, peerPublicIp: inventory.source.publicIp });
+      compensations.push({ what: 'unstretch source', undo: () => src.unstretchNetworks({ networks, peerPublicIp: destination.publicIp }) });
+      await src.stretchNetworks({ networks, peerPublicIp: destination.publicIp });
+    });
+
+    for (const container of inventory.containers) {
+      const step: ContainerStep = { migrationId, container };
+      const name = container.name;
+      const endpoint = await phase('prepare', name, async () => {
+        compensations.push({ what: `remove ${name}'s port and files at destination`, undo: async () => {
+          await dst.removePort(step);
+          await dst.cleanupReceived(step);
+        } });
+        await dst.preparePort(step);
+        return dst.prepareReceive(step);
+      });
+      const rootfs = await phase('pre-copy', name, () => src.sendRootfs({ ...step, endpoint }));
+      progress.bytesMoved += rootfs.bytes;
+
+      compensations.push({ what: `resume ${name} at source`, undo: () => src.restoreAtSource({ ...step, keepTcp }) });
+      const frozenFrom = Date.now();
+      const image = await phase('checkpoint', name, () => src.checkpoint({ ...step, keepTcp }));
+      const checkpointArtifact = await phase('transfer', name, () => src.sendCheckpoint({ ...step, endpoint, imageDir: image.imageDir }));
+      progress.bytesMoved += checkpointArtifact.bytes;
+      compensations.push({ what: `discard ${name} at destination`, undo: () => dst.discardContainer(step) });
+      const restored = await phase('restore', name, () => dst.restore({ ...step, artifacts: [rootfs, checkpointArtifact], keepTcp }));
+      const frozenMs = Date.now() - frozenFrom;
+
+      // Committed: this container lives at the destination now, and the stretched network must
+      // stay for it. Nothing done so far is to be undone any more.
+      compensations.length = 0;
+      containers.push({
+        name,
+        frozenMs,
+        checkpointMs: image.durationMs,
+        restoreMs: restored.durationMs,
+        imageBytes: image.imageBytes,
+        artifacts: [rootfs, checkpointArtifact],
+      });
+
+      await phase('release', name, async () => {
+        try {
+          await Promise.all([src.releaseSource(step), dst.cleanupReceived(step)]);
+        } catch (err) {
+          warnings.push(`could not release ${name} at ${plan.source}: ${describe(err)}`);
+          log.warn('release failed after commit', { container: name, error: describe(err) });
+        }
+      });
+    }
+  } catch (err) {
+    const reason = describe(err);
+    progress.state = 'compensating';
+    progress.error = reason;
+    log.error('migration failed, rolling back', { reason, compensations: compensations.length });
+    const undoFailures: string[] = [];
+    for (const { what, undo } of compensations.reverse()) {
+      progress.phase = `rollback: ${what}`;
+      try {
+        await undo();
+      } catch (undoErr) {
+        undoFailures.push(`${what}: ${describe(undoErr)}`);
+      }
+    }
+    progress.state = 'failed';
+    const suffix = undoFailures.length ? `\nrollback incomplete:\n- ${undoFailures.join('\n- ')}` : '\nrolled back: the VI runs at the source';
+    throw ApplicationFailure.nonRetryable(`migration ${plan.name} failed: ${reason}${suffix}`, 'MigrationFailed');
+  }
+
+  progress.state = 'completed';
+  progress.phase = 'done';
+  if (warnings.length) log.warn('migration completed with warnings', { warnings });
+  return {
+    plan: plan.name,
+    source: plan.source,
+    destination: plan.destination,
+    startedAt,
+    wallMs: Date.now() - startedAt,
+    phases,
+    containers,
+    bytesMoved: progress.bytesMoved,
+    warnings,
+  };
+}
