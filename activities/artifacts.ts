@@ -6,21 +6,46 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { run } from '../lib/exec';
+import type { FileDigest } from '../lib/types';
 
-/** A pass-through that hashes and counts what flows through it. */
+/**
+ * A pass-through that hashes and counts what flows through it, and regroups the stream into
+ * large chunks: an sftp write stream sends one request per chunk and waits for its answer, so
+ * the 64 KiB chunks of a pipe would cap a transfer at a third of a 1 Gbit/s link.
+ */
 export class DigestCounter extends Transform {
   private readonly hash = createHash('sha256');
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
   bytes = 0;
 
-  constructor(private readonly onProgress: (bytes: number) => void = () => {}) {
-    super();
+  constructor(
+    private readonly onProgress: (bytes: number) => void = () => {},
+    private readonly chunkBytes = 1 << 20,
+  ) {
+    super({ readableHighWaterMark: chunkBytes });
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null, data?: Buffer) => void): void {
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
     this.onProgress(this.bytes);
-    done(null, chunk);
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= this.chunkBytes) this.flushPending();
+    done();
+  }
+
+  override _flush(done: (err?: Error | null) => void): void {
+    this.flushPending();
+    done();
+  }
+
+  private flushPending(): void {
+    if (this.pendingBytes === 0) return;
+    this.push(this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes));
+    this.pending = [];
+    this.pendingBytes = 0;
   }
 
   digest(): string {
@@ -43,7 +68,7 @@ export function tarDirectory(dir: string): { stream: Readable; finished: Promise
 export async function sha256File(file: string): Promise<{ sha256: string; bytes: number }> {
   const counter = new DigestCounter();
   await new Promise<void>((resolve, reject) => {
-    createReadStream(file).on('error', reject).pipe(counter).on('error', reject).on('finish', resolve).resume();
+    createReadStream(file, { highWaterMark: 1 << 20 }).on('error', reject).pipe(counter).on('error', reject).on('finish', resolve).resume();
   });
   return { sha256: counter.digest(), bytes: counter.bytes };
 }
@@ -52,6 +77,25 @@ export async function unpackTar(tarFile: string, dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
   await run('tar', ['--numeric-owner', '-C', dir, '-xf', tarFile]);
+}
+
+/** Digest of a list of file digests: one value that names a whole directory's content. */
+export function manifestDigest(files: FileDigest[]): string {
+  const lines = [...files].sort((a, b) => a.name.localeCompare(b.name)).map((f) => `${f.name} ${f.bytes} ${f.sha256}\n`);
+  return createHash('sha256').update(lines.join('')).digest('hex');
+}
+
+/** Checks the files in `dir` against the sender's digests; returns the bytes checked or throws naming the first bad file. */
+export async function verifyFiles(dir: string, files: FileDigest[]): Promise<number> {
+  let total = 0;
+  for (const expected of files) {
+    const actual = await sha256File(path.join(dir, expected.name));
+    if (actual.sha256 !== expected.sha256 || actual.bytes !== expected.bytes) {
+      throw new Error(`${expected.name}: received ${actual.bytes} bytes sha256 ${actual.sha256}, sent ${expected.bytes} bytes sha256 ${expected.sha256}`);
+    }
+    total += actual.bytes;
+  }
+  return total;
 }
 
 /** Total size of the regular files under a directory. */

@@ -17,8 +17,8 @@ import type {
   TransferEndpoint,
 } from '../lib/types';
 import type { Cloud } from '../providers/provider';
-import { directoryBytes, sha256File, unpackTar } from './artifacts';
-import { artifactFileName, pushDirectory } from './transfer';
+import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
+import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
 
 export interface ContainerStep {
   migrationId: string;
@@ -121,7 +121,26 @@ export function createCloudActivities(cloud: Cloud) {
     /** Source: the read-only rootfs is copied while the container still runs. */
     async sendRootfs(input: ContainerStep & { endpoint: TransferEndpoint }): Promise<ArtifactReceipt> {
       const dir = path.join(runtime.bundleDir(input.container.name), 'rootfs');
-      return pushDirectory({ dir, kind: 'rootfs', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath });
+      return pushDirectoryAsTar({ dir, kind: 'rootfs', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath });
+    },
+
+    /** Destination: check the rootfs that arrived and unpack it into the container's bundle, before the freeze. */
+    async receiveRootfs(input: ContainerStep & { artifact: ArtifactReceipt }): Promise<{ verifyMs: number; unpackMs: number }> {
+      const started = Date.now();
+      const file = path.join(migrationDir(input.migrationId, input.container.name), 'incoming', artifactFileName('rootfs'));
+      const { sha256, bytes } = await sha256File(file);
+      if (sha256 !== input.artifact.sha256 || bytes !== input.artifact.bytes) {
+        // Reading again would give the same bytes: fail; nothing is frozen yet, the workflow rolls back.
+        throw ApplicationFailure.create({
+          message: `rootfs of ${input.container.name} arrived corrupt: ${bytes} bytes sha256 ${sha256}, sent ${input.artifact.bytes} bytes sha256 ${input.artifact.sha256}`,
+          type: 'DigestMismatch',
+          nonRetryable: true,
+        });
+      }
+      const verifyMs = Date.now() - started;
+      await unpackTar(file, path.join(runtime.bundleDir(input.container.name), 'rootfs'));
+      await rm(file, { force: true });
+      return { verifyMs, unpackMs: Date.now() - started - verifyMs };
     },
 
     /**
@@ -151,46 +170,38 @@ export function createCloudActivities(cloud: Cloud) {
     },
 
     async sendCheckpoint(input: ContainerStep & { endpoint: TransferEndpoint; imageDir: string }): Promise<ArtifactReceipt> {
-      return pushDirectory({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath });
+      return pushFlatDirectory({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath });
     },
 
     /**
      * Destination: check every received byte against the sender's digest, unpack, and restore into
      * the prepared port. Then lift the reset guard: the socket exists again.
      */
-    async restore(input: ContainerStep & { artifacts: ArtifactReceipt[]; keepTcp: boolean }): Promise<RestoreResult> {
-      const { container } = input;
+    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean }): Promise<RestoreResult> {
+      const { container, image } = input;
       if ((await runtime.status(container.name)) === 'running') {
-        return { durationMs: 0, verifiedBytes: input.artifacts.reduce((sum, a) => sum + a.bytes, 0) };
+        return { durationMs: 0, verifyMs: 0, verifiedBytes: image.bytes }; // a retry after success
       }
-      const dir = migrationDir(input.migrationId, container.name);
-      let verifiedBytes = 0;
-      for (const artifact of input.artifacts) {
-        const file = path.join(dir, 'incoming', artifactFileName(artifact.kind));
-        const { sha256, bytes } = await sha256File(file);
-        if (sha256 !== artifact.sha256 || bytes !== artifact.bytes) {
-          // Restoring again would read the same bytes: fail, and the workflow rolls back to the source,
-          // which still holds the image.
-          throw ApplicationFailure.create({
-            message: `${artifact.kind} for ${container.name} arrived corrupt: ${bytes} bytes sha256 ${sha256}, sent ${artifact.bytes} bytes sha256 ${artifact.sha256}`,
-            type: 'DigestMismatch',
-            nonRetryable: true,
-          });
-        }
-        verifiedBytes += bytes;
+      const imageDir = path.join(migrationDir(input.migrationId, container.name), 'incoming', 'checkpoint');
+      const verifyStarted = Date.now();
+      let verifiedBytes: number;
+      try {
+        if (!image.files || manifestDigest(image.files) !== image.sha256) throw new Error('the manifest does not match its digest');
+        verifiedBytes = await verifyFiles(imageDir, image.files);
+      } catch (err) {
+        // Restoring again would read the same bytes: fail, and the workflow rolls back to the
+        // source, which still holds the image.
+        throw ApplicationFailure.create({ message: `checkpoint of ${container.name} arrived corrupt: ${(err as Error).message}`, type: 'DigestMismatch', nonRetryable: true });
       }
-      const bundle = runtime.bundleDir(container.name);
-      await unpackTar(path.join(dir, 'incoming', artifactFileName('rootfs')), path.join(bundle, 'rootfs'));
-      const imageDir = path.join(dir, 'checkpoint');
-      await unpackTar(path.join(dir, 'incoming', artifactFileName('checkpoint')), imageDir);
+      const verifyMs = Date.now() - verifyStarted;
       const { netnsPath } = await controlPlane.ensurePort(container);
       const started = Date.now();
       await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
       const durationMs = Date.now() - started;
       await controlPlane.setResetGuard(container.name, false);
       await controlPlane.registerContainer(container);
-      log(`restored ${container.name} in ${durationMs} ms`);
-      return { durationMs, verifiedBytes };
+      log(`restored ${container.name} in ${durationMs} ms (verify ${verifyMs} ms)`);
+      return { durationMs, verifyMs, verifiedBytes };
     },
 
     /** Destination, compensation: make sure no copy of the container runs here (never two copies). */

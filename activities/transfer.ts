@@ -1,54 +1,99 @@
 /**
  * Pushing artifacts across the WAN with sftp (ssh2-sftp-client), from the source cloud's worker to
- * the destination cloud's sshd. The stream is hashed in flight; the destination re-hashes what it
+ * the destination cloud's sshd. Bytes are hashed in flight; the destination re-hashes what it
  * stored before anything is restored from it.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import SftpClient from 'ssh2-sftp-client';
-import type { ArtifactKind, ArtifactReceipt, TransferEndpoint } from '../lib/types';
-import { DigestCounter, tarDirectory } from './artifacts';
+import type { ArtifactKind, ArtifactReceipt, FileDigest, TransferEndpoint } from '../lib/types';
+import { DigestCounter, manifestDigest, tarDirectory } from './artifacts';
 
 export function artifactFileName(kind: ArtifactKind): string {
   return `${kind}.tar`;
 }
 
-export async function pushDirectory(opts: {
-  dir: string;
-  kind: ArtifactKind;
-  endpoint: TransferEndpoint;
-  privateKeyPath: string;
-}): Promise<ArtifactReceipt> {
-  const started = Date.now();
-  const { endpoint } = opts;
-  const remotePath = path.posix.join(endpoint.directory, artifactFileName(opts.kind));
-  const sftp = new SftpClient(`migravi-${opts.kind}`);
+/** Heartbeats the bytes sent so far, at most twice a second. */
+function progressReporter(kind: ArtifactKind): (bytes: number) => void {
   let lastBeat = 0;
-  const counter = new DigestCounter((bytes) => {
+  return (bytes) => {
     const now = Date.now();
     if (now - lastBeat > 500) {
       lastBeat = now;
-      Context.current().heartbeat({ kind: opts.kind, bytes });
+      Context.current().heartbeat({ kind, bytes });
     }
-  });
+  };
+}
+
+async function withSftp<T>(endpoint: TransferEndpoint, privateKeyPath: string, use: (sftp: SftpClient) => Promise<T>): Promise<T> {
+  const sftp = new SftpClient('migravi');
   await sftp.connect({
     host: endpoint.host,
     port: endpoint.port,
     username: endpoint.username,
-    privateKey: await readFile(opts.privateKeyPath),
+    privateKey: await readFile(privateKeyPath),
     readyTimeout: 20_000,
+    // The destination's host key must be the one its worker announced: no trust on first use.
     hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64') === endpoint.hostKeySha256,
   });
   // A cancelled migration stops its transfer at once instead of finishing the upload.
   void Context.current().cancelled.catch(() => sftp.end().catch(() => undefined));
   try {
-    const tar = tarDirectory(opts.dir);
-    const upload = sftp.put(tar.stream.pipe(counter), remotePath, { writeStreamOptions: { mode: 0o600 } });
-    await Promise.all([upload, tar.finished]);
+    return await use(sftp);
   } finally {
     await sftp.end().catch(() => undefined);
   }
+}
+
+/** Sends a directory as one tar stream (keeps symlinks and modes: for root filesystems). */
+export async function pushDirectoryAsTar(opts: { dir: string; kind: ArtifactKind; endpoint: TransferEndpoint; privateKeyPath: string }): Promise<ArtifactReceipt> {
+  const started = Date.now();
+  const remotePath = path.posix.join(opts.endpoint.directory, artifactFileName(opts.kind));
+  const counter = new DigestCounter(progressReporter(opts.kind));
+  await withSftp(opts.endpoint, opts.privateKeyPath, async (sftp) => {
+    const tar = tarDirectory(opts.dir);
+    await Promise.all([sftp.put(tar.stream.pipe(counter), remotePath, { writeStreamOptions: { mode: 0o600 } }), tar.finished]);
+  });
   return { kind: opts.kind, remotePath, bytes: counter.bytes, sha256: counter.digest(), durationMs: Date.now() - started };
+}
+
+/**
+ * Sends the regular files of a flat directory (a CRIU image) one by one, a few at a time, into a
+ * remote directory of the same name, so the destination can restore straight from it.
+ */
+export async function pushFlatDirectory(opts: { dir: string; kind: ArtifactKind; endpoint: TransferEndpoint; privateKeyPath: string }): Promise<ArtifactReceipt> {
+  const started = Date.now();
+  const remoteDir = path.posix.join(opts.endpoint.directory, opts.kind);
+  const entries = await readdir(opts.dir, { withFileTypes: true });
+  const odd = entries.filter((e) => !e.isFile());
+  if (odd.length) throw new Error(`${opts.dir} is not a flat directory of files: ${odd.map((e) => e.name).join(', ')}`);
+  const names = entries.map((e) => e.name).sort();
+  const files: FileDigest[] = [];
+  let sent = 0;
+  const report = progressReporter(opts.kind);
+  await withSftp(opts.endpoint, opts.privateKeyPath, async (sftp) => {
+    await sftp.rmdir(remoteDir, true).catch(() => undefined); // a retry starts clean
+    await sftp.mkdir(remoteDir, true);
+    const queue = [...names];
+    const sendNext = async (): Promise<void> => {
+      for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+        let before = 0;
+        const counter = new DigestCounter((bytes) => {
+          sent += bytes - before;
+          before = bytes;
+          report(sent);
+        });
+        const source = createReadStream(path.join(opts.dir, name), { highWaterMark: 1 << 20 });
+        await sftp.put(source.pipe(counter), path.posix.join(remoteDir, name), { writeStreamOptions: { mode: 0o600 } });
+        files.push({ name, bytes: counter.bytes, sha256: counter.digest() });
+      }
+    };
+    await Promise.all([sendNext(), sendNext(), sendNext(), sendNext()]);
+  });
+  files.sort((a, b) => a.name.localeCompare(b.name));
+  const bytes = files.reduce((sum, f) => sum + f.bytes, 0);
+  return { kind: opts.kind, remotePath: remoteDir, bytes, sha256: manifestDigest(files), files, durationMs: Date.now() - started };
 }

@@ -47,12 +47,24 @@ export interface TransferEndpoint {
 
 export type ArtifactKind = 'rootfs' | 'checkpoint';
 
-/** A tar stream that crossed the WAN. */
-export interface ArtifactReceipt {
-  kind: ArtifactKind;
-  remotePath: string;
+export interface FileDigest {
+  name: string;
   bytes: number;
   sha256: string;
+}
+
+/**
+ * What crossed the WAN for one artifact: a tar stream (rootfs: symlinks, modes) or the files of a
+ * flat directory (a CRIU image: restored straight from where it lands, no unpacking in the blackout).
+ */
+export interface ArtifactReceipt {
+  kind: ArtifactKind;
+  /** The tar file, or the directory holding `files`. */
+  remotePath: string;
+  bytes: number;
+  /** Of the tar stream, or of the manifest ("name bytes sha256" lines) when sent as files. */
+  sha256: string;
+  files?: FileDigest[];
   durationMs: number;
 }
 
@@ -63,7 +75,10 @@ export interface CheckpointResult {
 }
 
 export interface RestoreResult {
+  /** CRIU restore alone. */
   durationMs: number;
+  /** Re-hashing the image that arrived, before the restore. */
+  verifyMs: number;
   /** Bytes the destination read back and verified (must equal what was sent). */
   verifiedBytes: number;
 }
@@ -81,6 +96,7 @@ export interface ContainerReport {
   frozenMs: number;
   checkpointMs: number;
   restoreMs: number;
+  verifyMs: number;
   imageBytes: number;
   artifacts: ArtifactReceipt[];
 }

@@ -20,7 +20,7 @@ export function formatReport(
   lines.push(`  ${'(sum)'.padEnd(14)} ${''.padEnd(11)} ${ms(sum).padStart(9)}`);
   lines.push('');
   for (const c of report.containers) {
-    lines.push(`  ${c.name}: frozen ${ms(c.frozenMs)} (CRIU dump ${ms(c.checkpointMs)}, restore ${ms(c.restoreMs)}), image ${mib(c.imageBytes)}`);
+    lines.push(`  ${c.name}: frozen ${ms(c.frozenMs)} (CRIU dump ${ms(c.checkpointMs)}; at destination: verify ${ms(c.verifyMs)}, CRIU restore ${ms(c.restoreMs)}), image ${mib(c.imageBytes)}`);
     for (const a of c.artifacts) {
       lines.push(`    ${a.kind.padEnd(10)} ${mib(a.bytes).padStart(10)} in ${ms(a.durationMs).padStart(8)}  ${((a.bytes * 8) / 1e6 / Math.max(a.durationMs / 1000, 0.001)).toFixed(0)} Mbit/s  sha256 ${a.sha256.slice(0, 16)}…`);
     }

@@ -49,6 +49,7 @@ function cloudActivities(cloud: string, plan: MigrationPlan) {
     preparePort: control.preparePort,
     removePort: control.removePort,
     sendRootfs: transfer.sendRootfs,
+    receiveRootfs: control.receiveRootfs,
     sendCheckpoint: transfer.sendCheckpoint,
     checkpoint: once.checkpoint,
     restore: once.restore,
@@ -130,8 +131,12 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         await dst.preparePort(step);
         return dst.prepareReceive(step);
       });
-      const rootfs = await phase('pre-copy', name, () => src.sendRootfs({ ...step, endpoint }));
-      progress.bytesMoved += rootfs.bytes;
+      const rootfs = await phase('pre-copy', name, async () => {
+        const sent = await src.sendRootfs({ ...step, endpoint });
+        progress.bytesMoved += sent.bytes;
+        await dst.receiveRootfs({ ...step, artifact: sent });
+        return sent;
+      });
 
       compensations.push({ what: `resume ${name} at source`, undo: () => src.restoreAtSource({ ...step, keepTcp }) });
       const frozenFrom = Date.now();
@@ -139,7 +144,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       const checkpointArtifact = await phase('transfer', name, () => src.sendCheckpoint({ ...step, endpoint, imageDir: image.imageDir }));
       progress.bytesMoved += checkpointArtifact.bytes;
       compensations.push({ what: `discard ${name} at destination`, undo: () => dst.discardContainer(step) });
-      const restored = await phase('restore', name, () => dst.restore({ ...step, artifacts: [rootfs, checkpointArtifact], keepTcp }));
+      const restored = await phase('restore', name, () => dst.restore({ ...step, image: checkpointArtifact, keepTcp }));
       const frozenMs = Date.now() - frozenFrom;
 
       // Committed: this container lives at the destination now, and the stretched network must
@@ -150,6 +155,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         frozenMs,
         checkpointMs: image.durationMs,
         restoreMs: restored.durationMs,
+        verifyMs: restored.verifyMs,
         imageBytes: image.imageBytes,
         artifacts: [rootfs, checkpointArtifact],
       });
