@@ -91,10 +91,17 @@ export function createCloudActivities(cloud: Cloud) {
       for (const name of input.names) await controlPlane.removeNetwork(name);
     },
 
-    /** Either side: joins this cloud's copy of each network to the peer's over the WAN. */
-    async stretchNetworks(input: { networks: NetworkSpec[]; peerPublicIp: string }): Promise<void> {
-      for (const network of input.networks) await controlPlane.ensureStretch(network, input.peerPublicIp);
+    /**
+     * Either side: joins this cloud's copy of each network to the peer's over the WAN. Returns the
+     * networks newly stretched, so that a rollback undoes only what this migration did.
+     */
+    async stretchNetworks(input: { networks: NetworkSpec[]; peerPublicIp: string }): Promise<NetworkSpec[]> {
+      const created: NetworkSpec[] = [];
+      for (const network of input.networks) {
+        if ((await controlPlane.ensureStretch(network, input.peerPublicIp)).created) created.push(network);
+      }
       log(`stretched ${input.networks.map((n) => n.name).join(', ')} to ${input.peerPublicIp}`);
+      return created;
     },
 
     async unstretchNetworks(input: { networks: NetworkSpec[]; peerPublicIp: string }): Promise<void> {

@@ -26,6 +26,29 @@ export async function queryProgress(handle: WorkflowHandle): Promise<MigrationPr
   return handle.query<MigrationProgress>('progress');
 }
 
+export async function approveCutover(handle: WorkflowHandle): Promise<void> {
+  await handle.signal('approveCutover');
+}
+
+/** Asks the migration to stop and roll back; honoured before the commit point, between steps. */
+export async function abortMigration(handle: WorkflowHandle, reason: string): Promise<void> {
+  await handle.signal('abort', reason);
+}
+
+/** Waits until the migration reports `state` (e.g. awaiting-approval). */
+export async function waitForState(handle: WorkflowHandle, state: MigrationProgress['state'], timeoutMs = 120_000): Promise<MigrationProgress> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const progress = await queryProgress(handle).catch(() => undefined);
+    if (progress?.state === state) return progress;
+    if (progress && progress.state !== 'running' && progress.state !== 'awaiting-approval') {
+      throw new Error(`migration ${handle.workflowId} is ${progress.state}${progress.error ? `: ${progress.error}` : ''}, not ${state}`);
+    }
+    if (Date.now() > deadline) throw new Error(`migration ${handle.workflowId} did not reach ${state} within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** Waits for the result, calling `onProgress` whenever the phase changes. */
 export async function followMigration(handle: MigrationHandle, onProgress: (p: MigrationProgress) => void, pollMs = 250): Promise<MigrationReport> {
   let lastKey = '';

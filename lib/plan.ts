@@ -27,9 +27,14 @@ export const migrationPlanSchema = z
         keepTcpConnections: z.boolean().default(true),
         /** How long one transfer may run before it is retried. */
         transferTimeoutSeconds: z.number().int().min(10).max(86_400).default(1800),
+        /**
+         * Wait, with everything prepared and the root filesystems copied, for an operator's
+         * "approveCutover" signal before freezing anything.
+         */
+        approveCutover: z.boolean().default(false),
       })
       .strict()
-      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800 }),
+      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, approveCutover: false }),
   })
   .strict()
   .superRefine((plan, ctx) => {

@@ -115,7 +115,7 @@ export interface MigrationReport {
 }
 
 export interface MigrationProgress {
-  state: 'running' | 'completed' | 'compensating' | 'failed';
+  state: 'running' | 'awaiting-approval' | 'completed' | 'compensating' | 'failed';
   phase: string;
   container?: string;
   phases: PhaseTiming[];

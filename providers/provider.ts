@@ -20,8 +20,8 @@ export interface ControlPlane {
   ensureNetwork(spec: NetworkSpec): Promise<{ created: boolean }>;
   removeNetwork(name: string): Promise<void>;
 
-  /** Joins this cloud's copy of the network to the peer's over the WAN (idempotent). */
-  ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<void>;
+  /** Joins this cloud's copy of the network to the peer's over the WAN (idempotent); created = it was not joined before. */
+  ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<{ created: boolean }>;
   removeStretch(network: NetworkSpec, peerPublicIp: string): Promise<void>;
 
   /** A port with the container's fixed IP and MAC on its network; returns the netns path to run in. */

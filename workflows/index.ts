@@ -1,1 +1,1 @@
-export { migrateInfrastructure, progressQuery } from './migrate-infrastructure';
+export { abortSignal, approveCutoverSignal, migrateInfrastructure, progressQuery } from './migrate-infrastructure';

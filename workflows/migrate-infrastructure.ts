@@ -10,7 +10,9 @@
 import {
   ActivityFailure,
   ApplicationFailure,
+  condition,
   defineQuery,
+  defineSignal,
   log,
   proxyActivities,
   type RetryPolicy,
@@ -23,6 +25,10 @@ import { cloudTaskQueue, parsePlan, PlanError, type MigrationPlan } from '../lib
 import type { ContainerReport, MigrationProgress, MigrationReport, PhaseTiming } from '../lib/types';
 
 export const progressQuery = defineQuery<MigrationProgress>('progress');
+/** Operator: go ahead with the freeze (plans with options.approveCutover). */
+export const approveCutoverSignal = defineSignal('approveCutover');
+/** Operator: stop before the commit point and roll back. Takes effect between steps. */
+export const abortSignal = defineSignal<[reason?: string]>('abort');
 
 /** Activities of one cloud, called through that cloud's task queue. */
 function cloudActivities(cloud: string, plan: MigrationPlan) {
@@ -87,8 +93,21 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   const phases: PhaseTiming[] = [];
   const progress: MigrationProgress = { state: 'running', phase: 'starting', phases, bytesMoved: 0 };
   setHandler(progressQuery, () => progress);
+  let approved = !plan.options.approveCutover;
+  let abortReason: string | undefined;
+  setHandler(approveCutoverSignal, () => {
+    approved = true;
+  });
+  setHandler(abortSignal, (reason) => {
+    abortReason = reason || 'aborted by the operator';
+  });
+  let committed = 0;
+  const throwIfAborted = () => {
+    if (abortReason !== undefined && committed === 0) throw ApplicationFailure.nonRetryable(abortReason, 'Aborted');
+  };
 
   async function phase<T>(name: string, container: string | undefined, step: () => Promise<T>): Promise<T> {
+    throwIfAborted();
     progress.phase = name;
     progress.container = container;
     const begin = Date.now();
@@ -111,13 +130,14 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     );
     const { networks } = inventory;
 
+    // Each undo removes only what this migration created: an earlier migration's stretch stays.
     await phase('network', undefined, async () => {
       const created = await dst.replicateNetworks({ networks });
       compensations.push({ what: 'remove replicated networks', undo: () => dst.removeNetworks({ names: created }) });
-      compensations.push({ what: 'unstretch destination', undo: () => dst.unstretchNetworks({ networks, peerPublicIp: inventory.source.publicIp }) });
-      await dst.stretchNetworks({ networks, peerPublicIp: inventory.source.publicIp });
-      compensations.push({ what: 'unstretch source', undo: () => src.unstretchNetworks({ networks, peerPublicIp: destination.publicIp }) });
-      await src.stretchNetworks({ networks, peerPublicIp: destination.publicIp });
+      const dstStretched = await dst.stretchNetworks({ networks, peerPublicIp: inventory.source.publicIp });
+      compensations.push({ what: 'unstretch destination', undo: () => dst.unstretchNetworks({ networks: dstStretched, peerPublicIp: inventory.source.publicIp }) });
+      const srcStretched = await src.stretchNetworks({ networks, peerPublicIp: destination.publicIp });
+      compensations.push({ what: 'unstretch source', undo: () => src.unstretchNetworks({ networks: srcStretched, peerPublicIp: destination.publicIp }) });
     });
 
     for (const container of inventory.containers) {
@@ -138,6 +158,13 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         return sent;
       });
 
+      if (!approved) {
+        progress.state = 'awaiting-approval';
+        progress.phase = 'awaiting approval';
+        await condition(() => approved || abortReason !== undefined);
+        progress.state = 'running';
+        throwIfAborted();
+      }
       compensations.push({ what: `resume ${name} at source`, undo: () => src.restoreAtSource({ ...step, keepTcp }) });
       const frozenFrom = Date.now();
       const image = await phase('checkpoint', name, () => src.checkpoint({ ...step, keepTcp }));
@@ -150,6 +177,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       // Committed: this container lives at the destination now, and the stretched network must
       // stay for it. Nothing done so far is to be undone any more.
       compensations.length = 0;
+      committed++;
       containers.push({
         name,
         frozenMs,

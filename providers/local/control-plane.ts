@@ -76,7 +76,7 @@ export class LocalControlPlane implements ControlPlane {
     });
   }
 
-  async ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<void> {
+  async ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<{ created: boolean }> {
     const vx = names.vxlan(network.name);
     const ns = this.cfg.netns;
     if ((await ip(['link', 'show', vx], ns, true)).exitCode !== 0) {
@@ -89,10 +89,12 @@ export class LocalControlPlane implements ControlPlane {
     if (!fdb.stdout.includes(`dst ${peerPublicIp} `)) {
       await run('bridge', ['fdb', 'append', '00:00:00:00:00:00', 'dev', vx, 'dst', peerPublicIp], { netns: ns });
     }
-    await this.state.update((s) => {
+    return this.state.update((s) => {
       const peers = new Set(s.stretches[network.name] ?? []);
+      const created = !peers.has(peerPublicIp);
       peers.add(peerPublicIp);
       s.stretches[network.name] = [...peers];
+      return { created };
     });
   }
 

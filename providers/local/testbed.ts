@@ -55,6 +55,14 @@ export async function registerProcess(stateDir: string, name: string, pid: numbe
   await writeTestbed(record);
 }
 
+/** Forgets a process that was stopped, so `down` never signals a PID the system may have reused. */
+export async function unregisterProcess(stateDir: string, pid: number): Promise<void> {
+  const record = await readTestbed(stateDir);
+  if (!record) return;
+  record.processes = record.processes.filter((p) => p.pid !== pid);
+  await writeTestbed(record);
+}
+
 export function addToIpv4(address: string, n: number): string {
   const parts = address.split('.').map(Number);
   const value = ((parts[0]! << 24) >>> 0) + (parts[1]! << 16) + (parts[2]! << 8) + parts[3]! + n;

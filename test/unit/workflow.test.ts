@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { ApplicationFailure } from '@temporalio/activity';
-import { WorkflowFailedError } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { abortMigration, approveCutover, waitForState } from '../../client/migravi-client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { CloudActivities } from '../../activities/cloud-activities';
@@ -27,7 +28,7 @@ function fakeCloud(cloud: string, calls: string[], failAt?: string): CloudActivi
     preflight: async () => ({ cloud, publicIp: cloud === 'cloud-a' ? '203.0.113.11' : '203.0.113.12' }),
     replicateNetworks: async () => ['net'],
     removeNetworks: async () => undefined,
-    stretchNetworks: async () => undefined,
+    stretchNetworks: async () => inventory.networks,
     unstretchNetworks: async () => undefined,
     prepareReceive: async () => ({ host: '203.0.113.12', port: 22, username: 'root', hostKeySha256: 'x', directory: '/in' }),
     preparePort: async () => undefined,
@@ -71,7 +72,11 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   });
 
   /** Runs one migration with an orchestrator and two fake cloud workers; returns the result and the calls. */
-  async function migrate(plan: unknown, failAt?: string): Promise<{ result?: MigrationReport; error?: WorkflowFailedError; calls: string[] }> {
+  async function migrate(
+    plan: unknown,
+    failAt?: string,
+    operate: (handle: WorkflowHandle, calls: string[]) => Promise<void> = async () => undefined,
+  ): Promise<{ result?: MigrationReport; error?: Error; calls: string[] }> {
     const calls: string[] = [];
     const workers = await Promise.all([
       Worker.create({ connection: env.nativeConnection, taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowBundle: bundle }),
@@ -79,14 +84,15 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
         Worker.create({ connection: env.nativeConnection, taskQueue: cloudTaskQueue(cloud), activities: fakeCloud(cloud, calls, failAt) }),
       ),
     ]);
-    const run = env.client.workflow.execute('migrateInfrastructure', {
+    const handle = await env.client.workflow.start('migrateInfrastructure', {
       taskQueue: ORCHESTRATOR_TASK_QUEUE,
       workflowId: `test-${Math.random().toString(36).slice(2)}`,
       args: [plan],
-    }) as Promise<MigrationReport>;
-    let outcome: { result?: MigrationReport; error?: WorkflowFailedError } = {};
+    });
+    const run = Promise.all([handle.result() as Promise<MigrationReport>, operate(handle, calls)]).then(([result]) => result);
+    let outcome: { result?: MigrationReport; error?: Error } = {};
     const [orchestrator, a, b] = workers as [Worker, Worker, Worker];
-    await orchestrator.runUntil(a.runUntil(b.runUntil(run.then((result) => (outcome = { result }), (error: WorkflowFailedError) => (outcome = { error })))));
+    await orchestrator.runUntil(a.runUntil(b.runUntil(run.then((result) => (outcome = { result }), (error: Error) => (outcome = { error })))));
     return { ...outcome, calls };
   }
 
@@ -157,5 +163,29 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     const { error, calls } = await migrate(plan, 'cloud-b:preflight');
     assert.ok(error instanceof WorkflowFailedError);
     assert.deepEqual(calls.filter((c) => !['cloud-a:inventory', 'cloud-a:preflight', 'cloud-b:preflight'].includes(c)), []);
+  });
+
+  it('waits for the operator before freezing, then goes on when approved', async () => {
+    const { result, error, calls } = await migrate({ ...plan, options: { approveCutover: true } }, undefined, async (handle, callsSoFar) => {
+      const waiting = await waitForState(handle, 'awaiting-approval');
+      assert.equal(waiting.phase, 'awaiting approval');
+      assert.ok(!callsSoFar.includes('cloud-a:checkpoint'), 'froze before approval');
+      assert.ok(callsSoFar.includes('cloud-b:receiveRootfs'), 'the rootfs is not pre-copied before the wait');
+      await approveCutover(handle);
+    });
+    assert.ok(result, String(error));
+    assert.ok(calls.includes('cloud-a:checkpoint') && calls.includes('cloud-b:restore'));
+  });
+
+  it('rolls back without freezing anything when aborted while awaiting approval', async () => {
+    const { error, calls } = await migrate({ ...plan, options: { approveCutover: true } }, undefined, async (handle) => {
+      await waitForState(handle, 'awaiting-approval');
+      await abortMigration(handle, 'maintenance window closed');
+    });
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /maintenance window closed[\s\S]*rolled back/);
+    assert.ok(!calls.includes('cloud-a:checkpoint'));
+    assert.ok(!calls.includes('cloud-a:restoreAtSource'), 'nothing was frozen, nothing to resume');
+    assert.deepEqual(calls.slice(-5), ['cloud-b:removePort', 'cloud-b:cleanupReceived', 'cloud-a:unstretchNetworks', 'cloud-b:unstretchNetworks', 'cloud-b:removeNetworks']);
   });
 });
