@@ -151,13 +151,15 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         await dst.preparePort(step);
         return dst.prepareReceive(step);
       });
-      const rootfs = await phase('pre-copy', name, async () => {
+      const sendRootfs = async () => {
         const sent = await src.sendRootfs({ ...step, endpoint });
         progress.bytesMoved += sent.bytes;
         await dst.receiveRootfs({ ...step, artifact: sent });
         return sent;
-      });
-
+      };
+      // A read-only rootfs is copied while the container runs; a writable one can still change,
+      // so it is copied after the freeze, inside the blackout.
+      const preCopied = container.readonlyRootfs ? await phase('pre-copy', name, sendRootfs) : undefined;
       if (!approved) {
         progress.state = 'awaiting-approval';
         progress.phase = 'awaiting approval';
@@ -168,8 +170,11 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       compensations.push({ what: `resume ${name} at source`, undo: () => src.restoreAtSource({ ...step, keepTcp }) });
       const frozenFrom = Date.now();
       const image = await phase('checkpoint', name, () => src.checkpoint({ ...step, keepTcp }));
-      const checkpointArtifact = await phase('transfer', name, () => src.sendCheckpoint({ ...step, endpoint, imageDir: image.imageDir }));
-      progress.bytesMoved += checkpointArtifact.bytes;
+      const { checkpointArtifact, rootfs } = await phase('transfer', name, async () => {
+        const sent = await src.sendCheckpoint({ ...step, endpoint, imageDir: image.imageDir });
+        progress.bytesMoved += sent.bytes;
+        return { checkpointArtifact: sent, rootfs: preCopied ?? (await sendRootfs()) };
+      });
       compensations.push({ what: `discard ${name} at destination`, undo: () => dst.discardContainer(step) });
       const restored = await phase('restore', name, () => dst.restore({ ...step, image: checkpointArtifact, keepTcp }));
       const frozenMs = Date.now() - frozenFrom;

@@ -14,14 +14,14 @@ import { cloudTaskQueue, ORCHESTRATOR_TASK_QUEUE } from '../../lib/plan';
 import type { ArtifactKind, ContainerSpec, Inventory, MigrationReport } from '../../lib/types';
 
 const kv: ContainerSpec = { name: 'kv', network: 'net', ip: '192.0.2.10', mac: '02:00:00:00:00:0a', args: ['/bin/kv'], readonlyRootfs: true };
-const inventory: Inventory = {
+const readonlyInventory: Inventory = {
   source: { cloud: 'cloud-a', publicIp: '203.0.113.11' },
   networks: [{ name: 'net', cidr: '192.0.2.0/24', vni: 7, mtu: 1450 }],
   containers: [kv],
 };
 
 /** Fake activities for one cloud: each call is logged as "cloud:activity"; `failAt` makes one throw. */
-function fakeCloud(cloud: string, calls: string[], failAt?: string): CloudActivities {
+function fakeCloud(cloud: string, calls: string[], failAt?: string, inventory = readonlyInventory): CloudActivities {
   const receipt = (kind: ArtifactKind, bytes: number) => ({ kind, remotePath: `/in/${kind}.tar`, bytes, sha256: 'ab'.repeat(32), durationMs: 5 });
   const impl: Record<string, (input: unknown) => Promise<unknown>> = {
     inventory: async () => inventory,
@@ -76,12 +76,13 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     plan: unknown,
     failAt?: string,
     operate: (handle: WorkflowHandle, calls: string[]) => Promise<void> = async () => undefined,
+    inventory?: Inventory,
   ): Promise<{ result?: MigrationReport; error?: Error; calls: string[] }> {
     const calls: string[] = [];
     const workers = await Promise.all([
       Worker.create({ connection: env.nativeConnection, taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowBundle: bundle }),
       ...['cloud-a', 'cloud-b'].map((cloud) =>
-        Worker.create({ connection: env.nativeConnection, taskQueue: cloudTaskQueue(cloud), activities: fakeCloud(cloud, calls, failAt) }),
+        Worker.create({ connection: env.nativeConnection, taskQueue: cloudTaskQueue(cloud), activities: fakeCloud(cloud, calls, failAt, inventory) }),
       ),
     ]);
     const handle = await env.client.workflow.start('migrateInfrastructure', {
@@ -187,5 +188,15 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.ok(!calls.includes('cloud-a:checkpoint'));
     assert.ok(!calls.includes('cloud-a:restoreAtSource'), 'nothing was frozen, nothing to resume');
     assert.deepEqual(calls.slice(-5), ['cloud-b:removePort', 'cloud-b:cleanupReceived', 'cloud-a:unstretchNetworks', 'cloud-b:unstretchNetworks', 'cloud-b:removeNetworks']);
+  });
+
+  it('copies a writable rootfs only after the freeze, so no write is lost', async () => {
+    const writable: Inventory = { ...readonlyInventory, containers: [{ ...kv, readonlyRootfs: false }] };
+    const { result, calls } = await migrate(plan, undefined, undefined, writable);
+    assert.ok(result);
+    const order = calls.filter((c) => /:(checkpoint|sendCheckpoint|sendRootfs|receiveRootfs|restore)$/.test(c));
+    assert.deepEqual(order, ['cloud-a:checkpoint', 'cloud-a:sendCheckpoint', 'cloud-a:sendRootfs', 'cloud-b:receiveRootfs', 'cloud-b:restore']);
+    assert.ok(!result.phases.some((p) => p.phase === 'pre-copy'));
+    assert.deepEqual(result.containers[0]?.artifacts.map((a) => a.kind), ['rootfs', 'checkpoint']);
   });
 });
