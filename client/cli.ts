@@ -1,0 +1,60 @@
+/**
+ * The operator's command line.
+ *   node dist/client/cli.js migrate PLAN.yaml [--temporal HOST:PORT] [--no-wait]
+ *   node dist/client/cli.js progress WORKFLOW_ID
+ *   node dist/client/cli.js approve WORKFLOW_ID
+ *   node dist/client/cli.js abort WORKFLOW_ID [REASON]
+ * The plan file is read and validated before anything connects to Temporal.
+ */
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { loadPlanFile } from '../lib/plan-file';
+import { PlanError } from '../lib/plan';
+import { formatReport } from '../scripts/report';
+import { abortMigration, approveCutover, followMigration, queryProgress, startMigration } from './migravi-client';
+
+const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON]   [--temporal HOST:PORT] [--no-wait]';
+
+async function main(): Promise<number> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      temporal: { type: 'string', default: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' },
+      'no-wait': { type: 'boolean', default: false },
+    },
+  });
+  const [command, target, ...rest] = positionals;
+  if (!command || !target || !['migrate', 'progress', 'approve', 'abort'].includes(command)) {
+    console.error(usage);
+    return 2;
+  }
+  // Validate first: a bad plan is refused before any connection is made.
+  const plan = command === 'migrate' ? await loadPlanFile(target) : undefined;
+  const connection = await Connection.connect({ address: values.temporal, connectTimeout: '5s' });
+  try {
+    const client = new Client({ connection });
+    if (plan) {
+      const handle = await startMigration(client, plan);
+      console.log(`started ${handle.workflowId}`);
+      if (values['no-wait']) return 0;
+      const report = await followMigration(handle, (p) => console.log(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`));
+      console.log(formatReport(report));
+      return 0;
+    }
+    const handle = client.workflow.getHandle(target);
+    if (command === 'progress') console.log(JSON.stringify(await queryProgress(handle), null, 2));
+    if (command === 'approve') await approveCutover(handle);
+    if (command === 'abort') await abortMigration(handle, rest.join(' ') || 'aborted by the operator (CLI)');
+    return 0;
+  } finally {
+    await connection.close();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err instanceof PlanError ? err.message : `migravi: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(err instanceof PlanError ? 2 : 1);
+  },
+);
