@@ -191,4 +191,19 @@ describe('live migration between two embedded clouds (end to end)', function () 
       assert.ok(a.networks['vi-net'], 'the network that existed before was removed');
     });
   });
+
+  describe('a request that cannot be served', () => {
+    it('is refused at inventory, naming what is missing, and changes nothing in either cloud', async () => {
+      const snapshot = async () => Promise.all(['cloud-a', 'cloud-b'].map((c) => cloud(c).controlPlane.state.read()));
+      const before = await snapshot();
+      const handle = await startMigration(temporal, { name: 'ghost', source: 'cloud-a', destination: 'cloud-b', containers: ['ghost'] });
+      await assert.rejects(handle.result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.match(String(err.cause?.message), /container\(s\) ghost not found in cloud-a/);
+        return true;
+      });
+      assert.deepEqual(await snapshot(), before);
+      assert.equal(await cloud('cloud-b').runtime.status('kv'), 'running');
+    });
+  });
 });
