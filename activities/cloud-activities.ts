@@ -18,6 +18,7 @@ import type {
 } from '../lib/types';
 import type { Cloud } from '../providers/provider';
 import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
+import { heartbeatingActivities } from './heartbeat';
 import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
 
 export interface ContainerStep {
@@ -30,7 +31,7 @@ export function createCloudActivities(cloud: Cloud) {
   const migrationDir = (migrationId: string, container: string) => path.join(cloud.workDir, migrationId, container);
   const log = (message: string) => Context.current().log.info(`[${cloud.name}] ${message}`);
 
-  return {
+  return heartbeatingActivities({
     /** Source side: which containers exist, on which networks, with which addresses. */
     async inventory(input: { containers: string[] }): Promise<Inventory> {
       const specs = await controlPlane.listContainers();
@@ -245,7 +246,7 @@ export function createCloudActivities(cloud: Cloud) {
     async cleanupReceived(input: ContainerStep): Promise<void> {
       await rm(migrationDir(input.migrationId, input.container.name), { recursive: true, force: true });
     },
-  };
+  });
 }
 
 export type CloudActivities = ReturnType<typeof createCloudActivities>;

@@ -11,6 +11,7 @@ import { Context } from '@temporalio/activity';
 import SftpClient from 'ssh2-sftp-client';
 import type { ArtifactKind, ArtifactReceipt, FileDigest, TransferEndpoint } from '../lib/types';
 import { DigestCounter, manifestDigest, tarDirectory } from './artifacts';
+import { reportProgress } from './heartbeat';
 
 export function artifactFileName(kind: ArtifactKind): string {
   return `${kind}.tar`;
@@ -23,7 +24,7 @@ function progressReporter(kind: ArtifactKind): (bytes: number) => void {
     const now = Date.now();
     if (now - lastBeat > 500) {
       lastBeat = now;
-      Context.current().heartbeat({ kind, bytes });
+      reportProgress({ kind, bytes });
     }
   };
 }

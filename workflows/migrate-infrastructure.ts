@@ -34,16 +34,18 @@ export const abortSignal = defineSignal<[reason?: string]>('abort');
 function cloudActivities(cloud: string, plan: MigrationPlan) {
   const queue = cloudTaskQueue(cloud);
   const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 3 };
-  const control = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '5 minutes', retry });
+  // Every activity heartbeats every 2 s (activities/heartbeat.ts): a dead worker is noticed in 20 s.
+  const heartbeatTimeout = '20 seconds';
+  const control = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '5 minutes', heartbeatTimeout, retry });
   // The first calls also tell whether the cloud's worker is there at all: fail fast, don't wait forever.
-  const probe = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '2 minutes', scheduleToCloseTimeout: '3 minutes', retry });
+  const probe = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '2 minutes', scheduleToCloseTimeout: '3 minutes', heartbeatTimeout, retry });
   const transfer = proxyActivities<CloudActivities>({
     taskQueue: queue,
     startToCloseTimeout: `${plan.options.transferTimeoutSeconds} seconds`,
-    heartbeatTimeout: '60 seconds',
+    heartbeatTimeout,
     retry,
   });
-  const once = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '5 minutes', retry: { maximumAttempts: 2 } });
+  const once = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '5 minutes', heartbeatTimeout, retry: { maximumAttempts: 2 } });
   return {
     inventory: probe.inventory,
     preflight: probe.preflight,
