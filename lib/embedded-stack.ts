@@ -68,10 +68,15 @@ export async function startOrchestratorWorker(record: TestbedRecord, temporalAdd
 }
 
 /** One worker per cloud, started inside the cloud's edge namespace: it reaches Temporal across the WAN. */
-export async function startCloudWorkers(record: TestbedRecord, temporalPort: number, logDir: string): Promise<Record<string, number>> {
+export async function startCloudWorkers(
+  record: TestbedRecord,
+  temporalPort: number,
+  logDir: string,
+  only?: string[],
+): Promise<Record<string, number>> {
   const pids: Record<string, number> = {};
   await Promise.all(
-    record.clouds.map(async (cloud) => {
+    record.clouds.filter((cloud) => !only || only.includes(cloud.name)).map(async (cloud) => {
       const pid = await startService({
         name: `cloud worker ${cloud.name}`,
         argv: [

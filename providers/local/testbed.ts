@@ -114,6 +114,14 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
   return pid!;
 }
 
+/** Changes the bandwidth of one cloud's WAN link, both directions (e.g. to emulate a slow link). */
+export async function setWanRate(record: TestbedRecord, cloud: string, rateMbit: number): Promise<void> {
+  const index = record.clouds.findIndex((c) => c.name === cloud);
+  if (index < 0) throw new Error(`no cloud ${cloud} in testbed ${record.options.id}`);
+  await shapeLink('wan0', rateMbit, record.clouds[index]!.netns);
+  await shapeLink(`${record.options.id}-w${index}`, rateMbit);
+}
+
 /** Brings the clouds up. Refuses to touch a testbed that is already up: tear it down first. */
 export async function testbedUp(opts: TestbedOptions, log: (line: string) => void = () => {}): Promise<TestbedRecord> {
   validate(opts);

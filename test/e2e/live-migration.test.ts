@@ -18,10 +18,10 @@ import { deployDemoVi, startDemoClient, type DemoClient } from '../../demo/scena
 import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../lib/embedded-stack';
 import { run } from '../../lib/exec';
 import { criuPath, demoRootfs, testbedsDir } from '../../lib/paths';
-import { startService, stopPid, waitFor } from '../../lib/processes';
+import { isAlive, startService, stopPid, waitFor } from '../../lib/processes';
 import type { MigrationProgress, MigrationReport } from '../../lib/types';
 import { openLocalCloud } from '../../providers/local/local-cloud';
-import { registerProcess, testbedDown, testbedUp, unregisterProcess, type TestbedRecord } from '../../providers/local/testbed';
+import { registerProcess, setWanRate, testbedDown, testbedUp, unregisterProcess, type TestbedRecord } from '../../providers/local/testbed';
 
 const TESTBED_ID = 'mvtest';
 const TEMPORAL_PORT = 7243;
@@ -35,6 +35,7 @@ describe('live migration between two embedded clouds (end to end)', function () 
   let connection: Connection;
   let temporal: Client;
   let client: DemoClient;
+  let workers: Record<string, number>;
   const cloud = (name: string) => openLocalCloud(stateDir, name);
 
   before(async () => {
@@ -53,7 +54,7 @@ describe('live migration between two embedded clouds (end to end)', function () 
       await stopPid(pid);
       await unregisterProcess(stateDir, pid);
     }
-    await startCloudWorkers(record, TEMPORAL_PORT, tmp);
+    workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp);
     client = await startDemoClient(record, 'cloud-a');
   });
 
@@ -192,6 +193,45 @@ describe('live migration between two embedded clouds (end to end)', function () 
     });
   });
 
+  describe('cloud-b -> cloud-a when the source worker is killed in the middle of the transfer', () => {
+    let report: MigrationReport;
+    let statusBefore: ClientStatus;
+    let killedDuring: string | undefined;
+
+    before(async () => {
+      statusBefore = await client.waitForReplies(20);
+      // A slow link keeps the transfer going long enough to kill the worker in the middle of it.
+      await setWanRate(record, 'cloud-b', 40);
+      const handle = await startMigration(temporal, { name: 'e2e-crash', source: 'cloud-b', destination: 'cloud-a', containers: ['kv'] });
+      await waitFor('the transfer to start', async () => (await queryProgress(handle)).phase === 'transfer', 60_000, 20);
+      const victim = workers['cloud-b']!;
+      process.kill(victim, 'SIGKILL');
+      killedDuring = (await queryProgress(handle)).phase;
+      await waitFor('the killed worker to be gone', () => !isAlive(victim));
+      await unregisterProcess(stateDir, victim);
+      await setWanRate(record, 'cloud-b', 1000);
+      // The worker comes back; Temporal hands it the transfer again once the dead attempt's heartbeat times out.
+      Object.assign(workers, await startCloudWorkers(record, TEMPORAL_PORT, tmp, ['cloud-b']));
+      report = await handle.result();
+    });
+
+    it('finishes the migration with the restarted worker', async () => {
+      assert.equal(killedDuring, 'transfer');
+      assert.equal(await cloud('cloud-a').runtime.status('kv'), 'running');
+      assert.equal(await cloud('cloud-b').runtime.status('kv'), 'absent');
+      const transfer = report.phases.find((p) => p.phase === 'transfer')!;
+      assert.ok(transfer.durationMs > 20_000, `transfer took ${transfer.durationMs} ms: the retry did not wait for the heartbeat timeout`);
+    });
+
+    it('keeps the client connection and the counter through the long freeze', async () => {
+      const after = await client.waitForReplies(100);
+      assert.equal(after.localPort, statusBefore.localPort);
+      assert.equal(after.error, undefined);
+      assert.equal(after.discontinuities, 0);
+      assert.equal(after.lastValue, after.replies);
+    });
+  });
+
   describe('a request that cannot be served', () => {
     it('is refused at inventory, naming what is missing, and changes nothing in either cloud', async () => {
       const snapshot = async () => Promise.all(['cloud-a', 'cloud-b'].map((c) => cloud(c).controlPlane.state.read()));
@@ -203,7 +243,7 @@ describe('live migration between two embedded clouds (end to end)', function () 
         return true;
       });
       assert.deepEqual(await snapshot(), before);
-      assert.equal(await cloud('cloud-b').runtime.status('kv'), 'running');
+      assert.equal(await cloud('cloud-a').runtime.status('kv'), 'running');
     });
   });
 });
