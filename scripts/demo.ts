@@ -61,11 +61,14 @@ async function main(): Promise<void> {
     { id: TESTBED_ID, stateDir, clouds: ['cloud-a', 'cloud-b'], wanGateway: '203.0.113.1', wanPrefixLength: 25, wanRateMbit: Number(values['wan-mbit']), criuPath },
     (line) => say(line),
   );
+  // Logs outlive the clouds, so a failed run can be read after the teardown.
+  const logDir = path.join('/var/lib/migravi/logs', `demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`);
+  await mkdir(logDir, { recursive: true });
   let failed = false;
   try {
     await ensureTemporal();
-    await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(stateDir, 'orchestrator.log'));
-    await startCloudWorkers(record, TEMPORAL_PORT, stateDir);
+    await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(logDir, 'orchestrator.log'));
+    await startCloudWorkers(record, TEMPORAL_PORT, logDir);
     say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, over the WAN to ${record.options.wanGateway}:${TEMPORAL_PORT}`);
 
     await deployDemoVi(record, 'cloud-a', Number(values['ballast-mib']));
@@ -105,6 +108,7 @@ async function main(): Promise<void> {
       await testbedDown(stateDir, TESTBED_ID, () => undefined);
       say('clouds torn down');
     }
+    say(`logs of this run: ${logDir}`);
     say(`Temporal server left running for the Web UI; stop it with: kill $(cat ${path.join(temporalDir, 'server.pid')})`);
   }
   if (failed) process.exit(1);

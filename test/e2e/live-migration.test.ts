@@ -24,6 +24,16 @@ import { openLocalCloud } from '../../providers/local/local-cloud';
 import { registerProcess, setWanRate, testbedDown, testbedUp, unregisterProcess, type TestbedRecord } from '../../providers/local/testbed';
 
 const TESTBED_ID = 'mvtest';
+
+async function printLogTails(dirs: string[]): Promise<void> {
+  for (const dir of dirs) {
+    const files = existsSync(dir) ? (await readdir(dir)).filter((f) => f.endsWith('.log')) : [];
+    for (const file of files) {
+      const { stdout } = await run('tail', ['-n', '30', path.join(dir, file)], { allowFailure: true });
+      console.log(`\n----- ${path.join(dir, file)} (last 30 lines) -----\n${stdout}`);
+    }
+  }
+}
 const TEMPORAL_PORT = 7243;
 
 describe('live migration between two embedded clouds (end to end)', function () {
@@ -58,7 +68,11 @@ describe('live migration between two embedded clouds (end to end)', function () 
     client = await startDemoClient(record, 'cloud-a');
   });
 
-  after(async () => {
+  after(async function () {
+    // On a failure (or a test that never ran because a hook failed), show what the processes said
+    // before the teardown deletes their logs.
+    const unhappy = this.test?.parent?.suites.flatMap((suite) => suite.tests).some((t) => t.state !== 'passed');
+    if (unhappy && tmp) await printLogTails([tmp, ...(record?.clouds.map((c) => c.dir) ?? [])]);
     await connection?.close();
     await testbedDown(stateDir, TESTBED_ID); // stops workers and client by their recorded PIDs
     if (temporalPid) await stopPid(temporalPid);
