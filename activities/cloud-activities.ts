@@ -17,6 +17,7 @@ import type {
   TransferEndpoint,
 } from '../lib/types';
 import type { Cloud } from '../providers/provider';
+import { claimContainers, releaseClaims } from './claims';
 import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
 import { heartbeatingActivities } from './heartbeat';
 import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
@@ -77,6 +78,19 @@ export function createCloudActivities(cloud: Cloud) {
         throw ApplicationFailure.nonRetryable(`pre-flight checks failed in ${cloud.name} (${input.role}):\n- ${problems.join('\n- ')}`, 'PreflightFailed');
       }
       return { cloud: cloud.name, publicIp: controlPlane.endpoint.publicIp };
+    },
+
+    /** Source: reserve the containers for this migration; a concurrent migration of any of them is refused. */
+    async claimContainers(input: { migrationId: string; containers: string[] }): Promise<void> {
+      try {
+        await claimContainers(cloud.workDir, input.migrationId, input.containers);
+      } catch (err) {
+        throw ApplicationFailure.nonRetryable((err as Error).message, 'AlreadyMigrating');
+      }
+    },
+
+    async releaseClaims(input: { migrationId: string; containers: string[] }): Promise<void> {
+      await releaseClaims(cloud.workDir, input.migrationId, input.containers);
     },
 
     /** Destination: same networks (CIDR, VNI, MTU) as the source. Returns those it created. */
@@ -239,6 +253,7 @@ export function createCloudActivities(cloud: Cloud) {
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);
       await rm(migrationDir(input.migrationId, container.name), { recursive: true, force: true });
+      await releaseClaims(cloud.workDir, input.migrationId, [container.name]);
       return { portsLeftOnNetwork: (await controlPlane.addressesInUse(container.network)).length };
     },
 

@@ -64,6 +64,8 @@ function cloudActivities(cloud: string, plan: MigrationPlan) {
     discardContainer: control.discardContainer,
     restoreAtSource: control.restoreAtSource,
     releaseSource: control.releaseSource,
+    claimContainers: control.claimContainers,
+    releaseClaims: control.releaseClaims,
     cleanupReceived: control.cleanupReceived,
   };
 }
@@ -122,14 +124,17 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
 
   // Undo steps, newest last; run in reverse on failure before the commit point.
   const compensations: Array<{ what: string; undo: () => Promise<unknown> }> = [];
+  const claim = { migrationId, containers: plan.containers };
   const containers: ContainerReport[] = [];
   const warnings: string[] = [];
 
   try {
     const inventory = await phase('inventory', undefined, () => src.inventory({ containers: plan.containers }));
-    const [, destination] = await phase('preflight', undefined, () =>
-      Promise.all([src.preflight({ role: 'source', inventory }), dst.preflight({ role: 'destination', inventory })]),
-    );
+    const destination = await phase('preflight', undefined, async () => {
+      const [, dstInfo] = await Promise.all([src.preflight({ role: 'source', inventory }), dst.preflight({ role: 'destination', inventory })]);
+      await src.claimContainers(claim); // from here, no other migration may take these containers
+      return dstInfo;
+    });
     const { networks } = inventory;
 
     // Each undo removes only what this migration created: an earlier migration's stretch stays.
@@ -218,6 +223,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         undoFailures.push(`${what}: ${describe(undoErr)}`);
       }
     }
+    // Containers not committed are free again (a committed one's claim went with its release).
+    await src.releaseClaims(claim).catch((undoErr: unknown) => undoFailures.push(`release the claims: ${describe(undoErr)}`));
     progress.state = 'failed';
     const suffix = undoFailures.length ? `\nrollback incomplete:\n- ${undoFailures.join('\n- ')}` : '\nrolled back: the VI runs at the source';
     throw ApplicationFailure.nonRetryable(`migration ${plan.name} failed: ${reason}${suffix}`, 'MigrationFailed');

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { directoryBytes } from '../../activities/artifacts';
-import { approveCutover, followMigration, queryProgress, startMigration, waitForState } from '../../client/migravi-client';
+import { abortMigration, approveCutover, followMigration, queryProgress, startMigration, waitForState } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
 import { deployDemoVi, startDemoClient, type DemoClient } from '../../demo/scenario';
 import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../lib/embedded-stack';
@@ -243,6 +243,38 @@ describe('live migration between two embedded clouds (end to end)', function () 
       assert.equal(after.error, undefined);
       assert.equal(after.discontinuities, 0);
       assert.equal(after.lastValue, after.replies);
+    });
+  });
+
+  describe('two migrations of the same container at once', () => {
+    let first: Error | undefined;
+    let second: Error | undefined;
+    let statusBefore: ClientStatus;
+
+    before(async () => {
+      statusBefore = await client.waitForReplies(20);
+      const one = await startMigration(temporal, { name: 'e2e-first', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'], options: { approveCutover: true } });
+      await waitForState(one, 'awaiting-approval'); // holds its claim on kv, everything prepared
+      const two = await startMigration(temporal, { name: 'e2e-second', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
+      second = await two.result().then(() => undefined, (err: Error) => err);
+      await abortMigration(one, 'operator changed their mind');
+      first = await one.result().then(() => undefined, (err: Error) => err);
+    });
+
+    it('refuses the second, naming the migration that holds the container', () => {
+      assert.ok(second instanceof WorkflowFailedError, 'the second migration was not refused');
+      assert.match(String(second.cause?.message), /container kv is already being migrated by migrate-e2e-first-/);
+    });
+
+    it('aborts the first on the operator\'s word and rolls it back: one copy, still in cloud-a', async () => {
+      assert.ok(first instanceof WorkflowFailedError);
+      assert.match(String(first.cause?.message), /operator changed their mind[\s\S]*rolled back: the VI runs at the source/);
+      assert.equal(await cloud('cloud-a').runtime.status('kv'), 'running');
+      assert.equal(await cloud('cloud-b').runtime.status('kv'), 'absent');
+      assert.equal((await cloud('cloud-b').controlPlane.state.read()).ports.kv, undefined, 'the prepared port was left at the destination');
+      const after = await client.waitForReplies(50);
+      assert.equal(after.localPort, statusBefore.localPort);
+      assert.equal(after.discontinuities, 0);
     });
   });
 

@@ -42,6 +42,8 @@ function fakeCloud(cloud: string, calls: string[], failAt?: string, inventory = 
     restoreAtSource: async () => undefined,
     releaseSource: async () => ({ portsLeftOnNetwork: 1 }),
     cleanupReceived: async () => undefined,
+    claimContainers: async () => undefined,
+    releaseClaims: async () => undefined,
   };
   return Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => [
@@ -104,6 +106,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.equal(error, undefined);
     assert.deepEqual(calls.filter((c) => !c.endsWith(':preflight')).slice(0, -2), [
       'cloud-a:inventory',
+      'cloud-a:claimContainers',
       'cloud-b:replicateNetworks',
       'cloud-b:stretchNetworks',
       'cloud-a:stretchNetworks',
@@ -140,6 +143,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
       'cloud-a:unstretchNetworks',
       'cloud-b:unstretchNetworks',
       'cloud-b:removeNetworks',
+      'cloud-a:releaseClaims',
     ]);
   });
 
@@ -163,7 +167,8 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   it('changes nothing when a pre-flight check fails', async () => {
     const { error, calls } = await migrate(plan, 'cloud-b:preflight');
     assert.ok(error instanceof WorkflowFailedError);
-    assert.deepEqual(calls.filter((c) => !['cloud-a:inventory', 'cloud-a:preflight', 'cloud-b:preflight'].includes(c)), []);
+    // Only the claims are released: this migration never took any.
+    assert.deepEqual(calls.filter((c) => !['cloud-a:inventory', 'cloud-a:preflight', 'cloud-b:preflight'].includes(c)), ['cloud-a:releaseClaims']);
   });
 
   it('waits for the operator before freezing, then goes on when approved', async () => {
@@ -187,7 +192,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.match(String(error.cause?.message), /maintenance window closed[\s\S]*rolled back/);
     assert.ok(!calls.includes('cloud-a:checkpoint'));
     assert.ok(!calls.includes('cloud-a:restoreAtSource'), 'nothing was frozen, nothing to resume');
-    assert.deepEqual(calls.slice(-5), ['cloud-b:removePort', 'cloud-b:cleanupReceived', 'cloud-a:unstretchNetworks', 'cloud-b:unstretchNetworks', 'cloud-b:removeNetworks']);
+    assert.deepEqual(calls.slice(-6), ['cloud-b:removePort', 'cloud-b:cleanupReceived', 'cloud-a:unstretchNetworks', 'cloud-b:unstretchNetworks', 'cloud-b:removeNetworks', 'cloud-a:releaseClaims']);
   });
 
   it('copies a writable rootfs only after the freeze, so no write is lost', async () => {
