@@ -226,7 +226,11 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     // Containers not committed are free again (a committed one's claim went with its release).
     await src.releaseClaims(claim).catch((undoErr: unknown) => undoFailures.push(`release the claims: ${describe(undoErr)}`));
     progress.state = 'failed';
-    const suffix = undoFailures.length ? `\nrollback incomplete:\n- ${undoFailures.join('\n- ')}` : '\nrolled back: the VI runs at the source';
+    const moved = containers.map((c) => c.name);
+    const where = moved.length
+      ? `${moved.join(', ')} stay${moved.length === 1 ? 's' : ''} at ${plan.destination} (committed); the rest runs at the source`
+      : 'the VI runs at the source';
+    const suffix = undoFailures.length ? `\nrollback incomplete:\n- ${undoFailures.join('\n- ')}` : `\nrolled back: ${where}`;
     throw ApplicationFailure.nonRetryable(`migration ${plan.name} failed: ${reason}${suffix}`, 'MigrationFailed');
   }
 

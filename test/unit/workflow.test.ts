@@ -20,7 +20,7 @@ const readonlyInventory: Inventory = {
   containers: [kv],
 };
 
-/** Fake activities for one cloud: each call is logged as "cloud:activity"; `failAt` makes one throw. */
+/** Fake activities for one cloud: each call is logged as "cloud:activity"; `failAt` ("cloud:activity", or "…#n" for the n-th call) makes it throw. */
 function fakeCloud(cloud: string, calls: string[], failAt?: string, inventory = readonlyInventory): CloudActivities {
   const receipt = (kind: ArtifactKind, bytes: number) => ({ kind, remotePath: `/in/${kind}.tar`, bytes, sha256: 'ab'.repeat(32), durationMs: 5 });
   const impl: Record<string, (input: unknown) => Promise<unknown>> = {
@@ -50,7 +50,8 @@ function fakeCloud(cloud: string, calls: string[], failAt?: string, inventory = 
       name,
       async (input: unknown) => {
         calls.push(`${cloud}:${name}`);
-        if (failAt === `${cloud}:${name}`) throw ApplicationFailure.nonRetryable(`injected failure in ${name}`, 'Injected');
+        const nth = calls.filter((c) => c === `${cloud}:${name}`).length;
+        if (failAt === `${cloud}:${name}` || failAt === `${cloud}:${name}#${nth}`) throw ApplicationFailure.nonRetryable(`injected failure in ${name}`, 'Injected');
         return fn(input);
       },
     ]),
@@ -203,5 +204,16 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.deepEqual(order, ['cloud-a:checkpoint', 'cloud-a:sendCheckpoint', 'cloud-a:sendRootfs', 'cloud-b:receiveRootfs', 'cloud-b:restore']);
     assert.ok(!result.phases.some((p) => p.phase === 'pre-copy'));
     assert.deepEqual(result.containers[0]?.artifacts.map((a) => a.kind), ['rootfs', 'checkpoint']);
+  });
+
+  it('keeps a committed container at the destination when a later one fails, and says so', async () => {
+    const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
+    const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
+    const { error, calls } = await migrate({ ...plan, containers: ['kv', 'db'] }, 'cloud-b:restore#2', undefined, two);
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /rolled back: kv stays at cloud-b \(committed\); the rest runs at the source/);
+    const afterFailure = calls.slice(calls.lastIndexOf('cloud-b:restore') + 1);
+    // Only db's steps are undone; the network stays stretched for kv.
+    assert.deepEqual(afterFailure, ['cloud-b:discardContainer', 'cloud-a:restoreAtSource', 'cloud-b:removePort', 'cloud-b:cleanupReceived', 'cloud-a:releaseClaims']);
   });
 });
