@@ -9,7 +9,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import SftpClient from 'ssh2-sftp-client';
-import type { ArtifactKind, ArtifactReceipt, FileDigest, TransferEndpoint } from '../lib/types';
+import type { ArtifactKind, ArtifactReceipt, FileDigest, TransferEndpoint, TransferHeartbeat } from '../lib/types';
 import { DigestCounter, manifestDigest, tarDirectory } from './artifacts';
 import { reportProgress } from './heartbeat';
 
@@ -24,7 +24,8 @@ function progressReporter(kind: ArtifactKind): (bytes: number) => void {
     const now = Date.now();
     if (now - lastBeat > 500) {
       lastBeat = now;
-      reportProgress({ kind, bytes });
+      const heartbeat: TransferHeartbeat = { kind, bytes };
+      reportProgress(heartbeat);
     }
   };
 }

@@ -37,7 +37,12 @@ async function main(): Promise<number> {
       const handle = await startMigration(client, plan);
       console.log(`started ${handle.workflowId}`);
       if (values['no-wait']) return 0;
-      const report = await followMigration(handle, (p) => console.log(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`));
+      const report = await followMigration(
+        handle,
+        (p) => console.log(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`),
+        250,
+        (t) => console.log(`    ${t.kind}: ${(t.bytes / 1048576).toFixed(1)}${t.totalBytes ? ` of ${(t.totalBytes / 1048576).toFixed(1)}` : ''} MiB sent`),
+      );
       console.log(formatReport(report));
       return 0;
     }

@@ -120,5 +120,13 @@ export interface MigrationProgress {
   container?: string;
   phases: PhaseTiming[];
   bytesMoved: number;
+  /** Size of the artifact being transferred, when known (the checkpoint image). */
+  transferTotalBytes?: number;
   error?: string;
+}
+
+/** What a running transfer activity last reported through its heartbeat. */
+export interface TransferHeartbeat {
+  kind: ArtifactKind;
+  bytes: number;
 }

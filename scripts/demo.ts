@@ -80,7 +80,13 @@ async function main(): Promise<void> {
     const temporal = new Client({ connection });
     const handle = await startMigration(temporal, { name: 'demo', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
     say(`migration started: workflow ${handle.workflowId}`);
-    const report = await followMigration(handle, (p) => say(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`));
+    const mib = (n: number) => (n / 1048576).toFixed(1);
+    const report = await followMigration(
+      handle,
+      (p) => say(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`),
+      250,
+      (t) => say(`    ${t.kind}: ${mib(t.bytes)}${t.totalBytes ? ` of ${mib(t.totalBytes)}` : ''} MiB sent`),
+    );
     await connection.close();
 
     const after = await client.waitForReplies(100);

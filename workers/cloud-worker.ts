@@ -30,6 +30,8 @@ async function main(): Promise<void> {
     activities: createCloudActivities(cloud),
     // Checkpoint and restore are heavy on a 2-core host: a few at a time per cloud.
     maxConcurrentActivityTaskExecutions: 4,
+    // Heartbeats carry transfer progress: let the server (and so operators) see it every second.
+    maxHeartbeatThrottleInterval: '1s',
   });
   console.log(`cloud worker ready: ${cloud.name} (${cloud.controlPlane.endpoint.publicIp}), task queue ${taskQueue} on ${values.temporal}`);
   await worker.run();

@@ -178,7 +178,9 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       const frozenFrom = Date.now();
       const image = await phase('checkpoint', name, () => src.checkpoint({ ...step, keepTcp }));
       const { checkpointArtifact, rootfs } = await phase('transfer', name, async () => {
+        progress.transferTotalBytes = image.imageBytes;
         const sent = await src.sendCheckpoint({ ...step, endpoint, imageDir: image.imageDir });
+        progress.transferTotalBytes = undefined;
         progress.bytesMoved += sent.bytes;
         return { checkpointArtifact: sent, rootfs: preCopied ?? (await sendRootfs()) };
       });

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { directoryBytes } from '../../activities/artifacts';
-import { abortMigration, approveCutover, followMigration, queryProgress, startMigration, waitForState } from '../../client/migravi-client';
+import { abortMigration, approveCutover, followMigration, queryProgress, runningTransfers, startMigration, waitForState } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
 import { deployDemoVi, startDemoClient, type DemoClient } from '../../demo/scenario';
 import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../lib/embedded-stack';
@@ -211,13 +211,20 @@ describe('live migration between two embedded clouds (end to end)', function () 
     let report: MigrationReport;
     let statusBefore: ClientStatus;
     let killedDuring: string | undefined;
+    let transferSeen: Awaited<ReturnType<typeof runningTransfers>>[number] | undefined;
+    let totalBytes: number | undefined;
 
     before(async () => {
       statusBefore = await client.waitForReplies(20);
       // A slow link keeps the transfer going long enough to kill the worker in the middle of it.
       await setWanRate(record, 'cloud-b', 40);
       const handle = await startMigration(temporal, { name: 'e2e-crash', source: 'cloud-b', destination: 'cloud-a', containers: ['kv'] });
-      await waitFor('the transfer to start', async () => (await queryProgress(handle)).phase === 'transfer', 60_000, 20);
+      // Kill once the transfer's heartbeats show it well under way (and so visible to operators).
+      await waitFor('1 MiB of the image sent', async () => {
+        transferSeen = (await runningTransfers(handle)).find((t) => t.activity === 'sendCheckpoint');
+        return (transferSeen?.bytes ?? 0) >= 1 << 20;
+      }, 60_000, 50);
+      totalBytes = (await queryProgress(handle)).transferTotalBytes;
       const victim = workers['cloud-b']!;
       process.kill(victim, 'SIGKILL');
       killedDuring = (await queryProgress(handle)).phase;
@@ -231,6 +238,8 @@ describe('live migration between two embedded clouds (end to end)', function () 
 
     it('finishes the migration with the restarted worker', async () => {
       assert.equal(killedDuring, 'transfer');
+      assert.ok(transferSeen && totalBytes && transferSeen.bytes < totalBytes, `killed at ${transferSeen?.bytes} of ${totalBytes} bytes`);
+      assert.equal(transferSeen.kind, 'checkpoint');
       assert.equal(await cloud('cloud-a').runtime.status('kv'), 'running');
       assert.equal(await cloud('cloud-b').runtime.status('kv'), 'absent');
       const transfer = report.phases.find((p) => p.phase === 'transfer')!;
