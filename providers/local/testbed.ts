@@ -102,6 +102,12 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
       'UsePAM no',
       'StrictModes no',
       'Subsystem sftp internal-sftp',
+      // Peers may only push files: no shell, no commands, no tunnels.
+      'ForceCommand internal-sftp',
+      'AllowTcpForwarding no',
+      'AllowAgentForwarding no',
+      'X11Forwarding no',
+      'PermitTTY no',
       '',
     ].join('\n'),
   );
