@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { loadPlanFile } from '../lib/plan-file';
 import { PlanError } from '../lib/plan';
-import { formatReport } from '../scripts/report';
+import { formatReport } from './format-report';
 import { abortMigration, approveCutover, followMigration, queryProgress, startMigration } from './migravi-client';
 
 const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON]   [--temporal HOST:PORT] [--no-wait]';

@@ -16,7 +16,7 @@ import { isAlive, readPidFile, stopPid } from '../lib/processes';
 import { openLocalCloud } from '../providers/local/local-cloud';
 import { testbedDown, testbedUp } from '../providers/local/testbed';
 import { deployDemoVi, startDemoClient } from '../demo/scenario';
-import { formatReport } from './report';
+import { formatReport } from '../client/format-report';
 
 const TESTBED_ID = 'migravi';
 const TEMPORAL_PORT = 7233;

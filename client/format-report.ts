@@ -1,13 +1,21 @@
-/** Renders a migration report for a terminal. */
-import type { ClientStatus } from '../demo/client';
+/** Renders a migration report for a terminal (CLI, demo). */
 import type { MigrationReport } from '../lib/types';
+
+/** What a client that kept one connection open saw (the demo's client records this). */
+export interface ConnectionWitness {
+  localPort?: number;
+  lastValue?: number;
+  discontinuities: number;
+  maxGapMs: number;
+  error?: string;
+}
 
 const ms = (n: number) => `${n.toFixed(0)} ms`;
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(2)} MiB`;
 
 export function formatReport(
   report: MigrationReport,
-  extra: { client?: { before: ClientStatus; after: ClientStatus }; placement?: Record<string, string> } = {},
+  extra: { client?: { before: ConnectionWitness; after: ConnectionWitness }; placement?: Record<string, string> } = {},
 ): string {
   const lines: string[] = [];
   lines.push(`Migration "${report.plan}": ${report.source} -> ${report.destination}, wall time ${ms(report.wallMs)}`);
