@@ -9,9 +9,12 @@ import { Context } from '@temporalio/activity';
 const KEEPALIVE_MS = 2_000;
 const latestDetails = new WeakMap<Context, unknown>();
 
-/** Records progress details for the current activity and sends them now. */
-export function reportProgress(details: unknown): void {
-  const ctx = Context.current();
+/**
+ * Records progress details for an activity and sends them now. Take `ctx` with Context.current()
+ * at the start of the activity: stream callbacks may run in another async context (e.g. that of a
+ * reused sftp session's socket, opened by an earlier activity), where Context.current() is wrong.
+ */
+export function reportProgress(ctx: Context, details: unknown): void {
   latestDetails.set(ctx, details);
   ctx.heartbeat(details);
 }

@@ -3,51 +3,31 @@
  * the destination cloud's sshd. Bytes are hashed in flight; the destination re-hashes what it
  * stored before anything is restored from it.
  */
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
-import SftpClient from 'ssh2-sftp-client';
 import type { ArtifactKind, ArtifactReceipt, FileDigest, TransferEndpoint, TransferHeartbeat } from '../lib/types';
 import { DigestCounter, manifestDigest, tarDirectory } from './artifacts';
 import { reportProgress } from './heartbeat';
+import { withSftp } from './sftp-sessions';
 
 export function artifactFileName(kind: ArtifactKind): string {
   return `${kind}.tar`;
 }
 
-/** Heartbeats the bytes sent so far, at most twice a second. */
+/** Heartbeats the bytes sent so far, at most twice a second, for the activity that calls this. */
 function progressReporter(kind: ArtifactKind): (bytes: number) => void {
+  const ctx = Context.current(); // here, not in the stream callbacks: see reportProgress
   let lastBeat = 0;
   return (bytes) => {
     const now = Date.now();
     if (now - lastBeat > 500) {
       lastBeat = now;
       const heartbeat: TransferHeartbeat = { kind, bytes };
-      reportProgress(heartbeat);
+      reportProgress(ctx, heartbeat);
     }
   };
-}
-
-async function withSftp<T>(endpoint: TransferEndpoint, privateKeyPath: string, use: (sftp: SftpClient) => Promise<T>): Promise<T> {
-  const sftp = new SftpClient('migravi');
-  await sftp.connect({
-    host: endpoint.host,
-    port: endpoint.port,
-    username: endpoint.username,
-    privateKey: await readFile(privateKeyPath),
-    readyTimeout: 20_000,
-    // The destination's host key must be the one its worker announced: no trust on first use.
-    hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64') === endpoint.hostKeySha256,
-  });
-  // A cancelled migration stops its transfer at once instead of finishing the upload.
-  void Context.current().cancelled.catch(() => sftp.end().catch(() => undefined));
-  try {
-    return await use(sftp);
-  } finally {
-    await sftp.end().catch(() => undefined);
-  }
 }
 
 /** Sends a directory as one tar stream (keeps symlinks and modes: for root filesystems). */
