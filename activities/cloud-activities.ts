@@ -246,15 +246,14 @@ export function createCloudActivities(cloud: Cloud) {
       log(`rolled back: ${container.name} runs again in ${cloud.name}`);
     },
 
-    /** Source, after commit: free the container, its port and its images. Reports what is left on each network. */
-    async releaseSource(input: ContainerStep): Promise<{ portsLeftOnNetwork: number }> {
+    /** Source, after commit: free the container, its port, its images and its claim. */
+    async releaseSource(input: ContainerStep): Promise<void> {
       const { container } = input;
       await runtime.remove(container.name);
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);
       await rm(migrationDir(input.migrationId, container.name), { recursive: true, force: true });
       await releaseClaims(cloud.workDir, input.migrationId, [container.name]);
-      return { portsLeftOnNetwork: (await controlPlane.addressesInUse(container.network)).length };
     },
 
     /** Destination, after commit: drop the received artifacts (the container runs from its bundle). */

@@ -97,6 +97,8 @@ export interface ContainerReport {
   checkpointMs: number;
   restoreMs: number;
   verifyMs: number;
+  /** Image bytes the destination read back and found identical to what was sent. */
+  verifiedBytes: number;
   imageBytes: number;
   artifacts: ArtifactReceipt[];
 }

@@ -198,6 +198,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         checkpointMs: image.durationMs,
         restoreMs: restored.durationMs,
         verifyMs: restored.verifyMs,
+        verifiedBytes: restored.verifiedBytes,
         imageBytes: image.imageBytes,
         artifacts: [rootfs, checkpointArtifact],
       });

@@ -141,6 +141,7 @@ describe('live migration between two embedded clouds (end to end)', function () 
       const checkpoint = container.artifacts.find((a) => a.kind === 'checkpoint')!;
       // The image crossed as its own files: every byte CRIU wrote, each file digest-checked.
       assert.equal(checkpoint.bytes, container.imageBytes, `sent ${checkpoint.bytes} B of an image of ${container.imageBytes} B`);
+      assert.equal(container.verifiedBytes, checkpoint.bytes, 'the destination did not read back every byte sent');
       assert.ok(checkpoint.files && checkpoint.files.length > 1);
       assert.equal(checkpoint.files.reduce((s, f) => s + f.bytes, 0), checkpoint.bytes);
       assert.ok(container.imageBytes > 32 * 1048576, 'the 32 MiB ballast is not in the image');

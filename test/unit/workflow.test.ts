@@ -37,10 +37,10 @@ function fakeCloud(cloud: string, calls: string[], failAt?: string, inventory = 
     receiveRootfs: async () => ({ verifyMs: 1, unpackMs: 1 }),
     checkpoint: async () => ({ imageDir: '/img', imageBytes: 4000, durationMs: 7 }),
     sendCheckpoint: async () => receipt('checkpoint', 5000),
-    restore: async () => ({ durationMs: 9, verifyMs: 2, verifiedBytes: 6000 }),
+    restore: async () => ({ durationMs: 9, verifyMs: 2, verifiedBytes: 5000 }),
     discardContainer: async () => undefined,
     restoreAtSource: async () => undefined,
-    releaseSource: async () => ({ portsLeftOnNetwork: 1 }),
+    releaseSource: async () => undefined,
     cleanupReceived: async () => undefined,
     claimContainers: async () => undefined,
     releaseClaims: async () => undefined,
@@ -128,6 +128,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     const sum = result.phases.reduce((s, p) => s + p.durationMs, 0);
     assert.ok(sum <= result.wallMs, `phases sum ${sum} ms > wall ${result.wallMs} ms`);
     assert.equal(result.containers[0]?.imageBytes, 4000);
+    assert.equal(result.containers[0]?.verifiedBytes, 5000);
     assert.deepEqual(result.warnings, []);
   });
 
