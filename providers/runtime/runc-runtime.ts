@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { run, CommandError } from '../../lib/exec';
+import { run, CommandError, type RunResult } from '../../lib/exec';
 import type { ContainerSpec } from '../../lib/types';
 import type { ContainerStatus, HostRuntime } from '../provider';
 
@@ -27,12 +27,22 @@ export class RuncRuntime implements HostRuntime {
     return path.join(this.opts.bundlesDir, name);
   }
 
-  private runc(args: string[]): Promise<{ stdout: string; stderr: string }> {
-    return run('runc', ['--root', this.opts.stateRoot, '--criu', this.opts.criuPath, ...args]);
+  /** runc's global options for this cloud: its own state directory and sid's CRIU. */
+  private globalArgs(): string[] {
+    return ['--root', this.opts.stateRoot, '--criu', this.opts.criuPath];
+  }
+
+  private runc(args: string[], allowFailure = false): Promise<RunResult> {
+    return run('runc', [...this.globalArgs(), ...args], { allowFailure });
+  }
+
+  /** Forgets a container (killing it if it runs); nothing to do when there is none. */
+  private async runcDelete(name: string): Promise<void> {
+    await this.runc(['delete', '--force', name], true);
   }
 
   async status(name: string): Promise<ContainerStatus> {
-    const result = await run('runc', ['--root', this.opts.stateRoot, 'state', name], { allowFailure: true });
+    const result = await this.runc(['state', name], true);
     if (result.exitCode !== 0) return 'absent';
     const state = (JSON.parse(result.stdout) as { status: string }).status;
     return state === 'running' ? 'running' : state === 'paused' ? 'paused' : 'stopped';
@@ -81,7 +91,7 @@ export class RuncRuntime implements HostRuntime {
    */
   private async runcDetached(args: string[], name: string): Promise<void> {
     const logFile = path.join(this.bundleDir(name), 'runc.log');
-    const argv = ['--root', this.opts.stateRoot, '--criu', this.opts.criuPath, '--log', logFile, ...args];
+    const argv = [...this.globalArgs(), '--log', logFile, ...args];
     const exitCode = await new Promise<number | null>((resolve, reject) => {
       const child = spawn('runc', argv, { stdio: 'ignore' });
       child.on('error', reject);
@@ -117,7 +127,7 @@ export class RuncRuntime implements HostRuntime {
 
   async restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void> {
     if ((await this.status(spec.name)) === 'running') return;
-    await run('runc', ['--root', this.opts.stateRoot, 'delete', '--force', spec.name], { allowFailure: true });
+    await this.runcDelete(spec.name);
     const bundle = this.bundleDir(spec.name);
     await this.writeBundleConfig(spec, netnsPath);
     const workDir = `${imageDir}.work`;
@@ -129,7 +139,7 @@ export class RuncRuntime implements HostRuntime {
   }
 
   async remove(name: string): Promise<void> {
-    await run('runc', ['--root', this.opts.stateRoot, 'delete', '--force', name], { allowFailure: true });
+    await this.runcDelete(name);
     await rm(this.bundleDir(name), { recursive: true, force: true });
   }
 
