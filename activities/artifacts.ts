@@ -48,6 +48,11 @@ export class DigestCounter extends Transform {
     this.pendingBytes = 0;
   }
 
+  /** Hashes bytes that are not sent again (the part of a file the destination already has). */
+  absorb(chunk: Buffer): void {
+    this.hash.update(chunk);
+  }
+
   digest(): string {
     return this.hash.digest('hex');
   }
@@ -65,10 +70,17 @@ export function tarDirectory(dir: string): { stream: Readable; finished: Promise
   return { stream: tar.stdout, finished };
 }
 
-export async function sha256File(file: string): Promise<{ sha256: string; bytes: number }> {
-  const counter = new DigestCounter();
+/** Hashes a file (or its first `end` bytes); stops when `signal` aborts. */
+export async function sha256File(file: string, opts: { signal?: AbortSignal; onProgress?: (bytes: number) => void; end?: number } = {}): Promise<{ sha256: string; bytes: number }> {
+  const counter = new DigestCounter(opts.onProgress);
+  if (opts.end === 0) return { sha256: counter.digest(), bytes: 0 };
   await new Promise<void>((resolve, reject) => {
-    createReadStream(file, { highWaterMark: 1 << 20 }).on('error', reject).pipe(counter).on('error', reject).on('finish', resolve).resume();
+    createReadStream(file, { highWaterMark: 1 << 20, signal: opts.signal, ...(opts.end !== undefined ? { end: opts.end - 1 } : {}) })
+      .on('error', reject)
+      .pipe(counter)
+      .on('error', reject)
+      .on('finish', resolve)
+      .resume();
   });
   return { sha256: counter.digest(), bytes: counter.bytes };
 }
@@ -85,17 +97,28 @@ export function manifestDigest(files: FileDigest[]): string {
   return createHash('sha256').update(lines.join('')).digest('hex');
 }
 
-/** Checks the files in `dir` against the sender's digests; returns the bytes checked or throws naming the first bad file. */
-export async function verifyFiles(dir: string, files: FileDigest[]): Promise<number> {
-  let total = 0;
+export interface VerifyResult {
+  /** Bytes read back and found identical to what the sender hashed. */
+  verifiedBytes: number;
+  /** Files whose digest or size differ from the sender's (with what was found). */
+  bad: Array<{ name: string; problem: string }>;
+}
+
+/** Re-hashes the files in `dir` and compares each with the sender's digest; every file is checked. */
+export async function verifyFiles(dir: string, files: FileDigest[], opts: { signal?: AbortSignal; onProgress?: () => void } = {}): Promise<VerifyResult> {
+  const result: VerifyResult = { verifiedBytes: 0, bad: [] };
   for (const expected of files) {
-    const actual = await sha256File(path.join(dir, expected.name));
+    const actual = await sha256File(path.join(dir, expected.name), { signal: opts.signal, onProgress: opts.onProgress }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return { sha256: 'missing', bytes: 0 };
+      throw err;
+    });
     if (actual.sha256 !== expected.sha256 || actual.bytes !== expected.bytes) {
-      throw new Error(`${expected.name}: received ${actual.bytes} bytes sha256 ${actual.sha256}, sent ${expected.bytes} bytes sha256 ${expected.sha256}`);
+      result.bad.push({ name: expected.name, problem: `received ${actual.bytes} bytes sha256 ${actual.sha256}, sent ${expected.bytes} bytes sha256 ${expected.sha256}` });
+    } else {
+      result.verifiedBytes += actual.bytes;
     }
-    total += actual.bytes;
   }
-  return total;
+  return result;
 }
 
 /** Total size of the regular files under a directory. */

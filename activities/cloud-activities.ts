@@ -1,25 +1,29 @@
 /**
  * The activities one cloud worker runs, bound to that cloud. The workflow calls them through the
- * cloud's task queue, so each runs next to the resources it touches. Every activity is idempotent:
- * Temporal may run it again after a worker crash or a lost result.
+ * cloud's task queue, so each runs next to the resources it touches. Every activity is idempotent
+ * *and complete* on retry: Temporal may run it again after a worker crash or a lost result, and
+ * the retry finishes whatever the earlier attempt left undone (activities/attempt.ts runs each
+ * attempt: progress heartbeats, stall detection, superseding, fault points).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type {
+  ArtifactCheck,
   ArtifactReceipt,
   CheckpointResult,
   ContainerSpec,
   Inventory,
   NetworkSpec,
   RestoreResult,
+  ResumeOutcome,
   TransferEndpoint,
 } from '../lib/types';
 import type { Cloud } from '../providers/provider';
-import { claimContainers, releaseClaims } from './claims';
+import { runAttempt, type Attempt } from './attempt';
+import { claimContainers, releaseClaims, type WorkflowLiveness } from './claims';
 import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
-import { heartbeatingActivities } from './heartbeat';
 import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
 
 export interface ContainerStep {
@@ -27,12 +31,35 @@ export interface ContainerStep {
   container: ContainerSpec;
 }
 
-export function createCloudActivities(cloud: Cloud) {
+export interface CloudActivityOptions {
+  /** Asks Temporal whether a workflow still runs (to expire the claims of closed migrations). */
+  workflowIsRunning?: WorkflowLiveness;
+}
+
+/** A digest mismatch at the destination: the workflow sends the named files again. */
+export interface DigestMismatchDetails {
+  kind: 'rootfs' | 'checkpoint';
+  badFiles: string[];
+  problems: string[];
+}
+
+export function createCloudActivities(cloud: Cloud, options: CloudActivityOptions = {}) {
   const { controlPlane, runtime } = cloud;
   const migrationDir = (migrationId: string, container: string) => path.join(cloud.workDir, migrationId, container);
+  const checkpointDir = (step: ContainerStep) => path.join(migrationDir(step.migrationId, step.container.name), 'checkpoint');
+  const incomingDir = (step: ContainerStep) => path.join(migrationDir(step.migrationId, step.container.name), 'incoming');
   const log = (message: string) => Context.current().log.info(`[${cloud.name}] ${message}`);
 
-  return heartbeatingActivities({
+  /** Drops a container's migration files, and the migration's directory once it is empty. */
+  const removeStepFiles = async (step: { migrationId: string; container: { name: string } }) => {
+    await rm(migrationDir(step.migrationId, step.container.name), { recursive: true, force: true });
+    await rmdir(path.join(cloud.workDir, step.migrationId)).catch(() => undefined); // other containers' files may remain
+  };
+
+  const readJson = async <T>(file: string): Promise<T | undefined> =>
+    existsSync(file) ? (JSON.parse(await readFile(file, 'utf8')) as T) : undefined;
+
+  const activities = {
     /** Source side: which containers exist, on which networks, with which addresses. */
     async inventory(input: { containers: string[] }): Promise<Inventory> {
       const specs = await controlPlane.listContainers();
@@ -80,10 +107,13 @@ export function createCloudActivities(cloud: Cloud) {
       return { cloud: cloud.name, publicIp: controlPlane.endpoint.publicIp };
     },
 
-    /** Source: reserve the containers for this migration; a concurrent migration of any of them is refused. */
-    async claimContainers(input: { migrationId: string; containers: string[] }): Promise<void> {
+    /**
+     * Source: reserve the containers for this migration; a concurrent migration of any of them is
+     * refused. Returns the stale claims taken over from migrations that are no longer running.
+     */
+    async claimContainers(input: { migrationId: string; workflowId: string; containers: string[] }): Promise<string[]> {
       try {
-        await claimContainers(cloud.workDir, input.migrationId, input.containers);
+        return await claimContainers(cloud.workDir, input, input.containers, options.workflowIsRunning);
       } catch (err) {
         throw ApplicationFailure.nonRetryable((err as Error).message, 'AlreadyMigrating');
       }
@@ -123,127 +153,208 @@ export function createCloudActivities(cloud: Cloud) {
       for (const network of input.networks) await controlPlane.removeStretch(network, input.peerPublicIp);
     },
 
-    /** Destination: a fresh directory for this container's artifacts, and where to push them. */
-    async prepareReceive(input: ContainerStep): Promise<TransferEndpoint> {
-      const dir = path.join(migrationDir(input.migrationId, input.container.name), 'incoming');
+    /**
+     * Destination: the container's port (same IP and MAC), unplugged until the restore plugs it in
+     * (never two plugged ports with one address), guarded against sending resets; and a fresh
+     * directory for the artifacts, with where to push them.
+     */
+    async prepareDestination(input: ContainerStep): Promise<TransferEndpoint> {
+      await controlPlane.ensurePort(input.container);
+      await controlPlane.setPortEnabled(input.container.name, false);
+      await controlPlane.setResetGuard(input.container.name, true);
+      const dir = incomingDir(input);
       await mkdir(dir, { recursive: true });
       return controlPlane.transferEndpoint(dir);
     },
 
-    /** Destination: the container's port (same IP and MAC), guarded against sending resets until restore. */
-    async preparePort(input: ContainerStep): Promise<void> {
-      await controlPlane.ensurePort(input.container);
-      await controlPlane.setResetGuard(input.container.name, true);
+    /**
+     * Destination, compensation of prepareDestination: the port, the unpacked bundle and the
+     * received files. Refuses to touch a container this cloud hosts (one committed here).
+     */
+    async discardPrepared(input: ContainerStep): Promise<void> {
+      const name = input.container.name;
+      if ((await controlPlane.listContainers())[name]) throw ApplicationFailure.nonRetryable(`${name} is a container of ${cloud.name}: not discarding it`, 'Refused');
+      await runtime.remove(name);
+      await controlPlane.removePort(name);
+      await removeStepFiles(input);
     },
 
-    async removePort(input: ContainerStep): Promise<void> {
-      await controlPlane.removePort(input.container.name);
-    },
-
-    /** Source: the read-only rootfs is copied while the container still runs. */
-    async sendRootfs(input: ContainerStep & { endpoint: TransferEndpoint }): Promise<ArtifactReceipt> {
+    /** Source: the rootfs, as a tar stream (read-only: before the freeze; writable: inside it). */
+    async sendRootfs(input: ContainerStep & { endpoint: TransferEndpoint }, attempt: Attempt): Promise<ArtifactReceipt> {
       const dir = path.join(runtime.bundleDir(input.container.name), 'rootfs');
-      return pushDirectoryAsTar({ dir, kind: 'rootfs', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath });
+      return pushDirectoryAsTar({ dir, kind: 'rootfs', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, attempt });
     },
 
-    /** Destination: check the rootfs that arrived and unpack it into the container's bundle, before the freeze. */
-    async receiveRootfs(input: ContainerStep & { artifact: ArtifactReceipt }): Promise<{ verifyMs: number; unpackMs: number }> {
+    /** Destination: re-hash the rootfs that arrived and unpack it into the container's bundle. */
+    async receiveRootfs(input: ContainerStep & { artifact: ArtifactReceipt }, attempt: Attempt): Promise<ArtifactCheck & { unpackMs: number }> {
       const started = Date.now();
-      const file = path.join(migrationDir(input.migrationId, input.container.name), 'incoming', artifactFileName('rootfs'));
-      const { sha256, bytes } = await sha256File(file);
+      const file = path.join(incomingDir(input), artifactFileName('rootfs'));
+      const bundleRootfs = path.join(runtime.bundleDir(input.container.name), 'rootfs');
+      const doneMarker = path.join(migrationDir(input.migrationId, input.container.name), 'rootfs.received.json');
+      const earlier = await readJson<ArtifactCheck & { unpackMs: number }>(doneMarker);
+      if (earlier) return earlier; // an earlier attempt checked and unpacked it (the tar is gone)
+      const { sha256, bytes } = await sha256File(file, { signal: attempt.signal, onProgress: () => attempt.progress() });
       if (sha256 !== input.artifact.sha256 || bytes !== input.artifact.bytes) {
-        // Reading again would give the same bytes: fail; nothing is frozen yet, the workflow rolls back.
+        const problem = `received ${bytes} bytes sha256 ${sha256}, sent ${input.artifact.bytes} bytes sha256 ${input.artifact.sha256}`;
         throw ApplicationFailure.create({
-          message: `rootfs of ${input.container.name} arrived corrupt: ${bytes} bytes sha256 ${sha256}, sent ${input.artifact.bytes} bytes sha256 ${input.artifact.sha256}`,
+          message: `rootfs of ${input.container.name} arrived corrupt: ${problem}`,
           type: 'DigestMismatch',
           nonRetryable: true,
+          details: [{ kind: 'rootfs', badFiles: [artifactFileName('rootfs')], problems: [problem] } satisfies DigestMismatchDetails],
         });
       }
       const verifyMs = Date.now() - started;
-      await unpackTar(file, path.join(runtime.bundleDir(input.container.name), 'rootfs'));
+      await unpackTar(file, bundleRootfs);
+      const result = { kind: 'rootfs' as const, files: 1, verifiedBytes: bytes, recomputedSha256: sha256, verifyMs, unpackMs: Date.now() - started - verifyMs };
+      await writeFile(doneMarker, JSON.stringify(result));
       await rm(file, { force: true });
-      return { verifyMs, unpackMs: Date.now() - started - verifyMs };
+      log(`rootfs of ${input.container.name} checked (${bytes} bytes, sha256 ${sha256.slice(0, 12)}…) and unpacked into ${bundleRootfs}`);
+      return result;
     },
 
     /**
      * Source: freeze and dump the container (CRIU, established TCP kept), then unplug its port so
      * the network looks for the MAC elsewhere. From here the process exists only as this image.
+     * A retry finishes what an earlier attempt left: a dump that completed (CRIU's log says so)
+     * is recorded, a container left frozen by a dump that died is thawed and dumped again.
      */
-    async checkpoint(input: ContainerStep & { keepTcp: boolean }): Promise<CheckpointResult> {
-      const dir = migrationDir(input.migrationId, input.container.name);
-      const imageDir = path.join(dir, 'checkpoint');
-      const doneMarker = path.join(dir, 'checkpoint.done.json');
-      const status = await runtime.status(input.container.name);
-      if (status !== 'running' && existsSync(doneMarker)) {
-        return JSON.parse(await readFile(doneMarker, 'utf8')) as CheckpointResult; // a retry after success
+    async checkpoint(input: ContainerStep & { keepTcp: boolean }, attempt: Attempt): Promise<CheckpointResult> {
+      const name = input.container.name;
+      const imageDir = checkpointDir(input);
+      const doneMarker = path.join(migrationDir(input.migrationId, name), 'checkpoint.done.json');
+      const recorded = await readJson<CheckpointResult>(doneMarker);
+      let status = await runtime.status(name);
+      let durationMs = recorded?.durationMs ?? 0;
+      if (!recorded) {
+        if (status === 'paused') {
+          log(`${name} was left frozen by an earlier dump attempt: thawing it before dumping again`);
+          await runtime.resume(name);
+          status = await runtime.status(name);
+        }
+        if (status === 'running') {
+          await controlPlane.setResetGuard(name, true);
+          const started = Date.now();
+          // A cancel does not stop a dump half-way; a stall (hung CRIU) still does.
+          await attempt.uninterruptible(async () => {
+            // Fault point "checkpoint:during-dump": tests kill the worker while runc and CRIU dump.
+            const dumpStarted = attempt.nextChild().then(() => attempt.fault('checkpoint:during-dump'));
+            await Promise.all([runtime.checkpoint(name, imageDir, input.keepTcp), dumpStarted]);
+          });
+          durationMs = Date.now() - started;
+          await attempt.fault('checkpoint:after-dump');
+        } else if (!(await runtime.checkpointComplete(imageDir))) {
+          throw ApplicationFailure.nonRetryable(`container ${name} is ${status} in ${cloud.name} and has no complete checkpoint`, 'CheckpointFailed');
+        }
       }
-      if (status !== 'running') {
-        throw ApplicationFailure.nonRetryable(`container ${input.container.name} is ${status} in ${cloud.name} and has no checkpoint`, 'CheckpointFailed');
-      }
-      await controlPlane.setResetGuard(input.container.name, true);
-      const started = Date.now();
-      await runtime.checkpoint(input.container.name, imageDir, input.keepTcp);
-      const durationMs = Date.now() - started;
-      await controlPlane.setPortEnabled(input.container.name, false);
-      const result: CheckpointResult = { imageDir, imageBytes: await directoryBytes(imageDir), durationMs };
+      await controlPlane.setPortEnabled(name, false);
+      const result: CheckpointResult = recorded ?? { imageDir, imageBytes: await directoryBytes(imageDir), durationMs };
       await writeFile(doneMarker, JSON.stringify(result));
-      log(`checkpointed ${input.container.name}: ${result.imageBytes} bytes in ${durationMs} ms`);
+      log(`checkpointed ${name}: ${result.imageBytes} bytes in ${result.durationMs} ms`);
       return result;
     },
 
-    async sendCheckpoint(input: ContainerStep & { endpoint: TransferEndpoint; imageDir: string }): Promise<ArtifactReceipt> {
-      return pushFlatDirectory({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath });
+    /** Source: the image's files (resumed on retry); `only` resends files that arrived corrupt. */
+    async sendCheckpoint(input: ContainerStep & { endpoint: TransferEndpoint; imageDir: string; only?: string[] }, attempt: Attempt): Promise<ArtifactReceipt> {
+      return pushFlatDirectory({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, attempt, only: input.only });
     },
 
     /**
-     * Destination: check every received byte against the sender's digest, unpack, and restore into
-     * the prepared port. Then lift the reset guard: the socket exists again.
+     * Destination: check every received byte against the sender's digest, then restore into the
+     * prepared port (plugged in now: the source's is unplugged) and lift the reset guard. A retry
+     * that finds the container running (an earlier attempt restored it) completes the remaining
+     * steps and reports the check that attempt recorded — never a check that did not happen.
      */
-    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean }): Promise<RestoreResult> {
+    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean }, attempt: Attempt): Promise<RestoreResult> {
       const { container, image } = input;
-      if ((await runtime.status(container.name)) === 'running') {
-        return { durationMs: 0, verifyMs: 0, verifiedBytes: image.bytes }; // a retry after success
-      }
-      const imageDir = path.join(migrationDir(input.migrationId, container.name), 'incoming', 'checkpoint');
-      const verifyStarted = Date.now();
-      let verifiedBytes: number;
-      try {
-        if (!image.files || manifestDigest(image.files) !== image.sha256) throw new Error('the manifest does not match its digest');
-        verifiedBytes = await verifyFiles(imageDir, image.files);
-      } catch (err) {
-        // Restoring again would read the same bytes: fail, and the workflow rolls back to the
-        // source, which still holds the image.
-        throw ApplicationFailure.create({ message: `checkpoint of ${container.name} arrived corrupt: ${(err as Error).message}`, type: 'DigestMismatch', nonRetryable: true });
-      }
-      const verifyMs = Date.now() - verifyStarted;
-      const { netnsPath } = await controlPlane.ensurePort(container);
-      const started = Date.now();
-      await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
-      const durationMs = Date.now() - started;
-      await controlPlane.setResetGuard(container.name, false);
-      await controlPlane.registerContainer(container);
-      log(`restored ${container.name} in ${durationMs} ms (verify ${verifyMs} ms)`);
-      return { durationMs, verifyMs, verifiedBytes };
-    },
-
-    /** Destination, compensation: make sure no copy of the container runs here (never two copies). */
-    async discardContainer(input: ContainerStep): Promise<void> {
-      await runtime.remove(input.container.name);
-      await controlPlane.unregisterContainer(input.container.name);
-    },
-
-    /** Source, compensation: the move failed before commit; resume the container where it was. */
-    async restoreAtSource(input: ContainerStep & { keepTcp: boolean }): Promise<void> {
-      const { container } = input;
-      if ((await runtime.status(container.name)) !== 'running') {
-        const imageDir = path.join(migrationDir(input.migrationId, container.name), 'checkpoint');
+      const dir = migrationDir(input.migrationId, container.name);
+      const checkRecord = path.join(dir, 'checkpoint.verified.json');
+      const restoreRecord = path.join(dir, 'restore.done.json');
+      const status = await runtime.status(container.name);
+      let check = await readJson<ArtifactCheck>(checkRecord);
+      let durationMs = 0;
+      let completedEarlierAttempt = false;
+      if (status === 'running') {
+        if (!check || check.recomputedSha256 !== image.sha256) {
+          throw ApplicationFailure.nonRetryable(`${container.name} runs in ${cloud.name} but no check of this image was recorded here`, 'RestoreFailed');
+        }
+        completedEarlierAttempt = true;
+        durationMs = (await readJson<{ durationMs: number }>(restoreRecord))?.durationMs ?? 0;
+        log(`${container.name} was restored by an earlier attempt: completing the step`);
+      } else {
+        const imageDir = path.join(incomingDir(input), 'checkpoint');
+        const started = Date.now();
+        if (!image.files || manifestDigest(image.files) !== image.sha256) throw ApplicationFailure.nonRetryable('the image manifest does not match its digest', 'DigestMismatch');
+        const verified = await verifyFiles(imageDir, image.files, { signal: attempt.signal, onProgress: () => attempt.progress() });
+        if (verified.bad.length) {
+          // Restoring would read the same bad bytes: the workflow sends these files again.
+          throw ApplicationFailure.create({
+            message: `checkpoint of ${container.name} arrived corrupt: ${verified.bad.map((b) => `${b.name}: ${b.problem}`).join('; ')}`,
+            type: 'DigestMismatch',
+            nonRetryable: true,
+            details: [{ kind: 'checkpoint', badFiles: verified.bad.map((b) => b.name), problems: verified.bad.map((b) => b.problem) } satisfies DigestMismatchDetails],
+          });
+        }
+        check = { kind: 'checkpoint', files: image.files.length, verifiedBytes: verified.verifiedBytes, recomputedSha256: manifestDigest(image.files), verifyMs: Date.now() - started };
+        await writeFile(checkRecord, JSON.stringify(check));
+        await attempt.fault('restore:before-criu');
         const { netnsPath } = await controlPlane.ensurePort(container);
         await controlPlane.setPortEnabled(container.name, true);
+        const restoreStarted = Date.now();
         await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
+        durationMs = Date.now() - restoreStarted;
+        await writeFile(restoreRecord, JSON.stringify({ durationMs }));
+        await attempt.fault('restore:after-criu');
       }
       await controlPlane.setPortEnabled(container.name, true);
       await controlPlane.setResetGuard(container.name, false);
-      log(`rolled back: ${container.name} runs again in ${cloud.name}`);
+      await controlPlane.registerContainer(container);
+      log(`restored ${container.name} in ${durationMs} ms (verify ${check.verifyMs} ms)`);
+      return { durationMs, check, completedEarlierAttempt };
+    },
+
+    /**
+     * Destination, fence before the source may resume: no copy of the container runs here. Stops
+     * a restore still running on this worker first (attempt.ts), then proves the container gone.
+     */
+    async discardContainer(input: ContainerStep): Promise<void> {
+      const name = input.container.name;
+      if ((await controlPlane.listContainers())[name] && (await readJson(path.join(migrationDir(input.migrationId, name), 'restore.done.json'))) === undefined) {
+        throw ApplicationFailure.nonRetryable(`${name} is a container of ${cloud.name} that this migration did not restore: not discarding it`, 'Refused');
+      }
+      await controlPlane.setPortEnabled(name, false).catch(() => undefined); // no port: nothing plugged
+      await runtime.remove(name);
+      await controlPlane.unregisterContainer(name);
+      const status = await runtime.status(name);
+      if (status !== 'absent') throw ApplicationFailure.retryable(`${name} is still ${status} in ${cloud.name} after removal`, 'FenceFailed');
+    },
+
+    /**
+     * Source, compensation: the move failed before commit; the container runs here again. What is
+     * alive is resumed (a frozen container thawed, a running one left alone); only a container
+     * that is gone is restored, and only from an image CRIU completed.
+     */
+    async resumeAtSource(input: ContainerStep & { keepTcp: boolean }): Promise<ResumeOutcome> {
+      const { container } = input;
+      const imageDir = checkpointDir(input);
+      const status = await runtime.status(container.name);
+      let outcome: ResumeOutcome = 'was-running';
+      if (status === 'paused') {
+        await runtime.resume(container.name);
+        outcome = 'thawed';
+      } else if (status !== 'running') {
+        if (!(await runtime.checkpointComplete(imageDir))) {
+          throw ApplicationFailure.nonRetryable(`${container.name} is ${status} in ${cloud.name} and its checkpoint is not complete: cannot resume it`, 'ResumeFailed');
+        }
+        const { netnsPath } = await controlPlane.ensurePort(container);
+        await controlPlane.setPortEnabled(container.name, true);
+        await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
+        outcome = 'restored-from-image';
+      }
+      await controlPlane.setPortEnabled(container.name, true);
+      await controlPlane.setResetGuard(container.name, false);
+      await removeStepFiles(input);
+      log(`rolled back: ${container.name} runs again in ${cloud.name} (${outcome})`);
+      return outcome;
     },
 
     /** Source, after commit: free the container, its port, its images and its claim. */
@@ -252,15 +363,34 @@ export function createCloudActivities(cloud: Cloud) {
       await runtime.remove(container.name);
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);
-      await rm(migrationDir(input.migrationId, container.name), { recursive: true, force: true });
+      await removeStepFiles(input);
       await releaseClaims(cloud.workDir, input.migrationId, [container.name]);
     },
 
     /** Destination, after commit: drop the received artifacts (the container runs from its bundle). */
     async cleanupReceived(input: ContainerStep): Promise<void> {
-      await rm(migrationDir(input.migrationId, input.container.name), { recursive: true, force: true });
+      await removeStepFiles(input);
     },
-  });
+  };
+
+  return withAttempts(cloud.name, cloud.workDir, activities);
+}
+
+type ActivityImpl = (input: never, attempt: Attempt) => Promise<unknown>;
+
+/** Runs every activity through runAttempt, keyed by its container step when it has one. */
+function withAttempts<T extends Record<string, ActivityImpl>>(cloudName: string, stateDir: string, impls: T): { [K in keyof T]: (input: Parameters<T[K]>[0]) => ReturnType<T[K]> } {
+  return Object.fromEntries(
+    Object.entries(impls).map(([name, impl]) => [
+      name,
+      (input: Partial<ContainerStep>) => {
+        const step = input.migrationId && input.container ? `${input.migrationId}/${input.container.name}` : undefined;
+        return runAttempt({ cloud: cloudName, activity: name, step, migration: input.migrationId, stateDir }, (attempt) =>
+          (impl as (input: unknown, attempt: Attempt) => Promise<unknown>)(input, attempt),
+        );
+      },
+    ]),
+  ) as never;
 }
 
 export type CloudActivities = ReturnType<typeof createCloudActivities>;

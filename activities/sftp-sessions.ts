@@ -6,7 +6,6 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { Context } from '@temporalio/activity';
 import SftpClient from 'ssh2-sftp-client';
 import type { TransferEndpoint } from '../lib/types';
 
@@ -27,7 +26,8 @@ async function connect(endpoint: TransferEndpoint, privateKeyPath: string): Prom
     port: endpoint.port,
     username: endpoint.username,
     privateKey: await readFile(privateKeyPath),
-    readyTimeout: 20_000,
+    // A cut link must fail fast: the attempt is retried, and resumes where the data allows.
+    readyTimeout: 4_000,
     // The destination's host key must be the one its worker announced: no trust on first use.
     hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64') === endpoint.hostKeySha256,
   });
@@ -45,8 +45,8 @@ function close(key: string, entry: Promise<Session>, session: Session): void {
   void session.sftp.end().catch(() => undefined);
 }
 
-/** Runs `use` with an open session to the endpoint; a failure closes the session for good. */
-export async function withSftp<T>(endpoint: TransferEndpoint, privateKeyPath: string, use: (sftp: SftpClient) => Promise<T>): Promise<T> {
+/** Runs `use` with an open session to the endpoint; a failure or an abort closes the session for good. */
+export async function withSftp<T>(endpoint: TransferEndpoint, privateKeyPath: string, signal: AbortSignal, use: (sftp: SftpClient) => Promise<T>): Promise<T> {
   const key = `${endpoint.username}@${endpoint.host}:${endpoint.port}#${endpoint.hostKeySha256}`;
   let entry = sessions.get(key);
   if (!entry) {
@@ -62,10 +62,13 @@ export async function withSftp<T>(endpoint: TransferEndpoint, privateKeyPath: st
   const session = await opened;
   session.users++;
   clearTimeout(session.idleTimer);
-  // A cancelled migration stops its transfer at once instead of finishing the upload.
-  void Context.current().cancelled.catch(() => close(key, opened, session));
+  // A given-up attempt (cancelled, stalled, superseded) stops its upload at once.
+  const onAbort = () => close(key, opened, session);
+  if (signal.aborted) onAbort();
+  signal.addEventListener('abort', onAbort, { once: true });
   try {
     const result = await use(session.sftp);
+    signal.removeEventListener('abort', onAbort);
     session.users--;
     if (session.users === 0) {
       session.idleTimer = setTimeout(() => close(key, opened, session), IDLE_CLOSE_MS);
@@ -73,6 +76,7 @@ export async function withSftp<T>(endpoint: TransferEndpoint, privateKeyPath: st
     }
     return result;
   } catch (err) {
+    signal.removeEventListener('abort', onAbort);
     session.users--;
     close(key, opened, session);
     throw err;

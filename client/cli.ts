@@ -4,6 +4,7 @@
  *   node dist/client/cli.js progress WORKFLOW_ID
  *   node dist/client/cli.js approve WORKFLOW_ID
  *   node dist/client/cli.js abort WORKFLOW_ID [REASON]
+ *   node dist/client/cli.js confirm-gone WORKFLOW_ID   (a migration frozen at its source: the destination copy is gone)
  * The plan file is read and validated before anything connects to Temporal.
  */
 import { parseArgs } from 'node:util';
@@ -11,9 +12,9 @@ import { Client, Connection } from '@temporalio/client';
 import { loadPlanFile } from '../lib/plan-file';
 import { PlanError } from '../lib/plan';
 import { formatReport } from './format-report';
-import { abortMigration, approveCutover, followMigration, queryProgress, startMigration } from './migravi-client';
+import { abortMigration, approveCutover, confirmDestinationGone, followMigration, queryProgress, startMigration } from './migravi-client';
 
-const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON]   [--temporal HOST:PORT] [--no-wait]';
+const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID   [--temporal HOST:PORT] [--no-wait]';
 
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -24,7 +25,7 @@ async function main(): Promise<number> {
     },
   });
   const [command, target, ...rest] = positionals;
-  if (!command || !target || !['migrate', 'progress', 'approve', 'abort'].includes(command)) {
+  if (!command || !target || !['migrate', 'progress', 'approve', 'abort', 'confirm-gone'].includes(command)) {
     console.error(usage);
     return 2;
   }
@@ -50,6 +51,7 @@ async function main(): Promise<number> {
     if (command === 'progress') console.log(JSON.stringify(await queryProgress(handle), null, 2));
     if (command === 'approve') await approveCutover(handle);
     if (command === 'abort') await abortMigration(handle, rest.join(' ') || 'aborted by the operator (CLI)');
+    if (command === 'confirm-gone') await confirmDestinationGone(handle);
     return 0;
   } finally {
     await connection.close();

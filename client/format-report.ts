@@ -28,12 +28,19 @@ export function formatReport(
   lines.push(`  ${'(sum)'.padEnd(14)} ${''.padEnd(11)} ${ms(sum).padStart(9)}`);
   lines.push('');
   for (const c of report.containers) {
-    lines.push(`  ${c.name}: frozen ${ms(c.frozenMs)} (CRIU dump ${ms(c.checkpointMs)}; at destination: verify ${ms(c.verifyMs)}, CRIU restore ${ms(c.restoreMs)}), image ${mib(c.imageBytes)}`);
+    const imageCheck = c.checks.find((k) => k.kind === 'checkpoint');
+    lines.push(`  ${c.name}: frozen ${ms(c.frozenMs)} (CRIU dump ${ms(c.checkpointMs)}; at destination: verify ${ms(imageCheck?.verifyMs ?? 0)}, CRIU restore ${ms(c.restoreMs)}), image ${mib(c.imageBytes)}`);
     for (const a of c.artifacts) {
-      lines.push(`    ${a.kind.padEnd(10)} ${mib(a.bytes).padStart(10)} in ${ms(a.durationMs).padStart(8)}  ${((a.bytes * 8) / 1e6 / Math.max(a.durationMs / 1000, 0.001)).toFixed(0)} Mbit/s  sha256 ${a.sha256.slice(0, 16)}…`);
+      const rate = ((a.wireBytes * 8) / 1e6 / Math.max(a.durationMs / 1000, 0.001)).toFixed(0);
+      lines.push(`    ${a.kind.padEnd(10)} ${mib(a.bytes).padStart(10)} sent as ${mib(a.wireBytes)} on the link in ${ms(a.durationMs).padStart(8)}  ${rate} Mbit/s`);
     }
+    for (const k of c.checks) {
+      lines.push(`    checked at ${report.destination}: ${k.kind} ${k.files} file(s), ${mib(k.verifiedBytes)} re-hashed, sha256 ${k.recomputedSha256.slice(0, 16)}… = sender's`);
+    }
+    if (c.resends) lines.push(`    ${c.resends} artifact(s) arrived corrupt and were sent again`);
   }
-  lines.push(`  bytes moved across the WAN: ${report.bytesMoved} (${mib(report.bytesMoved)}), every artifact digest-checked at the destination`);
+  lines.push(`  bytes written to the WAN link for artifacts (all attempts): ${report.bytesMoved} (${mib(report.bytesMoved)})`);
+  for (const e of report.events) lines.push(`  event: ${e}`);
   if (extra.client) {
     const { before, after } = extra.client;
     const same = before.localPort === after.localPort && !after.error;

@@ -36,13 +36,21 @@ export async function abortMigration(handle: WorkflowHandle, reason: string): Pr
   await handle.signal('abort', reason);
 }
 
+/**
+ * For a migration "frozen-at-source": the operator has made sure no copy of the container runs
+ * at the destination, so the source may resume it (docs/failure-model.md).
+ */
+export async function confirmDestinationGone(handle: WorkflowHandle): Promise<void> {
+  await handle.signal('confirmDestinationGone');
+}
+
 /** Waits until the migration reports `state` (e.g. awaiting-approval). */
 export async function waitForState(handle: WorkflowHandle, state: MigrationProgress['state'], timeoutMs = 120_000): Promise<MigrationProgress> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const progress = await queryProgress(handle).catch(() => undefined);
     if (progress?.state === state) return progress;
-    if (progress && progress.state !== 'running' && progress.state !== 'awaiting-approval') {
+    if (progress && (progress.state === 'completed' || progress.state === 'failed')) {
       throw new Error(`migration ${handle.workflowId} is ${progress.state}${progress.error ? `: ${progress.error}` : ''}, not ${state}`);
     }
     if (Date.now() > deadline) throw new Error(`migration ${handle.workflowId} did not reach ${state} within ${timeoutMs} ms`);
@@ -57,7 +65,7 @@ export async function runningTransfers(handle: WorkflowHandle): Promise<Array<Tr
     const payload = activity.heartbeatDetails?.payloads?.[0];
     const details = payload ? (defaultPayloadConverter.fromPayload(payload) as Partial<TransferHeartbeat> | undefined) : undefined;
     if (typeof details?.bytes !== 'number' || !details.kind) return [];
-    return [{ activity: activity.activityType?.name ?? 'unknown', kind: details.kind, bytes: details.bytes }];
+    return [{ activity: activity.activityType?.name ?? 'unknown', kind: details.kind, bytes: details.bytes, wireBytes: details.wireBytes ?? details.bytes, done: details.done ?? [] }];
   });
 }
 
@@ -69,7 +77,7 @@ export async function followMigration(
   handle: MigrationHandle,
   onProgress: (p: MigrationProgress) => void,
   pollMs = 250,
-  onTransfer?: (t: TransferHeartbeat & { totalBytes?: number }) => void,
+  onTransfer?: (t: Pick<TransferHeartbeat, 'kind' | 'bytes'> & { totalBytes?: number }) => void,
 ): Promise<MigrationReport> {
   let lastKey = '';
   let lastBytes = -1;

@@ -20,6 +20,8 @@ export interface ClientStatus {
   maxGapMs: number;
   /** Wall-clock time (ms) of the reply that ended the longest gap. */
   maxGapEndedAt?: number;
+  /** The latest gaps longer than 100 ms (the blackouts), with when each ended: per-migration blackouts. */
+  longGaps: Array<{ endedAt: number; ms: number }>;
   lastReplyAt?: number;
   error?: string;
   closed: boolean;
@@ -28,7 +30,7 @@ export interface ClientStatus {
 function main(): void {
   const [host, portText, statusFile] = process.argv.slice(2);
   if (!host || !portText || !statusFile) throw new Error('usage: client HOST PORT STATUS_FILE');
-  const status: ClientStatus = { connected: false, replies: 0, discontinuities: 0, maxGapMs: 0, closed: false };
+  const status: ClientStatus = { connected: false, replies: 0, discontinuities: 0, maxGapMs: 0, longGaps: [], closed: false };
   const save = () => {
     writeFileSync(`${statusFile}.tmp`, JSON.stringify(status));
     renameSync(`${statusFile}.tmp`, statusFile);
@@ -51,6 +53,10 @@ function main(): void {
       if (status.lastReplyAt !== undefined && now - status.lastReplyAt > status.maxGapMs) {
         status.maxGapMs = now - status.lastReplyAt;
         status.maxGapEndedAt = now;
+      }
+      if (status.lastReplyAt !== undefined && now - status.lastReplyAt > 100) {
+        status.longGaps.push({ endedAt: now, ms: now - status.lastReplyAt });
+        if (status.longGaps.length > 100) status.longGaps.shift();
       }
       if (status.lastValue !== undefined && value !== status.lastValue + 1) status.discontinuities++;
       status.firstValue ??= value;

@@ -1,6 +1,8 @@
 /*
  * The demo VI's stateful service: a TCP counter whose only state lives in memory.
- * Each line "INCR" adds one and answers the new value; "GET" answers it unchanged.
+ * Each line "INCR" adds one and answers the new value; "GET" answers it unchanged;
+ * "CHECK" re-reads every word of the memory ballast and answers "OK <MiB>" or "BAD <words>":
+ * the process itself witnesses that its memory arrived intact, whatever the migration reports.
  * If a live migration lost the process memory the counter would restart at 1, and if
  * it lost the TCP connection the client would see a reset: both are what tests look for.
  *
@@ -23,6 +25,10 @@
 struct client { int fd; size_t len; char buf[LINE_MAX_LEN]; };
 
 static unsigned long long counter;
+static unsigned long long *ballast;
+static size_t ballast_words;
+
+static unsigned long long pattern(size_t i) { return (unsigned long long)i * 0x9E3779B97F4A7C15ULL ^ 0x5bd1e995ULL; }
 
 static void detach_stdio(void) {
   /* CRIU cannot dump a container whose stdio points at host files: use the container's /dev/null. */
@@ -33,7 +39,14 @@ static void detach_stdio(void) {
 }
 
 static void handle_line(int fd, const char *line) {
-  char out[32];
+  char out[48];
+  if (strcmp(line, "CHECK") == 0) {
+    size_t bad = 0;
+    for (size_t i = 0; i < ballast_words; i++) bad += ballast[i] != pattern(i);
+    int n = bad ? snprintf(out, sizeof out, "BAD %zu\n", bad) : snprintf(out, sizeof out, "OK %zu\n", ballast_words >> 17);
+    (void)!write(fd, out, (size_t)n);
+    return;
+  }
   if (strcmp(line, "INCR") == 0) counter++;
   else if (strcmp(line, "GET") != 0) { (void)!write(fd, "ERR\n", 4); return; }
   int n = snprintf(out, sizeof out, "%llu\n", counter);
@@ -44,10 +57,10 @@ int main(int argc, char **argv) {
   int port = argc > 1 ? atoi(argv[1]) : 7000;
   long ballast_mib = argc > 2 ? atol(argv[2]) : 0;
   if (ballast_mib > 0) {
-    size_t size = (size_t)ballast_mib << 20;
-    char *ballast = malloc(size);
+    ballast_words = (size_t)ballast_mib << 17; /* 8-byte words */
+    ballast = malloc(ballast_words * sizeof *ballast);
     if (!ballast) return 1;
-    for (size_t i = 0; i < size; i += 4096) ballast[i] = (char)(i >> 12); /* touch: make it resident */
+    for (size_t i = 0; i < ballast_words; i++) ballast[i] = pattern(i); /* every byte resident and known */
   }
   detach_stdio();
 

@@ -40,6 +40,9 @@ export async function waitForTemporal(address: string, timeoutMs = 60_000): Prom
  * addresses so that workers inside the cloud namespaces reach it over the WAN bridge.
  */
 export async function startTemporalServer(opts: TemporalServerOptions): Promise<number> {
+  // Another server on the port would answer our readiness check while ours exits: refuse instead.
+  const busy = await waitForTemporal(`127.0.0.1:${opts.port}`, 500).then(() => true, () => false);
+  if (busy) throw new Error(`a Temporal server already answers on port ${opts.port}: stop it first (it is not ours to reuse)`);
   const argv = [
     temporalCliPath, 'server', 'start-dev',
     '--ip', '0.0.0.0',
@@ -55,11 +58,12 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
   return pid;
 }
 
-export async function startOrchestratorWorker(record: TestbedRecord, temporalAddress: string, logFile: string): Promise<number> {
+export async function startOrchestratorWorker(record: TestbedRecord, temporalAddress: string, logFile: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const pid = await startService({
     name: 'orchestrator worker',
     argv: [process.execPath, path.join(__dirname, '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress],
     logFile,
+    env,
     readyLine: /orchestrator worker ready/,
     timeoutMs: 120_000,
   });
@@ -73,6 +77,7 @@ export async function startCloudWorkers(
   temporalPort: number,
   logDir: string,
   only?: string[],
+  env?: NodeJS.ProcessEnv,
 ): Promise<Record<string, number>> {
   const pids: Record<string, number> = {};
   await Promise.all(
@@ -88,6 +93,7 @@ export async function startCloudWorkers(
         ],
         logFile: path.join(logDir, `worker-${cloud.name}.log`),
         readyLine: /cloud worker ready/,
+        env,
       });
       pids[cloud.name] = pid;
     }),

@@ -25,8 +25,16 @@ export const migrationPlanSchema = z
       .object({
         /** Keep established TCP connections across the move (CRIU --tcp-established). */
         keepTcpConnections: z.boolean().default(true),
-        /** How long one transfer may run before it is retried. */
+        /** How long the pre-copy transfers (before the freeze) may take, retries included. */
         transferTimeoutSeconds: z.number().int().min(10).max(86_400).default(1800),
+        /**
+         * Blackout budget: how long a container may stay frozen waiting for its image to reach
+         * the destination and its restore to start. Past it, the migration gives up and resumes
+         * the container at the source.
+         */
+        blackoutBudgetSeconds: z.number().int().min(5).max(3600).default(120),
+        /** How long each rollback step (and each release after commit) keeps retrying an unreachable cloud. */
+        rollbackTimeoutSeconds: z.number().int().min(10).max(86_400).default(600),
         /**
          * Wait, with everything prepared and the root filesystems copied, for an operator's
          * "approveCutover" signal before freezing anything.
@@ -34,7 +42,7 @@ export const migrationPlanSchema = z
         approveCutover: z.boolean().default(false),
       })
       .strict()
-      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, approveCutover: false }),
+      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false }),
   })
   .strict()
   .superRefine((plan, ctx) => {

@@ -61,7 +61,12 @@ export interface ArtifactReceipt {
   kind: ArtifactKind;
   /** The tar file, or the directory holding `files`. */
   remotePath: string;
+  /** Size of the artifact. */
   bytes: number;
+  /** Bytes written to the link for it, every attempt included (a failed attempt's bytes count too). */
+  wireBytes: number;
+  /** Bytes an earlier attempt had already delivered and that were not sent again. */
+  resumedBytes: number;
   /** Of the tar stream, or of the manifest ("name bytes sha256" lines) when sent as files. */
   sha256: string;
   files?: FileDigest[];
@@ -74,14 +79,28 @@ export interface CheckpointResult {
   durationMs: number;
 }
 
-export interface RestoreResult {
-  /** CRIU restore alone. */
-  durationMs: number;
-  /** Re-hashing the image that arrived, before the restore. */
-  verifyMs: number;
-  /** Bytes the destination read back and verified (must equal what was sent). */
+/** What the destination found when it re-hashed an artifact at rest. */
+export interface ArtifactCheck {
+  kind: ArtifactKind;
+  /** Files compared one by one (1 for a tar stream). */
+  files: number;
+  /** Bytes read back at the destination whose digest matched the sender's. */
   verifiedBytes: number;
+  /** Digest recomputed at the destination (manifest of the recomputed file digests, or of the tar). */
+  recomputedSha256: string;
+  verifyMs: number;
 }
+
+export interface RestoreResult {
+  /** CRIU restore alone (0 when an earlier attempt had restored and this one completed the rest). */
+  durationMs: number;
+  check: ArtifactCheck;
+  /** An earlier attempt restored the container; this one found it running and finished the step. */
+  completedEarlierAttempt: boolean;
+}
+
+/** How the source got its container back in a rollback. */
+export type ResumeOutcome = 'was-running' | 'thawed' | 'restored-from-image';
 
 export interface PhaseTiming {
   phase: string;
@@ -96,11 +115,12 @@ export interface ContainerReport {
   frozenMs: number;
   checkpointMs: number;
   restoreMs: number;
-  verifyMs: number;
-  /** Image bytes the destination read back and found identical to what was sent. */
-  verifiedBytes: number;
   imageBytes: number;
   artifacts: ArtifactReceipt[];
+  /** What the destination re-hashed at rest before using each artifact. */
+  checks: ArtifactCheck[];
+  /** Times an artifact arrived corrupt (digest mismatch at the destination) and was sent again. */
+  resends: number;
 }
 
 export interface MigrationReport {
@@ -111,13 +131,16 @@ export interface MigrationReport {
   wallMs: number;
   phases: PhaseTiming[];
   containers: ContainerReport[];
+  /** Bytes written to the inter-cloud link for artifacts, every attempt included. */
   bytesMoved: number;
   /** Problems after the commit point that did not undo the move (e.g. a source left to clean). */
   warnings: string[];
+  /** Faults met and survived on the way (retries, resends, restarts noticed), in order. */
+  events: string[];
 }
 
 export interface MigrationProgress {
-  state: 'running' | 'awaiting-approval' | 'completed' | 'compensating' | 'failed';
+  state: 'running' | 'awaiting-approval' | 'completed' | 'compensating' | 'failed' | 'frozen-at-source';
   phase: string;
   container?: string;
   phases: PhaseTiming[];
@@ -130,5 +153,10 @@ export interface MigrationProgress {
 /** What a running transfer activity last reported through its heartbeat. */
 export interface TransferHeartbeat {
   kind: ArtifactKind;
+  /** Bytes of the artifact the destination has so far (resumed ones included). */
   bytes: number;
+  /** Bytes written to the link, this attempt and the earlier ones. */
+  wireBytes: number;
+  /** Files sent whole so far (a retry keeps them). */
+  done: FileDigest[];
 }

@@ -48,6 +48,10 @@ export interface HostRuntime {
   status(name: string): Promise<ContainerStatus>;
   /** Creates and starts the container from its spec, rootfs and network namespace. */
   run(spec: ContainerSpec, rootfsDir: string, netnsPath: string): Promise<void>;
+  /** Thaws a container left frozen (paused), e.g. by a dump that was killed half-way. */
+  resume(name: string): Promise<void>;
+  /** Whether the dump into imageDir finished successfully (the image is complete and restorable). */
+  checkpointComplete(imageDir: string): Promise<boolean>;
   /** Dumps the container (with established TCP connections when asked) and stops it. */
   checkpoint(name: string, imageDir: string, keepTcp: boolean): Promise<void>;
   /** Starts the container from a checkpoint image; its rootfs must already be in its bundle. */

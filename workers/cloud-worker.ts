@@ -5,6 +5,7 @@
  *   node dist/workers/cloud-worker.js --cloud cloud-a --state-dir DIR [--temporal 203.0.113.1:7233]
  */
 import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createCloudActivities } from '../activities/cloud-activities';
 import { cloudTaskQueue } from '../lib/plan';
@@ -23,11 +24,21 @@ async function main(): Promise<void> {
   const cloud = openLocalCloud(values['state-dir'], values.cloud);
   const taskQueue = cloudTaskQueue(cloud.name);
   const connection = await NativeConnection.connect({ address: values.temporal });
+  // A client of its own, to tell whether the migration holding a claim still runs (stale claims expire).
+  const clientConnection = await Connection.connect({ address: values.temporal });
+  const client = new Client({ connection: clientConnection, namespace: values.namespace });
+  const workflowIsRunning = async (workflowId: string) => {
+    try {
+      return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
+    } catch (err) {
+      return (err as Error).name === 'WorkflowNotFoundError' ? false : undefined;
+    }
+  };
   const worker = await Worker.create({
     connection,
     namespace: values.namespace,
     taskQueue,
-    activities: createCloudActivities(cloud),
+    activities: createCloudActivities(cloud, { workflowIsRunning }),
     // Checkpoint and restore are heavy on a 2-core host: a few at a time per cloud.
     maxConcurrentActivityTaskExecutions: 4,
     // Heartbeats carry transfer progress: let the server (and so operators) see it every second.
@@ -36,6 +47,7 @@ async function main(): Promise<void> {
   console.log(`cloud worker ready: ${cloud.name} (${cloud.controlPlane.endpoint.publicIp}), task queue ${taskQueue} on ${values.temporal}`);
   await worker.run();
   await connection.close();
+  await clientConnection.close();
 }
 
 main().catch((err: unknown) => {

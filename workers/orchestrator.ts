@@ -4,7 +4,10 @@
  *   node dist/workers/orchestrator.js [--temporal 127.0.0.1:7233] [--namespace default]
  */
 import { parseArgs } from 'node:util';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { NativeConnection, Worker, type InjectedSinks } from '@temporalio/worker';
+import { faultPoint } from '../lib/faults';
+import type { FaultSinks } from '../workflows/fault-sinks';
+import { cachedWorkflowBundle } from './workflow-bundle';
 import { ORCHESTRATOR_TASK_QUEUE } from '../lib/plan';
 
 async function main(): Promise<void> {
@@ -19,7 +22,13 @@ async function main(): Promise<void> {
     connection,
     namespace: values.namespace,
     taskQueue: ORCHESTRATOR_TASK_QUEUE,
-    workflowsPath: require.resolve('../workflows'),
+    workflowBundle: await cachedWorkflowBundle(require.resolve('../workflows')),
+    // A restarted orchestrator takes over a dead one's workflows within seconds, not 10 s.
+    stickyQueueScheduleToStartTimeout: '3s',
+    // Fault points at phase boundaries (tests only: a no-op without MIGRAVI_FAULT_FILE).
+    sinks: {
+      faults: { point: { fn: (_info, at, migration) => void faultPoint('orchestrator', at, migration), callDuringReplay: false } },
+    } satisfies InjectedSinks<FaultSinks>,
   });
   console.log(`orchestrator worker ready: task queue ${ORCHESTRATOR_TASK_QUEUE} on ${values.temporal}`);
   await worker.run();

@@ -1,1 +1,1 @@
-export { abortSignal, approveCutoverSignal, migrateInfrastructure, progressQuery } from './migrate-infrastructure';
+export { abortSignal, approveCutoverSignal, confirmDestinationGoneSignal, migrateInfrastructure, progressQuery } from './migrate-infrastructure';

@@ -1,73 +1,85 @@
 /**
- * The migration workflow: deterministic orchestration only. It decides the order of the phases,
+ * The migration workflow: deterministic orchestration only. It decides the order of the stages,
  * routes each activity to the worker that lives in the right cloud (one task queue per cloud),
  * records a compensation before every step that changes something, and exposes progress.
  *
- * Commit point: a container is committed once it has been restored at the destination. Before
- * that, any failure rolls everything back and the VI runs at the source again; after it, the
- * source copy is released and failures no longer undo the move.
+ * Stages: inventory → pre-flight → network → per container: prepare → pre-copy → approval gate →
+ * freeze (checkpoint) → transfer → restore (= commit of that container) → release.
+ *
+ * Exactly once (docs/failure-model.md):
+ * - Before a container's commit, any failure, an abort or a cancel rolls back in reverse order, in
+ *   a scope that cannot be cancelled. After its commit, nothing of it is undone.
+ * - Fencing: the source is resumed only once the destination copy is proven gone — discarded by
+ *   the destination, or never started (Temporal records that no restore attempt began). When it
+ *   cannot be proven, the container stays frozen at the source with its complete image, the
+ *   workflow says so (state "frozen-at-source") and waits for the proof or an operator's word.
+ * - Every step has a time budget; the frozen steps share the plan's blackout budget.
  */
 import {
   ActivityFailure,
   ApplicationFailure,
+  CancellationScope,
   condition,
   defineQuery,
   defineSignal,
+  isCancellation,
   log,
   proxyActivities,
-  type RetryPolicy,
   setHandler,
   TimeoutFailure,
   workflowInfo,
+  type ActivityOptions,
 } from '@temporalio/workflow';
-import type { CloudActivities, ContainerStep } from '../activities/cloud-activities';
+import type { CloudActivities, ContainerStep, DigestMismatchDetails } from '../activities/cloud-activities';
 import { cloudTaskQueue, parsePlan, PlanError, type MigrationPlan } from '../lib/plan';
-import type { ContainerReport, MigrationProgress, MigrationReport, PhaseTiming } from '../lib/types';
+import type {
+  ArtifactCheck,
+  ArtifactReceipt,
+  ContainerReport,
+  ContainerSpec,
+  MigrationProgress,
+  MigrationReport,
+  PhaseTiming,
+  TransferEndpoint,
+  TransferHeartbeat,
+} from '../lib/types';
+import { faults } from './fault-sinks';
 
 export const progressQuery = defineQuery<MigrationProgress>('progress');
 /** Operator: go ahead with the freeze (plans with options.approveCutover). */
 export const approveCutoverSignal = defineSignal('approveCutover');
-/** Operator: stop before the commit point and roll back. Takes effect between steps. */
+/** Operator: stop before the commit point and roll back; interrupts the running step. */
 export const abortSignal = defineSignal<[reason?: string]>('abort');
+/**
+ * Operator: the destination copy of the container being rolled back is gone (checked by hand),
+ * so the source may resume. Only read while the workflow is "frozen-at-source".
+ */
+export const confirmDestinationGoneSignal = defineSignal('confirmDestinationGone');
 
-/** Activities of one cloud, called through that cloud's task queue. */
-function cloudActivities(cloud: string, plan: MigrationPlan) {
-  const queue = cloudTaskQueue(cloud);
-  const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 3 };
-  // Every activity heartbeats every 2 s (activities/heartbeat.ts): a dead worker is noticed in 20 s.
-  const heartbeatTimeout = '20 seconds';
-  const control = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '5 minutes', heartbeatTimeout, retry });
-  // The first calls also tell whether the cloud's worker is there at all: fail fast, don't wait forever.
-  const probe = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '2 minutes', scheduleToCloseTimeout: '3 minutes', heartbeatTimeout, retry });
-  const transfer = proxyActivities<CloudActivities>({
-    taskQueue: queue,
-    startToCloseTimeout: `${plan.options.transferTimeoutSeconds} seconds`,
-    heartbeatTimeout,
-    retry,
+/**
+ * A worker that stops heartbeating is given up after this long. Activities beat on progress and
+ * give themselves up after 5 s without it (activities/attempt.ts), so this only catches dead workers.
+ */
+const HEARTBEAT_TIMEOUT = '8 seconds';
+/** How many times an artifact that arrived corrupt is sent again before the migration gives up. */
+const MAX_RESENDS = 2;
+/** Restore calls (each one attempt) within the blackout budget. */
+const MAX_RESTORE_CALLS = 5;
+/** How often a broken fence is retried while the source waits frozen. */
+const FENCE_RETRY_SECONDS = 15;
+
+/** Activities of one cloud with the given time budget (every step is bounded). */
+function on(cloud: string, opts: Partial<ActivityOptions> & { scheduleToCloseMs: number }) {
+  const { scheduleToCloseMs, ...rest } = opts;
+  return proxyActivities<CloudActivities>({
+    taskQueue: cloudTaskQueue(cloud),
+    scheduleToCloseTimeout: Math.max(1000, Math.round(scheduleToCloseMs)),
+    heartbeatTimeout: HEARTBEAT_TIMEOUT,
+    // A cancelled step has stopped before the compensations start (never two at work at once).
+    cancellationType: 'WAIT_CANCELLATION_COMPLETED',
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '4s' },
+    ...rest,
   });
-  const once = proxyActivities<CloudActivities>({ taskQueue: queue, startToCloseTimeout: '5 minutes', heartbeatTimeout, retry: { maximumAttempts: 2 } });
-  return {
-    inventory: probe.inventory,
-    preflight: probe.preflight,
-    replicateNetworks: control.replicateNetworks,
-    removeNetworks: control.removeNetworks,
-    stretchNetworks: control.stretchNetworks,
-    unstretchNetworks: control.unstretchNetworks,
-    prepareReceive: control.prepareReceive,
-    preparePort: control.preparePort,
-    removePort: control.removePort,
-    sendRootfs: transfer.sendRootfs,
-    receiveRootfs: control.receiveRootfs,
-    sendCheckpoint: transfer.sendCheckpoint,
-    checkpoint: once.checkpoint,
-    restore: once.restore,
-    discardContainer: control.discardContainer,
-    restoreAtSource: control.restoreAtSource,
-    releaseSource: control.releaseSource,
-    claimContainers: control.claimContainers,
-    releaseClaims: control.releaseClaims,
-    cleanupReceived: control.cleanupReceived,
-  };
 }
 
 function describe(err: unknown): string {
@@ -75,9 +87,50 @@ function describe(err: unknown): string {
     if (err.cause instanceof TimeoutFailure) {
       return `${err.activityType} timed out (${err.cause.timeoutType}): is the worker of that cloud running and reachable?`;
     }
+    if (isCancellation(err)) return `${err.activityType} was cancelled`;
     return `${err.activityType} failed: ${err.cause?.message ?? err.message}`;
   }
   return err instanceof Error ? err.message : String(err);
+}
+
+/** True when Temporal recorded that this call's activity never started on any worker. */
+function neverStarted(err: unknown): boolean {
+  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START';
+}
+
+function failureType(err: unknown): string | undefined {
+  return err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.type ?? undefined : undefined;
+}
+
+function mismatch(err: unknown): DigestMismatchDetails | undefined {
+  if (failureType(err) !== 'DigestMismatch') return undefined;
+  return ((err as ActivityFailure).cause as ApplicationFailure).details?.[0] as DigestMismatchDetails | undefined;
+}
+
+/** Bytes a transfer that failed for good had written to the link (its last heartbeat says). */
+function wireBytesOfFailure(err: unknown): number {
+  if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure) {
+    return (err.cause.lastHeartbeatDetails as TransferHeartbeat | undefined)?.wireBytes ?? 0;
+  }
+  return 0;
+}
+
+interface RootfsCopy {
+  sent: ArtifactReceipt;
+  check: ArtifactCheck;
+  resends: number;
+}
+
+interface Compensation {
+  what: string;
+  undo: () => Promise<unknown>;
+  /**
+   * A fence: the source may resume only after it succeeds. `required` tells whether it must
+   * (a restore may have started) or is mere cleanup (Temporal proves no restore began).
+   */
+  fence?: { required: () => boolean };
+  /** The container step a fence is about (to retry the discard). */
+  step?: ContainerStep;
 }
 
 export async function migrateInfrastructure(input: unknown): Promise<MigrationReport> {
@@ -88,32 +141,53 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     if (err instanceof PlanError) throw ApplicationFailure.nonRetryable(err.message, 'InvalidPlan');
     throw err;
   }
-  const migrationId = workflowInfo().workflowId.replace(/[^A-Za-z0-9._-]/g, '_');
-  const src = cloudActivities(plan.source, plan);
-  const dst = cloudActivities(plan.destination, plan);
-  const keepTcp = plan.options.keepTcpConnections;
+  const { workflowId } = workflowInfo();
+  const migrationId = workflowId.replace(/[^A-Za-z0-9._-]/g, '_');
+  const { options } = plan;
+  const keepTcp = options.keepTcpConnections;
+  const budgetMs = options.blackoutBudgetSeconds * 1000;
+  const rollbackMs = options.rollbackTimeoutSeconds * 1000;
+
+  // Bounded activity stubs per kind of step.
+  const probe = (cloud: string) => on(cloud, { scheduleToCloseMs: 60_000 });
+  const control = (cloud: string) => on(cloud, { scheduleToCloseMs: 120_000 });
+  const precopy = (cloud: string) => on(cloud, { scheduleToCloseMs: options.transferTimeoutSeconds * 1000 });
+  const undoing = (cloud: string) => on(cloud, { scheduleToCloseMs: rollbackMs });
+  const src = { probe: probe(plan.source), control: control(plan.source), precopy: precopy(plan.source), undo: undoing(plan.source) };
+  const dst = { probe: probe(plan.destination), control: control(plan.destination), precopy: precopy(plan.destination), undo: undoing(plan.destination) };
 
   const startedAt = Date.now();
   const phases: PhaseTiming[] = [];
+  const events: string[] = [];
+  const warnings: string[] = [];
+  const containers: ContainerReport[] = [];
   const progress: MigrationProgress = { state: 'running', phase: 'starting', phases, bytesMoved: 0 };
   setHandler(progressQuery, () => progress);
-  let approved = !plan.options.approveCutover;
+  const note = (event: string) => {
+    events.push(event);
+    log.info(event);
+  };
+
+  // Abort and cancel are the same clean rollback: both cancel the running stage.
+  const work = new CancellationScope();
+  let approved = !options.approveCutover;
   let abortReason: string | undefined;
+  let destinationConfirmedGone = false;
   setHandler(approveCutoverSignal, () => {
     approved = true;
   });
-  setHandler(abortSignal, (reason) => {
-    abortReason = reason || 'aborted by the operator';
+  setHandler(confirmDestinationGoneSignal, () => {
+    destinationConfirmedGone = true;
   });
-  let committed = 0;
-  const throwIfAborted = () => {
-    if (abortReason !== undefined && committed === 0) throw ApplicationFailure.nonRetryable(abortReason, 'Aborted');
-  };
+  setHandler(abortSignal, (reason) => {
+    abortReason ??= reason || 'aborted by the operator';
+    work.cancel();
+  });
 
   async function phase<T>(name: string, container: string | undefined, step: () => Promise<T>): Promise<T> {
-    throwIfAborted();
     progress.phase = name;
     progress.container = container;
+    faults.point(`phase:${name}`, migrationId);
     const begin = Date.now();
     try {
       return await step();
@@ -122,123 +196,181 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     }
   }
 
-  // Undo steps, newest last; run in reverse on failure before the commit point.
-  const compensations: Array<{ what: string; undo: () => Promise<unknown> }> = [];
-  const claim = { migrationId, containers: plan.containers };
-  const containers: ContainerReport[] = [];
-  const warnings: string[] = [];
+  const compensations: Compensation[] = [];
+  const claim = { migrationId, workflowId, containers: plan.containers };
+
+  /** Sends the checkpoint (again, for `only` files) within the blackout budget; counts the bytes. */
+  async function sendCheckpoint(step: ContainerStep, endpoint: TransferEndpoint, imageDir: string, remainingMs: number, only?: string[]): Promise<ArtifactReceipt> {
+    try {
+      const sent = await on(plan.source, { scheduleToCloseMs: remainingMs }).sendCheckpoint({ ...step, endpoint, imageDir, ...(only ? { only } : {}) });
+      progress.bytesMoved += sent.wireBytes;
+      if (sent.resumedBytes > 0) note(`${step.container.name}: checkpoint transfer resumed after a failed attempt; ${sent.resumedBytes} bytes were not sent again`);
+      return sent;
+    } catch (err) {
+      progress.bytesMoved += wireBytesOfFailure(err);
+      throw err;
+    }
+  }
+
+  /** Pre-copy or in-freeze copy of the rootfs: sent, re-hashed and unpacked at the destination; resent if corrupt. */
+  async function copyRootfs(step: ContainerStep, endpoint: TransferEndpoint, stubs: { src: CloudActivities; dst: CloudActivities }): Promise<RootfsCopy> {
+    for (let resends = 0; ; resends++) {
+      let sent: ArtifactReceipt;
+      try {
+        sent = await stubs.src.sendRootfs({ ...step, endpoint });
+      } catch (err) {
+        progress.bytesMoved += wireBytesOfFailure(err);
+        throw err;
+      }
+      progress.bytesMoved += sent.wireBytes;
+      try {
+        const check = await stubs.dst.receiveRootfs({ ...step, artifact: sent });
+        return { sent, check, resends };
+      } catch (err) {
+        if (!mismatch(err) || resends >= MAX_RESENDS) throw err;
+        note(`${step.container.name}: rootfs arrived corrupt (${mismatch(err)!.problems.join('; ')}); sending it again`);
+      }
+    }
+  }
+
+  /** Freeze → transfer → restore of one container, bounded by the blackout budget. Returns its report. */
+  async function cutOver(container: ContainerSpec, step: ContainerStep, endpoint: TransferEndpoint, preCopied?: RootfsCopy): Promise<ContainerReport> {
+    const name = container.name;
+    const frozenFrom = Date.now();
+    const deadline = frozenFrom + budgetMs;
+    const remaining = () => {
+      const left = deadline - Date.now();
+      if (left < 1000) throw ApplicationFailure.nonRetryable(`${name} stayed frozen for the whole blackout budget (${options.blackoutBudgetSeconds} s)`, 'BlackoutBudgetExceeded');
+      return left;
+    };
+    let restoreMayHaveStarted = false;
+    compensations.push({ what: `resume ${name} at ${plan.source}`, undo: () => src.undo.resumeAtSource({ ...step, keepTcp }).then((how) => note(`${name} resumed at ${plan.source} (${how})`)) });
+
+    const image = await phase('checkpoint', name, () => on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...step, keepTcp }));
+    let resends = 0;
+    const { checkpointSent, rootfs } = await phase('transfer', name, async () => {
+      progress.transferTotalBytes = image.imageBytes;
+      const checkpointSent = await sendCheckpoint(step, endpoint, image.imageDir, remaining());
+      progress.transferTotalBytes = undefined;
+      const frozenStubs = { src: on(plan.source, { scheduleToCloseMs: remaining() }), dst: on(plan.destination, { scheduleToCloseMs: remaining() }) };
+      const rootfs = preCopied ?? (await copyRootfs(step, endpoint, frozenStubs));
+      return { checkpointSent, rootfs };
+    });
+    resends += rootfs.resends;
+
+    compensations.push({
+      what: `discard ${name} at ${plan.destination}`,
+      undo: () => dst.undo.discardContainer(step),
+      fence: { required: () => restoreMayHaveStarted },
+      step,
+    });
+    let image2 = checkpointSent;
+    const restored = await phase('restore', name, async () => {
+      for (let call = 1; ; call++) {
+        // One attempt per call: the workflow sees each failure and knows whether it ever started.
+        const restoreStub = on(plan.destination, {
+          scheduleToStartTimeout: remaining(),
+          startToCloseTimeout: '2 minutes',
+          scheduleToCloseMs: remaining() + 120_000,
+          retry: { maximumAttempts: 1 },
+        });
+        try {
+          return await restoreStub.restore({ ...step, image: image2, keepTcp });
+        } catch (err) {
+          if (!neverStarted(err)) restoreMayHaveStarted = true;
+          if (isCancellation(err)) throw err;
+          const bad = mismatch(err);
+          if (bad && resends < MAX_RESENDS) {
+            resends++;
+            note(`${name}: checkpoint arrived corrupt (${bad.problems.join('; ')}); sending ${bad.badFiles.join(', ')} again`);
+            const again = await sendCheckpoint(step, endpoint, image.imageDir, remaining(), bad.badFiles);
+            const merged = new Map((image2.files ?? []).map((f) => [f.name, f]));
+            for (const f of again.files ?? []) merged.set(f.name, f);
+            image2 = { ...again, files: [...merged.values()].sort((a, b) => a.name.localeCompare(b.name)), bytes: image2.bytes, sha256: checkpointSent.sha256 };
+            continue;
+          }
+          const retryable = !(err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.nonRetryable);
+          if (!retryable || call >= MAX_RESTORE_CALLS || neverStarted(err)) throw err;
+          note(`${name}: restore attempt ${call} failed (${describe(err)}); trying again`);
+        }
+      }
+    });
+    if (restored.completedEarlierAttempt) note(`${name}: an earlier restore attempt had restored it; the retry completed the step`);
+    return {
+      name,
+      frozenMs: Date.now() - frozenFrom,
+      checkpointMs: image.durationMs,
+      restoreMs: restored.durationMs,
+      imageBytes: image.imageBytes,
+      artifacts: [rootfs.sent, image2],
+      checks: [rootfs.check, restored.check],
+      resends,
+    };
+  }
 
   try {
-    const inventory = await phase('inventory', undefined, () => src.inventory({ containers: plan.containers }));
-    const destination = await phase('preflight', undefined, async () => {
-      const [, dstInfo] = await Promise.all([src.preflight({ role: 'source', inventory }), dst.preflight({ role: 'destination', inventory })]);
-      await src.claimContainers(claim); // from here, no other migration may take these containers
-      return dstInfo;
-    });
-    const { networks } = inventory;
-
-    // Each undo removes only what this migration created: an earlier migration's stretch stays.
-    await phase('network', undefined, async () => {
-      const created = await dst.replicateNetworks({ networks });
-      compensations.push({ what: 'remove replicated networks', undo: () => dst.removeNetworks({ names: created }) });
-      const dstStretched = await dst.stretchNetworks({ networks, peerPublicIp: inventory.source.publicIp });
-      compensations.push({ what: 'unstretch destination', undo: () => dst.unstretchNetworks({ networks: dstStretched, peerPublicIp: inventory.source.publicIp }) });
-      const srcStretched = await src.stretchNetworks({ networks, peerPublicIp: destination.publicIp });
-      compensations.push({ what: 'unstretch source', undo: () => src.unstretchNetworks({ networks: srcStretched, peerPublicIp: destination.publicIp }) });
-    });
-
-    for (const container of inventory.containers) {
-      const step: ContainerStep = { migrationId, container };
-      const name = container.name;
-      const endpoint = await phase('prepare', name, async () => {
-        compensations.push({ what: `remove ${name}'s port and files at destination`, undo: async () => {
-          await dst.removePort(step);
-          await dst.cleanupReceived(step);
-        } });
-        await dst.preparePort(step);
-        return dst.prepareReceive(step);
+    await work.run(async () => {
+      const inventory = await phase('inventory', undefined, () => src.probe.inventory({ containers: plan.containers }));
+      const destination = await phase('preflight', undefined, async () => {
+        const [, dstInfo] = await Promise.all([src.probe.preflight({ role: 'source', inventory }), dst.probe.preflight({ role: 'destination', inventory })]);
+        const takenOver = await src.control.claimContainers(claim); // from here, no other migration may take these containers
+        for (const stale of takenOver) note(`took over the stale claim on ${stale}`);
+        return dstInfo;
       });
-      const sendRootfs = async () => {
-        const sent = await src.sendRootfs({ ...step, endpoint });
-        progress.bytesMoved += sent.bytes;
-        await dst.receiveRootfs({ ...step, artifact: sent });
-        return sent;
-      };
-      // A read-only rootfs is copied while the container runs; a writable one can still change,
-      // so it is copied after the freeze, inside the blackout.
-      const preCopied = container.readonlyRootfs ? await phase('pre-copy', name, sendRootfs) : undefined;
-      if (!approved) {
-        progress.state = 'awaiting-approval';
-        progress.phase = 'awaiting approval';
-        await condition(() => approved || abortReason !== undefined);
-        progress.state = 'running';
-        throwIfAborted();
-      }
-      compensations.push({ what: `resume ${name} at source`, undo: () => src.restoreAtSource({ ...step, keepTcp }) });
-      const frozenFrom = Date.now();
-      const image = await phase('checkpoint', name, () => src.checkpoint({ ...step, keepTcp }));
-      const { checkpointArtifact, rootfs } = await phase('transfer', name, async () => {
-        progress.transferTotalBytes = image.imageBytes;
-        const sent = await src.sendCheckpoint({ ...step, endpoint, imageDir: image.imageDir });
-        progress.transferTotalBytes = undefined;
-        progress.bytesMoved += sent.bytes;
-        return { checkpointArtifact: sent, rootfs: preCopied ?? (await sendRootfs()) };
-      });
-      compensations.push({ what: `discard ${name} at destination`, undo: () => dst.discardContainer(step) });
-      const restored = await phase('restore', name, () => dst.restore({ ...step, image: checkpointArtifact, keepTcp }));
-      const frozenMs = Date.now() - frozenFrom;
+      const { networks } = inventory;
 
-      // Committed: this container lives at the destination now, and the stretched network must
-      // stay for it. Nothing done so far is to be undone any more.
-      compensations.length = 0;
-      committed++;
-      containers.push({
-        name,
-        frozenMs,
-        checkpointMs: image.durationMs,
-        restoreMs: restored.durationMs,
-        verifyMs: restored.verifyMs,
-        verifiedBytes: restored.verifiedBytes,
-        imageBytes: image.imageBytes,
-        artifacts: [rootfs, checkpointArtifact],
+      // Each undo removes only what this migration created: an earlier migration's stretch stays.
+      await phase('network', undefined, async () => {
+        const created = await dst.control.replicateNetworks({ networks });
+        compensations.push({ what: 'remove replicated networks', undo: () => dst.undo.removeNetworks({ names: created }) });
+        const dstStretched = await dst.control.stretchNetworks({ networks, peerPublicIp: inventory.source.publicIp });
+        compensations.push({ what: 'unstretch destination', undo: () => dst.undo.unstretchNetworks({ networks: dstStretched, peerPublicIp: inventory.source.publicIp }) });
+        const srcStretched = await src.control.stretchNetworks({ networks, peerPublicIp: destination.publicIp });
+        compensations.push({ what: 'unstretch source', undo: () => src.undo.unstretchNetworks({ networks: srcStretched, peerPublicIp: destination.publicIp }) });
       });
 
-      await phase('release', name, async () => {
-        try {
-          await Promise.all([src.releaseSource(step), dst.cleanupReceived(step)]);
-        } catch (err) {
-          warnings.push(`could not release ${name} at ${plan.source}: ${describe(err)}`);
-          log.warn('release failed after commit', { container: name, error: describe(err) });
+      for (const container of inventory.containers) {
+        const step: ContainerStep = { migrationId, container };
+        const name = container.name;
+        const endpoint = await phase('prepare', name, async () => {
+          compensations.push({ what: `remove ${name}'s port, bundle and files at ${plan.destination}`, undo: () => dst.undo.discardPrepared(step) });
+          return dst.control.prepareDestination(step);
+        });
+        // A read-only rootfs is copied while the container runs; a writable one can still change,
+        // so it is copied after the freeze, inside the blackout.
+        const preCopied = container.readonlyRootfs ? await phase('pre-copy', name, () => copyRootfs(step, endpoint, { src: src.precopy, dst: dst.precopy })) : undefined;
+        if (!approved) {
+          progress.state = 'awaiting-approval';
+          progress.phase = 'awaiting approval';
+          await condition(() => approved);
+          progress.state = 'running';
         }
-      });
-    }
-  } catch (err) {
-    const reason = describe(err);
-    progress.state = 'compensating';
-    progress.error = reason;
-    log.error('migration failed, rolling back', { reason, compensations: compensations.length });
-    const undoFailures: string[] = [];
-    for (const { what, undo } of compensations.reverse()) {
-      progress.phase = `rollback: ${what}`;
-      try {
-        await undo();
-      } catch (undoErr) {
-        undoFailures.push(`${what}: ${describe(undoErr)}`);
+        const report = await cutOver(container, step, endpoint, preCopied);
+
+        // Committed: this container lives at the destination now, and the stretched network must
+        // stay for it. Nothing done so far is to be undone any more.
+        compensations.length = 0;
+        containers.push(report);
+        await CancellationScope.nonCancellable(() =>
+          phase('release', name, async () => {
+            try {
+              await Promise.all([src.undo.releaseSource(step), dst.undo.cleanupReceived(step)]);
+            } catch (err) {
+              warnings.push(`could not release ${name} at ${plan.source}: ${describe(err)}`);
+              log.warn('release failed after commit', { container: name, error: describe(err) });
+            }
+          }),
+        );
       }
-    }
-    // Containers not committed are free again (a committed one's claim went with its release).
-    await src.releaseClaims(claim).catch((undoErr: unknown) => undoFailures.push(`release the claims: ${describe(undoErr)}`));
-    progress.state = 'failed';
-    const moved = containers.map((c) => c.name);
-    const where = moved.length
-      ? `${moved.join(', ')} stay${moved.length === 1 ? 's' : ''} at ${plan.destination} (committed); the rest runs at the source`
-      : 'the VI runs at the source';
-    const suffix = undoFailures.length ? `\nrollback incomplete:\n- ${undoFailures.join('\n- ')}` : `\nrolled back: ${where}`;
-    throw ApplicationFailure.nonRetryable(`migration ${plan.name} failed: ${reason}${suffix}`, 'MigrationFailed');
+    });
+  } catch (err) {
+    const reason = abortReason ?? (isCancellation(err) ? 'the migration was cancelled' : describe(err));
+    await CancellationScope.nonCancellable(() => rollBack(reason));
   }
 
   progress.state = 'completed';
   progress.phase = 'done';
+  faults.point('phase:done', migrationId);
   if (warnings.length) log.warn('migration completed with warnings', { warnings });
   return {
     plan: plan.name,
@@ -250,5 +382,71 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     containers,
     bytesMoved: progress.bytesMoved,
     warnings,
+    events,
   };
+
+  /**
+   * A broken fence: the destination copy may be alive, so the source stays frozen with its image.
+   * The workflow says so (state "frozen-at-source") and waits for proof: a retried discard that
+   * succeeds, or an operator's confirmDestinationGone signal after checking the destination.
+   */
+  async function awaitFenceProof(compensation: Compensation, why: string): Promise<void> {
+    const frozenSince = Date.now();
+    const what = progress.container ?? 'the container';
+    for (;;) {
+      progress.state = 'frozen-at-source';
+      progress.error = `${what} stays frozen at ${plan.source} with its complete checkpoint image: its copy at ${plan.destination} could not be proven gone (${compensation.what}: ${why}). Retrying every ${FENCE_RETRY_SECONDS} s; an operator who made sure nothing of it runs at ${plan.destination} may signal confirmDestinationGone.`;
+      progress.phase = `frozen at source: waiting for proof that ${what} is gone from ${plan.destination}`;
+      if (await condition(() => destinationConfirmedGone, `${FENCE_RETRY_SECONDS} seconds`)) {
+        note(`${what} stayed frozen at ${plan.source} for ${Math.round((Date.now() - frozenSince) / 1000)} s until the operator confirmed its copy at ${plan.destination} was gone (${why})`);
+        return;
+      }
+      try {
+        await on(plan.destination, { scheduleToCloseMs: FENCE_RETRY_SECONDS * 2000 }).discardContainer(compensation.step!);
+        note(`${what} stayed frozen at ${plan.source} for ${Math.round((Date.now() - frozenSince) / 1000)} s until ${plan.destination} proved its copy gone (first: ${why})`);
+        return;
+      } catch (err) {
+        why = describe(err);
+      }
+    }
+  }
+
+  /** Runs the compensations in reverse, fenced; always ends by throwing what happened. */
+  async function rollBack(reason: string): Promise<never> {
+    progress.state = 'compensating';
+    progress.error = reason;
+    log.error('migration failed, rolling back', { reason, compensations: compensations.length });
+    const undoFailures: string[] = [];
+    const deferred: Compensation[] = [];
+    for (const compensation of [...compensations].reverse()) {
+      if (compensation.fence && !compensation.fence.required()) {
+        deferred.push(compensation); // no restore ever started: the source need not wait for this cleanup
+        continue;
+      }
+      progress.phase = `rollback: ${compensation.what}`;
+      try {
+        await compensation.undo();
+      } catch (undoErr) {
+        // Never resume the source while a destination copy may be alive.
+        if (compensation.fence) await awaitFenceProof(compensation, describe(undoErr));
+        else undoFailures.push(`${compensation.what}: ${describe(undoErr)}`);
+        progress.state = 'compensating';
+      }
+    }
+    for (const compensation of deferred) {
+      progress.phase = `rollback: ${compensation.what}`;
+      await compensation.undo().catch((undoErr: unknown) => undoFailures.push(`${compensation.what}: ${describe(undoErr)}`));
+    }
+    // Containers not committed are free again (a committed one's claim went with its release).
+    await src.undo.releaseClaims(claim).catch((undoErr: unknown) => undoFailures.push(`release the claims: ${describe(undoErr)}`));
+    const moved = containers.map((c) => c.name);
+    const where = moved.length
+      ? `${moved.join(', ')} stay${moved.length === 1 ? 's' : ''} at ${plan.destination} (committed); the rest runs at the source`
+      : 'the VI runs at the source';
+    progress.state = 'failed';
+    const lines = [`migration ${plan.name} failed: ${reason}`];
+    lines.push(undoFailures.length ? `rolled back, but some cleanup failed: ${where}\n- ${undoFailures.join('\n- ')}` : `rolled back: ${where}`);
+    if (events.length) lines.push(`on the way: ${events.join('; ')}`);
+    throw ApplicationFailure.nonRetryable(lines.join('\n'), 'MigrationFailed', { bytesMoved: progress.bytesMoved, events });
+  }
 }

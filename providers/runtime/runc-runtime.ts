@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { run, CommandError, type RunResult } from '../../lib/exec';
+import { run, CommandError, trackChild, type RunResult } from '../../lib/exec';
+import { currentAttempt } from '../../lib/attempt-scope';
 import type { ContainerSpec } from '../../lib/types';
 import type { ContainerStatus, HostRuntime } from '../provider';
 
@@ -93,9 +94,14 @@ export class RuncRuntime implements HostRuntime {
     const logFile = path.join(this.bundleDir(name), 'runc.log');
     const argv = [...this.globalArgs(), '--log', logFile, ...args];
     const exitCode = await new Promise<number | null>((resolve, reject) => {
-      const child = spawn('runc', argv, { stdio: 'ignore' });
+      // In an activity, runc gets its own process group so a given-up attempt can kill it and CRIU.
+      const child = spawn('runc', argv, { stdio: 'ignore', detached: currentAttempt() !== undefined });
+      const untrack = trackChild(child);
       child.on('error', reject);
-      child.on('close', resolve);
+      child.on('close', (code) => {
+        untrack();
+        resolve(code);
+      });
     });
     if (exitCode !== 0) {
       const { stdout } = await run('tail', ['-n', '20', logFile], { allowFailure: true });
@@ -136,6 +142,19 @@ export class RuncRuntime implements HostRuntime {
     await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
       throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}`);
     });
+  }
+
+  async resume(name: string): Promise<void> {
+    await this.runc(['resume', name]);
+  }
+
+  /**
+   * CRIU says so in its own log: runc removes a container only after a successful dump, so an
+   * image whose dump.log ends in success is complete even if the worker died before recording it.
+   */
+  async checkpointComplete(imageDir: string): Promise<boolean> {
+    const log = await readFile(path.join(`${imageDir}.work`, 'dump.log'), 'utf8').catch(() => '');
+    return /Dumping finished successfully/.test(log);
   }
 
   async remove(name: string): Promise<void> {

@@ -1,14 +1,16 @@
 /**
  * The workflow's logic against a real Temporal dev server, with the cloud activities replaced by
- * recorders: order of phases, task-queue routing, the report, and the saga's rollback.
+ * recorders: order of phases, task-queue routing, the report, the saga's rollback, fencing,
+ * cancellation, budgets and resends.
  */
 import assert from 'node:assert/strict';
 import { ApplicationFailure } from '@temporalio/activity';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
-import { abortMigration, approveCutover, waitForState } from '../../client/migravi-client';
+import { abortMigration, approveCutover, confirmDestinationGone, waitForState } from '../../client/migravi-client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import type { CloudActivities } from '../../activities/cloud-activities';
+import type { CloudActivities, DigestMismatchDetails } from '../../activities/cloud-activities';
+import { waitFor } from '../../lib/processes';
 import { temporalCliPath } from '../../lib/paths';
 import { cloudTaskQueue, ORCHESTRATOR_TASK_QUEUE } from '../../lib/plan';
 import type { ArtifactKind, ContainerSpec, Inventory, MigrationReport } from '../../lib/types';
@@ -20,46 +22,73 @@ const readonlyInventory: Inventory = {
   containers: [kv],
 };
 
-/** Fake activities for one cloud: each call is logged as "cloud:activity"; `failAt` ("cloud:activity", or "…#n" for the n-th call) makes it throw. */
-function fakeCloud(cloud: string, calls: string[], failAt?: string, inventory = readonlyInventory): CloudActivities {
-  const receipt = (kind: ArtifactKind, bytes: number) => ({ kind, remotePath: `/in/${kind}.tar`, bytes, sha256: 'ab'.repeat(32), durationMs: 5 });
+type Override = (input: unknown, nth: number) => Promise<unknown>;
+
+interface FakeOptions {
+  /** "cloud:activity" or "cloud:activity#n" (the n-th call only): throws a non-retryable failure. */
+  failAt?: string;
+  inventory?: Inventory;
+  /** "cloud:activity" → replacement behaviour (gets the call number, from 1). */
+  overrides?: Record<string, Override>;
+}
+
+const imageFiles = [
+  { name: 'core.img', bytes: 1000, sha256: 'c'.repeat(64) },
+  { name: 'pages-1.img', bytes: 4000, sha256: 'p'.repeat(64) },
+];
+
+/** Fake activities for one cloud: each call is logged as "cloud:activity". */
+function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): CloudActivities {
+  const inventory = opts.inventory ?? readonlyInventory;
+  const receipt = (kind: ArtifactKind, bytes: number, wireBytes: number) => ({ kind, remotePath: `/in/${kind}`, bytes, wireBytes, resumedBytes: 0, sha256: 'ab'.repeat(32), durationMs: 5 });
+  const check = (kind: ArtifactKind, verifiedBytes: number) => ({ kind, files: kind === 'rootfs' ? 1 : 2, verifiedBytes, recomputedSha256: 'cd'.repeat(32), verifyMs: 3 });
   const impl: Record<string, (input: unknown) => Promise<unknown>> = {
     inventory: async () => inventory,
     preflight: async () => ({ cloud, publicIp: cloud === 'cloud-a' ? '203.0.113.11' : '203.0.113.12' }),
+    claimContainers: async () => [],
+    releaseClaims: async () => undefined,
     replicateNetworks: async () => ['net'],
     removeNetworks: async () => undefined,
     stretchNetworks: async () => inventory.networks,
     unstretchNetworks: async () => undefined,
-    prepareReceive: async () => ({ host: '203.0.113.12', port: 22, username: 'root', hostKeySha256: 'x', directory: '/in' }),
-    preparePort: async () => undefined,
-    removePort: async () => undefined,
-    sendRootfs: async () => receipt('rootfs', 1000),
-    receiveRootfs: async () => ({ verifyMs: 1, unpackMs: 1 }),
-    checkpoint: async () => ({ imageDir: '/img', imageBytes: 4000, durationMs: 7 }),
-    sendCheckpoint: async () => receipt('checkpoint', 5000),
-    restore: async () => ({ durationMs: 9, verifyMs: 2, verifiedBytes: 5000 }),
+    prepareDestination: async () => ({ host: '203.0.113.12', port: 22, username: 'root', hostKeySha256: 'x', directory: '/in' }),
+    discardPrepared: async () => undefined,
+    sendRootfs: async () => receipt('rootfs', 1000, 1000),
+    receiveRootfs: async () => ({ ...check('rootfs', 1000), unpackMs: 1 }),
+    checkpoint: async () => ({ imageDir: '/img', imageBytes: 5000, durationMs: 7 }),
+    // A transfer that needed a second attempt: 7000 bytes crossed the link for a 5000-byte image.
+    sendCheckpoint: async () => ({ ...receipt('checkpoint', 5000, 7000), files: imageFiles }),
+    restore: async () => ({ durationMs: 9, check: check('checkpoint', 5000), completedEarlierAttempt: false }),
     discardContainer: async () => undefined,
-    restoreAtSource: async () => undefined,
+    resumeAtSource: async () => 'restored-from-image',
     releaseSource: async () => undefined,
     cleanupReceived: async () => undefined,
-    claimContainers: async () => undefined,
-    releaseClaims: async () => undefined,
   };
   return Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => [
       name,
       async (input: unknown) => {
-        calls.push(`${cloud}:${name}`);
-        const nth = calls.filter((c) => c === `${cloud}:${name}`).length;
-        if (failAt === `${cloud}:${name}` || failAt === `${cloud}:${name}#${nth}`) throw ApplicationFailure.nonRetryable(`injected failure in ${name}`, 'Injected');
-        return fn(input);
+        const key = `${cloud}:${name}`;
+        calls.push(key);
+        const nth = calls.filter((c) => c === key).length;
+        if (opts.failAt === key || opts.failAt === `${key}#${nth}`) throw ApplicationFailure.nonRetryable(`injected failure in ${name}`, 'Injected');
+        const override = opts.overrides?.[key];
+        return override ? override(input, nth) : fn(input);
       },
     ]),
   ) as unknown as CloudActivities;
 }
 
+interface Harness {
+  calls: string[];
+  /** Stops a cloud's worker (nobody polls its task queue any more). */
+  stopCloud(cloud: string): Promise<void>;
+  /** Starts a cloud's worker again. */
+  startCloud(cloud: string): void;
+}
+
 describe('migrateInfrastructure workflow (activities replaced)', function () {
-  this.timeout(60_000);
+  this.timeout(90_000);
   let env: TestWorkflowEnvironment;
   let bundle: WorkflowBundleWithSourceMap;
 
@@ -77,32 +106,54 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   /** Runs one migration with an orchestrator and two fake cloud workers; returns the result and the calls. */
   async function migrate(
     plan: unknown,
-    failAt?: string,
-    operate: (handle: WorkflowHandle, calls: string[]) => Promise<void> = async () => undefined,
-    inventory?: Inventory,
+    fake: FakeOptions = {},
+    operate: (handle: WorkflowHandle, harness: Harness) => Promise<void> = async () => undefined,
   ): Promise<{ result?: MigrationReport; error?: Error; calls: string[] }> {
     const calls: string[] = [];
-    const workers = await Promise.all([
-      Worker.create({ connection: env.nativeConnection, taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowBundle: bundle }),
-      ...['cloud-a', 'cloud-b'].map((cloud) =>
-        Worker.create({ connection: env.nativeConnection, taskQueue: cloudTaskQueue(cloud), activities: fakeCloud(cloud, calls, failAt, inventory) }),
-      ),
-    ]);
+    const runs: Array<Promise<void>> = [];
+    const cloudWorkers = new Map<string, Worker>();
+    const startCloud = async (cloud: string) => {
+      const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: cloudTaskQueue(cloud), activities: fakeCloud(cloud, calls, fake) });
+      cloudWorkers.set(cloud, worker);
+      runs.push(worker.run());
+    };
+    const orchestrator = await Worker.create({ connection: env.nativeConnection, taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowBundle: bundle });
+    runs.push(orchestrator.run());
+    await Promise.all(['cloud-a', 'cloud-b'].map(startCloud));
+    const harness: Harness = {
+      calls,
+      async stopCloud(cloud) {
+        const worker = cloudWorkers.get(cloud)!;
+        cloudWorkers.delete(cloud);
+        worker.shutdown();
+        await waitFor(`the ${cloud} worker to stop`, () => worker.getState() === 'STOPPED', 20_000);
+      },
+      startCloud: (cloud) => void startCloud(cloud),
+    };
     const handle = await env.client.workflow.start('migrateInfrastructure', {
       taskQueue: ORCHESTRATOR_TASK_QUEUE,
       workflowId: `test-${Math.random().toString(36).slice(2)}`,
       args: [plan],
     });
-    const run = Promise.all([handle.result() as Promise<MigrationReport>, operate(handle, calls)]).then(([result]) => result);
     let outcome: { result?: MigrationReport; error?: Error } = {};
-    const [orchestrator, a, b] = workers as [Worker, Worker, Worker];
-    await orchestrator.runUntil(a.runUntil(b.runUntil(run.then((result) => (outcome = { result }), (error: Error) => (outcome = { error })))));
+    try {
+      const [result] = await Promise.all([handle.result() as Promise<MigrationReport>, operate(handle, harness)]);
+      outcome = { result };
+    } catch (error) {
+      outcome = { error: error as Error };
+    } finally {
+      orchestrator.shutdown();
+      for (const worker of cloudWorkers.values()) worker.shutdown();
+      await Promise.all(runs);
+    }
     return { ...outcome, calls };
   }
 
   const plan = { name: 'unit', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] };
+  const digestMismatch = (badFiles: string[]) =>
+    ApplicationFailure.create({ message: 'checkpoint arrived corrupt', type: 'DigestMismatch', nonRetryable: true, details: [{ kind: 'checkpoint', badFiles, problems: badFiles.map((f) => `${f}: bad`) } satisfies DigestMismatchDetails] });
 
-  it('runs the phases in order, each on the right cloud, and reports them', async () => {
+  it('runs the phases in order, each on the right cloud, and reports what the activities measured', async () => {
     const { result, calls, error } = await migrate(plan);
     assert.equal(error, undefined);
     assert.deepEqual(calls.filter((c) => !c.endsWith(':preflight')).slice(0, -2), [
@@ -111,8 +162,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
       'cloud-b:replicateNetworks',
       'cloud-b:stretchNetworks',
       'cloud-a:stretchNetworks',
-      'cloud-b:preparePort',
-      'cloud-b:prepareReceive',
+      'cloud-b:prepareDestination',
       'cloud-a:sendRootfs',
       'cloud-b:receiveRootfs',
       'cloud-a:checkpoint',
@@ -121,27 +171,29 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     ]);
     // Release runs on both sides at once, in either order.
     assert.deepEqual(calls.slice(-2).sort(), ['cloud-a:releaseSource', 'cloud-b:cleanupReceived']);
-    assert.ok(calls.includes('cloud-a:preflight') && calls.includes('cloud-b:preflight'));
     assert.ok(result);
-    assert.equal(result.bytesMoved, 6000);
+    // Bytes on the link, attempts included: 1000 (rootfs) + 7000 (image, resent part included).
+    assert.equal(result.bytesMoved, 8000);
     assert.deepEqual(result.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'checkpoint', 'transfer', 'restore', 'release']);
     const sum = result.phases.reduce((s, p) => s + p.durationMs, 0);
     assert.ok(sum <= result.wallMs, `phases sum ${sum} ms > wall ${result.wallMs} ms`);
-    assert.equal(result.containers[0]?.imageBytes, 4000);
-    assert.equal(result.containers[0]?.verifiedBytes, 5000);
+    // The checks are the destination's own results, not restated from what was sent.
+    assert.deepEqual(result.containers[0]?.checks.map((c) => [c.kind, c.verifiedBytes, c.recomputedSha256]), [
+      ['rootfs', 1000, 'cd'.repeat(32)],
+      ['checkpoint', 5000, 'cd'.repeat(32)],
+    ]);
     assert.deepEqual(result.warnings, []);
   });
 
-  it('rolls back in reverse order when the restore fails, and resumes the container at the source', async () => {
-    const { error, calls } = await migrate(plan, 'cloud-b:restore');
+  it('rolls back in reverse order when the restore fails, fencing the destination before resuming the source', async () => {
+    const { error, calls } = await migrate(plan, { failAt: 'cloud-b:restore' });
     assert.ok(error instanceof WorkflowFailedError);
     assert.match(String(error.cause?.message), /restore failed: injected failure in restore[\s\S]*rolled back: the VI runs at the source/);
     const afterFailure = calls.slice(calls.indexOf('cloud-b:restore') + 1);
     assert.deepEqual(afterFailure, [
       'cloud-b:discardContainer',
-      'cloud-a:restoreAtSource',
-      'cloud-b:removePort',
-      'cloud-b:cleanupReceived',
+      'cloud-a:resumeAtSource',
+      'cloud-b:discardPrepared',
       'cloud-a:unstretchNetworks',
       'cloud-b:unstretchNetworks',
       'cloud-b:removeNetworks',
@@ -149,13 +201,102 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     ]);
   });
 
+  it('never resumes the source while the destination copy is not proven gone: it stays frozen with its image, says so, and waits for proof', async () => {
+    let resumedWhileFrozen = true;
+    const { error, calls } = await migrate(plan, { failAt: 'cloud-b:restore', overrides: { 'cloud-b:discardContainer': async () => { throw ApplicationFailure.nonRetryable('cloud-b refuses', 'Injected'); } } }, async (handle, harness) => {
+      const frozen = await waitForState(handle, 'frozen-at-source');
+      assert.match(String(frozen.error), /kv stays frozen at cloud-a with its complete checkpoint image: its copy at cloud-b could not be proven gone/);
+      resumedWhileFrozen = harness.calls.includes('cloud-a:resumeAtSource');
+      await confirmDestinationGone(handle); // the operator checked cloud-b by hand
+    });
+    assert.equal(resumedWhileFrozen, false, 'the source was resumed while a destination copy may be alive');
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /rolled back: the VI runs at the source[\s\S]*until the operator confirmed its copy at cloud-b was gone/);
+    // The resume came only after the operator's word.
+    assert.ok(calls.indexOf('cloud-a:resumeAtSource') > calls.indexOf('cloud-b:discardContainer'));
+  });
+
+  it('treats a cancel like an abort: a clean rollback that resumes a frozen container, in a scope the cancel cannot stop', async () => {
+    let transferStarted = false;
+    const { error, calls } = await migrate(plan, {
+      overrides: {
+        // A long transfer, interrupted by the cancel (it ends when the cancel reaches it).
+        'cloud-a:sendCheckpoint': async () => {
+          transferStarted = true;
+          const { Context } = await import('@temporalio/activity');
+          const ctx = Context.current();
+          const beat = setInterval(() => ctx.heartbeat(), 200);
+          try {
+            await ctx.cancelled;
+          } finally {
+            clearInterval(beat);
+          }
+          throw new Error('unreachable');
+        },
+      },
+    }, async (handle) => {
+      await waitFor('the transfer to start', () => transferStarted, 20_000);
+      await handle.cancel();
+    });
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /the migration was cancelled[\s\S]*rolled back: the VI runs at the source/);
+    const afterCancel = calls.slice(calls.indexOf('cloud-a:sendCheckpoint') + 1);
+    // No restore ever started: the discard at the destination is mere cleanup, after the resume.
+    assert.deepEqual(afterCancel, ['cloud-a:resumeAtSource', 'cloud-b:discardPrepared', 'cloud-a:unstretchNetworks', 'cloud-b:unstretchNetworks', 'cloud-b:removeNetworks', 'cloud-a:releaseClaims']);
+  });
+
+  it('gives up after the blackout budget when no destination worker takes the restore, and resumes the source at once', async () => {
+    let destinationDead = false;
+    const holdTransfer: Override = async () => {
+      await waitFor('the destination to be stopped', () => destinationDead, 20_000);
+      return { kind: 'checkpoint', remotePath: '/in/checkpoint', bytes: 5000, wireBytes: 5000, resumedBytes: 0, sha256: 'ab'.repeat(32), files: imageFiles, durationMs: 5 };
+    };
+    const { error, calls } = await migrate({ ...plan, options: { blackoutBudgetSeconds: 8, rollbackTimeoutSeconds: 60 } }, { overrides: { 'cloud-a:sendCheckpoint': holdTransfer } }, async (_handle, harness) => {
+      await waitFor('the checkpoint', () => harness.calls.includes('cloud-a:sendCheckpoint'), 20_000);
+      await harness.stopCloud('cloud-b'); // the destination dies after the checkpoint
+      destinationDead = true;
+      await waitFor('the source to be resumed', () => harness.calls.includes('cloud-a:resumeAtSource'), 30_000);
+      harness.startCloud('cloud-b'); // it comes back: the cleanup there can finish
+    });
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /restore timed out \(SCHEDULE_TO_START\)[\s\S]*rolled back: the VI runs at the source/);
+    assert.ok(!calls.includes('cloud-b:restore'), 'a restore ran');
+    // Temporal proved no restore started: the source resumed without waiting for the dead destination.
+    const resumeAt = calls.indexOf('cloud-a:resumeAtSource');
+    assert.ok(!calls.slice(0, resumeAt).includes('cloud-b:discardContainer'));
+    assert.ok(calls.slice(resumeAt).includes('cloud-b:discardContainer'), 'the destination was not cleaned once back');
+  });
+
+  it('sends again only the files that arrived corrupt, and restores from the good copy', async () => {
+    const sends: unknown[] = [];
+    const { result, error, calls } = await migrate(plan, {
+      overrides: {
+        'cloud-b:restore': async (_input, nth) => {
+          if (nth === 1) throw digestMismatch(['pages-1.img']);
+          return { durationMs: 9, check: { kind: 'checkpoint', files: 2, verifiedBytes: 5000, recomputedSha256: 'cd'.repeat(32), verifyMs: 3 }, completedEarlierAttempt: false };
+        },
+        'cloud-a:sendCheckpoint': async (input, nth) => {
+          sends.push((input as { only?: string[] }).only);
+          const files = nth === 1 ? imageFiles : imageFiles.filter((f) => f.name === 'pages-1.img');
+          return { kind: 'checkpoint', remotePath: '/in/checkpoint', bytes: files.reduce((s, f) => s + f.bytes, 0), wireBytes: files.reduce((s, f) => s + f.bytes, 0), resumedBytes: 0, sha256: 'ab'.repeat(32), files, durationMs: 5 };
+        },
+      },
+    });
+    assert.ok(result, String(error));
+    assert.deepEqual(sends, [undefined, ['pages-1.img']]);
+    assert.deepEqual(calls.filter((c) => /sendCheckpoint|restore$/.test(c)), ['cloud-a:sendCheckpoint', 'cloud-b:restore', 'cloud-a:sendCheckpoint', 'cloud-b:restore']);
+    assert.equal(result.containers[0]?.resends, 1);
+    assert.equal(result.bytesMoved, 1000 + 5000 + 4000);
+    assert.match(result.events.join('\n'), /checkpoint arrived corrupt.*sending pages-1\.img again/);
+  });
+
   it('does not undo a committed container when releasing the source fails', async () => {
-    const { result, error, calls } = await migrate(plan, 'cloud-a:releaseSource');
+    const { result, error, calls } = await migrate({ ...plan, options: { rollbackTimeoutSeconds: 10 } }, { failAt: 'cloud-a:releaseSource' });
     assert.equal(error, undefined);
     assert.ok(result);
     assert.equal(result.warnings.length, 1);
     assert.match(result.warnings[0]!, /could not release kv at cloud-a/);
-    assert.ok(!calls.includes('cloud-a:restoreAtSource'));
+    assert.ok(!calls.includes('cloud-a:resumeAtSource'));
     assert.ok(!calls.includes('cloud-b:discardContainer'));
   });
 
@@ -167,39 +308,39 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   });
 
   it('changes nothing when a pre-flight check fails', async () => {
-    const { error, calls } = await migrate(plan, 'cloud-b:preflight');
+    const { error, calls } = await migrate(plan, { failAt: 'cloud-b:preflight' });
     assert.ok(error instanceof WorkflowFailedError);
     // Only the claims are released: this migration never took any.
     assert.deepEqual(calls.filter((c) => !['cloud-a:inventory', 'cloud-a:preflight', 'cloud-b:preflight'].includes(c)), ['cloud-a:releaseClaims']);
   });
 
   it('waits for the operator before freezing, then goes on when approved', async () => {
-    const { result, error, calls } = await migrate({ ...plan, options: { approveCutover: true } }, undefined, async (handle, callsSoFar) => {
+    const { result, error, calls } = await migrate({ ...plan, options: { approveCutover: true } }, {}, async (handle, harness) => {
       const waiting = await waitForState(handle, 'awaiting-approval');
       assert.equal(waiting.phase, 'awaiting approval');
-      assert.ok(!callsSoFar.includes('cloud-a:checkpoint'), 'froze before approval');
-      assert.ok(callsSoFar.includes('cloud-b:receiveRootfs'), 'the rootfs is not pre-copied before the wait');
+      assert.ok(!harness.calls.includes('cloud-a:checkpoint'), 'froze before approval');
+      assert.ok(harness.calls.includes('cloud-b:receiveRootfs'), 'the rootfs is not pre-copied before the wait');
       await approveCutover(handle);
     });
     assert.ok(result, String(error));
     assert.ok(calls.includes('cloud-a:checkpoint') && calls.includes('cloud-b:restore'));
   });
 
-  it('rolls back without freezing anything when aborted while awaiting approval', async () => {
-    const { error, calls } = await migrate({ ...plan, options: { approveCutover: true } }, undefined, async (handle) => {
+  it('rolls back without freezing anything when aborted while awaiting approval, bundle and files included', async () => {
+    const { error, calls } = await migrate({ ...plan, options: { approveCutover: true } }, {}, async (handle) => {
       await waitForState(handle, 'awaiting-approval');
       await abortMigration(handle, 'maintenance window closed');
     });
     assert.ok(error instanceof WorkflowFailedError);
     assert.match(String(error.cause?.message), /maintenance window closed[\s\S]*rolled back/);
     assert.ok(!calls.includes('cloud-a:checkpoint'));
-    assert.ok(!calls.includes('cloud-a:restoreAtSource'), 'nothing was frozen, nothing to resume');
-    assert.deepEqual(calls.slice(-6), ['cloud-b:removePort', 'cloud-b:cleanupReceived', 'cloud-a:unstretchNetworks', 'cloud-b:unstretchNetworks', 'cloud-b:removeNetworks', 'cloud-a:releaseClaims']);
+    assert.ok(!calls.includes('cloud-a:resumeAtSource'), 'nothing was frozen, nothing to resume');
+    assert.deepEqual(calls.slice(-5), ['cloud-b:discardPrepared', 'cloud-a:unstretchNetworks', 'cloud-b:unstretchNetworks', 'cloud-b:removeNetworks', 'cloud-a:releaseClaims']);
   });
 
   it('copies a writable rootfs only after the freeze, so no write is lost', async () => {
     const writable: Inventory = { ...readonlyInventory, containers: [{ ...kv, readonlyRootfs: false }] };
-    const { result, calls } = await migrate(plan, undefined, undefined, writable);
+    const { result, calls } = await migrate(plan, { inventory: writable });
     assert.ok(result);
     const order = calls.filter((c) => /:(checkpoint|sendCheckpoint|sendRootfs|receiveRootfs|restore)$/.test(c));
     assert.deepEqual(order, ['cloud-a:checkpoint', 'cloud-a:sendCheckpoint', 'cloud-a:sendRootfs', 'cloud-b:receiveRootfs', 'cloud-b:restore']);
@@ -210,11 +351,11 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   it('keeps a committed container at the destination when a later one fails, and says so', async () => {
     const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
     const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
-    const { error, calls } = await migrate({ ...plan, containers: ['kv', 'db'] }, 'cloud-b:restore#2', undefined, two);
+    const { error, calls } = await migrate({ ...plan, containers: ['kv', 'db'] }, { failAt: 'cloud-b:restore#2', inventory: two });
     assert.ok(error instanceof WorkflowFailedError);
     assert.match(String(error.cause?.message), /rolled back: kv stays at cloud-b \(committed\); the rest runs at the source/);
     const afterFailure = calls.slice(calls.lastIndexOf('cloud-b:restore') + 1);
     // Only db's steps are undone; the network stays stretched for kv.
-    assert.deepEqual(afterFailure, ['cloud-b:discardContainer', 'cloud-a:restoreAtSource', 'cloud-b:removePort', 'cloud-b:cleanupReceived', 'cloud-a:releaseClaims']);
+    assert.deepEqual(afterFailure, ['cloud-b:discardContainer', 'cloud-a:resumeAtSource', 'cloud-b:discardPrepared', 'cloud-a:releaseClaims']);
   });
 });

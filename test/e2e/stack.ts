@@ -1,0 +1,250 @@
+/**
+ * The real stack the end-to-end tests share: two embedded clouds, the Temporal dev server (SQLite
+ * on disk, so a restart keeps its state), the orchestrator and one worker per cloud inside its
+ * cloud, the demo VI (kv) in cloud-a and its client holding one connection. A supervisor restarts
+ * a worker that died (as systemd would) unless the test holds it down. Faults are set through the
+ * fault file the workers were started with (lib/faults.ts). Everything is torn down by PID.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import type { ClientStatus } from '../../demo/client';
+import { KV_PORT, kvContainer } from '../../demo/demo-vi';
+import { deployDemoVi, startDemoClient, type DemoClient } from '../../demo/scenario';
+import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../lib/embedded-stack';
+import { run } from '../../lib/exec';
+import type { Fault } from '../../lib/faults';
+import { criuPath, testbedsDir } from '../../lib/paths';
+import { isAlive, stopPid, waitFor } from '../../lib/processes';
+import { openLocalCloud } from '../../providers/local/local-cloud';
+import { registerProcess, testbedDown, testbedUp, unregisterProcess, type TestbedRecord } from '../../providers/local/testbed';
+
+export type Role = 'orchestrator' | 'cloud-a' | 'cloud-b';
+export const CLOUDS = ['cloud-a', 'cloud-b'] as const;
+const TEMPORAL_PORT = 7243;
+
+export class E2eStack {
+  readonly connection: Connection;
+  readonly temporal: Client;
+  readonly client: DemoClient;
+  /** Worker restarts done by the supervisor, in order. */
+  readonly restarts: Role[] = [];
+  private readonly pids: Record<Role, number>;
+  private readonly held = new Set<Role>();
+  private supervisor?: NodeJS.Timeout;
+  private restarting: Promise<void> = Promise.resolve();
+  private busy = false;
+
+  private constructor(
+    readonly record: TestbedRecord,
+    readonly tmp: string,
+    private temporalPid: number,
+    readonly faultFile: string,
+    parts: { connection: Connection; client: DemoClient; pids: Record<Role, number> },
+  ) {
+    this.connection = parts.connection;
+    this.temporal = new Client({ connection: parts.connection });
+    this.client = parts.client;
+    this.pids = parts.pids;
+  }
+
+  static async start(opts: { id: string; ballastMiB: number }): Promise<E2eStack> {
+    const stateDir = path.join(testbedsDir, opts.id);
+    await testbedDown(stateDir, opts.id); // leftovers of an interrupted run
+    const tmp = await mkdtemp(path.join(os.tmpdir(), `migravi-${opts.id}-`));
+    const faultFile = path.join(tmp, 'faults.json');
+    const env = { ...process.env, MIGRAVI_FAULT_FILE: faultFile };
+    const record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: '203.0.113.129', wanPrefixLength: 25, wanRateMbit: 1000, criuPath });
+    const temporalPid = await startTemporalServer(temporalOptions(tmp));
+    const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env);
+    const workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp, undefined, env);
+    const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
+    await deployDemoVi(record, 'cloud-a', opts.ballastMiB);
+    const client = await startDemoClient(record, 'cloud-a');
+    const stack = new E2eStack(record, tmp, temporalPid, faultFile, {
+      connection,
+      client,
+      pids: { orchestrator, 'cloud-a': workers['cloud-a']!, 'cloud-b': workers['cloud-b']! },
+    });
+    stack.supervisor = setInterval(() => stack.supervise(), 200);
+    return stack;
+  }
+
+  get stateDir(): string {
+    return this.record.options.stateDir;
+  }
+
+  cloud(name: string) {
+    return openLocalCloud(this.stateDir, name);
+  }
+
+  pid(role: Role): number {
+    return this.pids[role];
+  }
+
+  /** Restarts dead workers one at a time, except those the test holds down. */
+  private supervise(): void {
+    if (this.busy) return;
+    const dead = (Object.keys(this.pids) as Role[]).filter((role) => !this.held.has(role) && !isAlive(this.pids[role]));
+    if (!dead.length) return;
+    this.busy = true;
+    this.restarting = (async () => {
+      for (const role of dead) {
+        await unregisterProcess(this.stateDir, this.pids[role]);
+        this.pids[role] = await this.startRole(role);
+        this.restarts.push(role);
+      }
+    })().finally(() => (this.busy = false));
+  }
+
+  private async startRole(role: Role): Promise<number> {
+    const env = { ...process.env, MIGRAVI_FAULT_FILE: this.faultFile };
+    if (role === 'orchestrator') return startOrchestratorWorker(this.record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(this.tmp, 'orchestrator.log'), env);
+    return (await startCloudWorkers(this.record, TEMPORAL_PORT, this.tmp, [role], env))[role]!;
+  }
+
+  /** Kills a worker now; the supervisor restarts it unless it is held. */
+  kill(role: Role): void {
+    process.kill(this.pids[role], 'SIGKILL');
+  }
+
+  /** Keeps a worker down (a dead cloud agent) until `release`. */
+  hold(role: Role): void {
+    this.held.add(role);
+  }
+
+  release(role: Role): void {
+    this.held.delete(role);
+  }
+
+  /** Waits until every worker is up again (after kills). */
+  async settle(): Promise<void> {
+    await waitFor('every worker to be up', async () => {
+      await this.restarting;
+      return !this.busy && (Object.keys(this.pids) as Role[]).every((role) => this.held.has(role) || isAlive(this.pids[role]));
+    }, 60_000, 100);
+  }
+
+  /** Replaces the faults the workers will fire (and forgets which ones fired). */
+  async setFaults(faults: Array<Omit<Fault, 'id'> & { id?: string }>): Promise<void> {
+    await rm(`${this.faultFile}.fired`, { recursive: true, force: true });
+    const tmp = `${this.faultFile}.tmp`;
+    await writeFile(tmp, JSON.stringify({ faults: faults.map((f, i) => ({ id: `f${i}`, ...f })) }));
+    await rename(tmp, this.faultFile);
+  }
+
+  async firedFaults(): Promise<string[]> {
+    const dir = `${this.faultFile}.fired`;
+    return existsSync(dir) ? (await readdir(dir)).sort() : [];
+  }
+
+  /** Stops the Temporal server and starts it again on the same SQLite file. */
+  async restartTemporal(): Promise<void> {
+    await stopPid(this.temporalPid);
+    this.temporalPid = await startTemporalServer(temporalOptions(this.tmp));
+  }
+
+  /** Where the demo service runs, read from each cloud's runtime. */
+  async placement(): Promise<Record<string, string>> {
+    return Object.fromEntries(await Promise.all(CLOUDS.map(async (c) => [c, await this.cloud(c).runtime.status('kv')] as const)));
+  }
+
+  async whereKvRuns(): Promise<string> {
+    const placement = await this.placement();
+    const running = Object.entries(placement).filter(([, s]) => s === 'running');
+    assert.equal(running.length, 1, `kv must run in exactly one cloud: ${JSON.stringify(placement)}`);
+    return running[0]![0];
+  }
+
+  /**
+   * kv runs in `cloud` and nothing of it is left in the other: no container, no port, no bundle,
+   * no registry entry, no claim, no migration files. Read from the runtime, the kernel and disk.
+   */
+  async assertOnlyAt(cloud: string): Promise<void> {
+    const other = CLOUDS.find((c) => c !== cloud)!;
+    assert.deepEqual(await this.placement(), { [cloud]: 'running', [other]: 'absent' });
+    const here = this.cloud(cloud);
+    const there = this.cloud(other);
+    assert.ok((await here.controlPlane.listContainers()).kv, `kv is not registered in ${cloud}`);
+    assert.equal((await there.controlPlane.listContainers()).kv, undefined, `kv is still registered in ${other}`);
+    assert.ok(!existsSync(`/run/netns/${there.controlPlane.portNetns('kv')}`), `kv's port namespace is left in ${other}`);
+    assert.equal((await there.controlPlane.state.read()).ports.kv, undefined, `kv's port is left in ${other}'s state`);
+    assert.ok(!existsSync(there.runtime.bundleDir('kv')), `kv's bundle is left in ${other}`);
+    // The reset guard is off where kv runs: its socket may answer normally again.
+    const guard = await run('nft', ['list', 'table', 'inet', 'migravi_guard'], { netns: here.controlPlane.portNetns('kv'), allowFailure: true });
+    assert.notEqual(guard.exitCode, 0, `the reset guard is still on in ${cloud}`);
+    for (const c of CLOUDS) {
+      const dir = this.cloud(c).workDir;
+      const leftovers = existsSync(dir) ? (await readdir(dir, { recursive: true })).filter((f) => f !== 'claims' && f !== 'attempts') : [];
+      assert.deepEqual(leftovers, [], `${c} kept migration files or claims`);
+    }
+  }
+
+  /** The client is still on its first connection, every reply was the previous + 1. */
+  async assertConnectionKept(before: ClientStatus, replies = 50): Promise<ClientStatus> {
+    const after = await this.client.waitForReplies(replies, 60_000);
+    assert.equal(after.error, undefined);
+    assert.equal(after.localPort, before.localPort, 'the client is on another connection');
+    assert.equal(after.discontinuities, 0, 'a reply was not the previous value + 1');
+    assert.equal(after.lastValue, after.replies, 'the counter does not match the number of INCRs the client sent');
+    return after;
+  }
+
+  /** The service re-reads its whole memory ballast: "OK <MiB>" when every word is intact. */
+  async kvSelfCheck(): Promise<string> {
+    const netns = this.cloud('cloud-a').controlPlane.portNetns('client');
+    const reply = await run('busybox', ['sh', '-c', `printf "CHECK\\n" | timeout 5 nc ${kvContainer().ip} ${KV_PORT}`], { netns });
+    return reply.stdout.trim();
+  }
+
+  /** Bytes a cloud's WAN interface transmitted (kernel counters): the independent byte count. */
+  async wanTxBytes(cloud: string): Promise<number> {
+    const { stdout } = await run('ip', ['-j', '-s', 'link', 'show', 'wan0'], { netns: this.cloud(cloud).config.netns });
+    return (JSON.parse(stdout) as Array<{ stats64: { tx: { bytes: number } } }>)[0]!.stats64.tx.bytes;
+  }
+
+  /** Cuts (or heals) the inter-cloud link at `cloud`'s edge: nothing to or from the peer passes. Temporal stays reachable. */
+  async cutLink(cloud: string, cut: boolean): Promise<void> {
+    const netns = this.cloud(cloud).config.netns;
+    const peer = this.cloud(CLOUDS.find((c) => c !== cloud)!).config.publicIp;
+    await run('nft', ['delete', 'table', 'inet', 'migravi_cut'], { netns, allowFailure: true });
+    if (cut) {
+      await run('nft', ['-f', '-'], {
+        netns,
+        input: `table inet migravi_cut {\n chain out { type filter hook output priority 0; ip daddr ${peer} drop; }\n chain in { type filter hook input priority 0; ip saddr ${peer} drop; }\n}\n`,
+      });
+    }
+  }
+
+  async stop(showLogs: boolean): Promise<void> {
+    clearInterval(this.supervisor);
+    await this.restarting.catch(() => undefined);
+    if (showLogs) await printLogTails([this.tmp, ...this.record.clouds.map((c) => c.dir)]);
+    await this.connection.close().catch(() => undefined);
+    await testbedDown(this.stateDir, this.record.options.id); // workers and client, by their recorded PIDs
+    await stopPid(this.temporalPid);
+    await rm(this.tmp, { recursive: true, force: true });
+  }
+
+  /** Registers a process a test started, so the teardown stops it by PID. */
+  async adopt(name: string, pid: number): Promise<void> {
+    await registerProcess(this.stateDir, name, pid);
+  }
+}
+
+function temporalOptions(tmp: string) {
+  return { port: TEMPORAL_PORT, uiPort: TEMPORAL_PORT + 1000, dbFile: path.join(tmp, 'temporal.sqlite'), logFile: path.join(tmp, 'temporal.log'), headless: true };
+}
+
+export async function printLogTails(dirs: string[]): Promise<void> {
+  for (const dir of dirs) {
+    const files = existsSync(dir) ? (await readdir(dir)).filter((f) => f.endsWith('.log')) : [];
+    for (const file of files) {
+      const { stdout } = await run('tail', ['-n', '40', path.join(dir, file)], { allowFailure: true });
+      console.log(`\n----- ${path.join(dir, file)} (last 40 lines) -----\n${stdout}`);
+    }
+  }
+}
