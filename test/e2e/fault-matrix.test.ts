@@ -356,15 +356,14 @@ describe('fault matrix: exactly once under every fault (end to end)', function (
     assert.ok(cutAt > 0);
   });
 
-  it('hung steps (checkpoint, transfer, restore) are given up in seconds and retried', async () => {
-    const started = Date.now();
+  it('hung steps (checkpoint, transfer, restore) are given up and retried', async () => {
+    // Without stall detection each hang would last until the blackout budget and roll the move back.
     const m = await move({
       faults: (from, to) => [fault(from, 'checkpoint:start', 'hang'), fault(from, 'sendCheckpoint:start', 'hang'), fault(to, 'restore:before-criu', 'hang')],
     });
     const report = await assertMoved(m);
+    assert.deepEqual(m.fired, ['f0', 'f1', 'f2']);
     assert.match(report.events.join('\n'), /restore attempt 1 failed \(restore failed: restore \(.*\) in cloud-[ab] made no progress for 5 s\)/);
-    const frozen = report.containers[0]!.frozenMs;
-    assert.ok(frozen < 60_000, `three hangs kept kv frozen ${frozen} ms (${Date.now() - started} ms in all)`);
   });
 
   it('a step that fails once is retried; one that fails for good before the commit rolls back', async () => {
