@@ -5,16 +5,20 @@
  *   node dist/client/cli.js approve WORKFLOW_ID
  *   node dist/client/cli.js abort WORKFLOW_ID [REASON]
  *   node dist/client/cli.js confirm-gone WORKFLOW_ID   (a migration frozen at its source: the destination copy is gone)
+ *   node dist/client/cli.js validate-vi VI.yaml        (checks a VI description, prints it with its addresses allocated)
  * The plan file is read and validated before anything connects to Temporal.
  */
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { loadPlanFile } from '../lib/plan-file';
+import YAML from 'yaml';
 import { PlanError } from '../lib/plan';
+import { loadViFile } from '../lib/vi-file';
+import { allocateAddresses, ViSpecError } from '../lib/vi-spec';
 import { formatReport } from './format-report';
 import { abortMigration, approveCutover, confirmDestinationGone, followMigration, queryProgress, startMigration } from './migravi-client';
 
-const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID   [--temporal HOST:PORT] [--no-wait]';
+const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID | validate-vi VI_FILE   [--temporal HOST:PORT] [--no-wait]';
 
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -25,9 +29,14 @@ async function main(): Promise<number> {
     },
   });
   const [command, target, ...rest] = positionals;
-  if (!command || !target || !['migrate', 'progress', 'approve', 'abort', 'confirm-gone'].includes(command)) {
+  if (!command || !target || !['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'validate-vi'].includes(command)) {
     console.error(usage);
     return 2;
+  }
+  if (command === 'validate-vi') {
+    // Offline: the VI file is checked and printed with every address it will get.
+    console.log(YAML.stringify(allocateAddresses(await loadViFile(target))));
+    return 0;
   }
   // Validate first: a bad plan is refused before any connection is made.
   const plan = command === 'migrate' ? await loadPlanFile(target) : undefined;
@@ -61,7 +70,8 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    console.error(err instanceof PlanError ? err.message : `migravi: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(err instanceof PlanError ? 2 : 1);
+    const invalidInput = err instanceof PlanError || err instanceof ViSpecError;
+    console.error(invalidInput ? err.message : `migravi: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(invalidInput ? 2 : 1);
   },
 );

@@ -1,24 +1,23 @@
 /** Reading a plan from a file (YAML or JSON): the CLI's edge. Validation is the shared schema's. */
-import { readFile } from 'node:fs/promises';
-import YAML from 'yaml';
 import { parsePlan, PlanError, type MigrationPlan } from './plan';
+import { parseStructuredText, readStructuredFile } from './structured-file';
 
 export function parsePlanText(text: string, source: string): MigrationPlan {
   let data: unknown;
   try {
-    data = source.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+    data = parseStructuredText(text, source);
   } catch (err) {
-    throw new PlanError([`${source}: not valid ${source.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}`]);
+    throw new PlanError([(err as Error).message]);
   }
   return parsePlan(data);
 }
 
 export async function loadPlanFile(file: string): Promise<MigrationPlan> {
-  let text: string;
+  let data: unknown;
   try {
-    text = await readFile(file, 'utf8');
+    data = await readStructuredFile(file, 'plan file');
   } catch (err) {
-    throw new PlanError([`cannot read plan file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
+    throw new PlanError([(err as Error).message]);
   }
-  return parsePlanText(text, file);
+  return parsePlan(data);
 }

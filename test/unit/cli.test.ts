@@ -38,6 +38,18 @@ describe('command line', function () {
     assert.match(result.stderr, /migravi: .*(connect|127\.0\.0\.1:9)/i);
   });
 
+  it('checks a VI file offline and prints it with the addresses it will get', () => {
+    const file = path.join(dir, 'shop.yaml');
+    writeFileSync(file, 'name: shop\nnetworks: [{name: back, cidr: 10.1.2.0/24}]\ncontainers:\n  - {name: db, rootfs: /srv/pg, command: [/bin/pg], networks: [{network: back}]}\n');
+    const ok = runCli('validate-vi', file);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /ip: 10\.1\.2\.10\n\s+mac: 02:[0-9a-f]{2}:0a:01:02:0a/);
+    writeFileSync(file, 'name: shop\nnetworks: [{name: back, cidr: 10.1.2.0/24}]\ncontainers:\n  - {name: db, rootfs: /srv/pg, command: [/bin/pg], networks: [{network: front}]}\n');
+    const bad = runCli('validate-vi', file);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /invalid VI description:\n\s+- containers\.0\.networks\.0\.network: no network "front" in this VI \(it has: back\)/);
+  });
+
   it('prints its usage for an unknown command', () => {
     const result = runCli('teleport', 'x');
     assert.equal(result.status, 2);
