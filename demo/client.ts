@@ -1,10 +1,11 @@
 /**
- * The demo's client: keeps ONE TCP connection to the counter service and sends INCR every 10 ms
- * after each reply, forever. It never reconnects: if the connection breaks it records why and
+ * The demo's client: keeps ONE TCP connection to a service and sends a request every 10 ms after
+ * each reply, forever: "INCR" to the counter service (protocol kv), or a keep-alive HTTP GET to a
+ * web server that answers with the connection's request number (protocol http: demo/nginx). It never reconnects: if the connection breaks it records why and
  * exits non-zero. It keeps a status file up to date (atomic rename) with what a person or a test
  * wants to know: the local port (same port = same connection), replies, whether every value was
  * exactly the previous plus one (the server's memory survived), and the longest gap between replies.
- *   node dist/demo/client.js HOST PORT STATUS_FILE
+ *   node dist/demo/client.js HOST PORT STATUS_FILE [kv|http]
  */
 import { renameSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -28,8 +29,9 @@ export interface ClientStatus {
 }
 
 function main(): void {
-  const [host, portText, statusFile] = process.argv.slice(2);
-  if (!host || !portText || !statusFile) throw new Error('usage: client HOST PORT STATUS_FILE');
+  const [host, portText, statusFile, protocol = 'kv'] = process.argv.slice(2);
+  if (!host || !portText || !statusFile || !['kv', 'http'].includes(protocol)) throw new Error('usage: client HOST PORT STATUS_FILE [kv|http]');
+  const request = protocol === 'http' ? `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: keep-alive\r\n\r\n` : 'INCR\n';
   const status: ClientStatus = { connected: false, replies: 0, discontinuities: 0, maxGapMs: 0, longGaps: [], closed: false };
   const save = () => {
     writeFileSync(`${statusFile}.tmp`, JSON.stringify(status));
@@ -41,14 +43,28 @@ function main(): void {
   socket.on('connect', () => {
     status.connected = true;
     status.localPort = socket.localPort;
-    socket.write('INCR\n');
+    socket.write(request);
   });
-  socket.on('data', (chunk: Buffer) => {
-    pending += chunk.toString();
-    let newline: number;
-    while ((newline = pending.indexOf('\n')) >= 0) {
+  /** The next complete reply's value, removed from `pending`; undefined until one is complete. */
+  const nextValue = (): number | undefined => {
+    if (protocol === 'kv') {
+      const newline = pending.indexOf('\n');
+      if (newline < 0) return undefined;
       const value = Number(pending.slice(0, newline));
       pending = pending.slice(newline + 1);
+      return value;
+    }
+    const headerEnd = pending.indexOf('\r\n\r\n');
+    if (headerEnd < 0) return undefined;
+    const length = Number(/content-length:\s*(\d+)/i.exec(pending.slice(0, headerEnd))?.[1] ?? NaN);
+    if (!Number.isFinite(length) || pending.length < headerEnd + 4 + length) return undefined;
+    const value = Number(pending.slice(headerEnd + 4, headerEnd + 4 + length));
+    pending = pending.slice(headerEnd + 4 + length);
+    return value;
+  };
+  socket.on('data', (chunk: Buffer) => {
+    pending += chunk.toString();
+    for (let value = nextValue(); value !== undefined; value = nextValue()) {
       const now = Date.now();
       if (status.lastReplyAt !== undefined && now - status.lastReplyAt > status.maxGapMs) {
         status.maxGapMs = now - status.lastReplyAt;
@@ -63,7 +79,7 @@ function main(): void {
       status.lastValue = value;
       status.lastReplyAt = now;
       status.replies++;
-      setTimeout(() => socket.write('INCR\n'), 10);
+      setTimeout(() => socket.write(request), 10);
     }
   });
   const finish = (error?: string) => {

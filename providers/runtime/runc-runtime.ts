@@ -6,6 +6,11 @@ import { currentAttempt } from '../../lib/attempt-scope';
 import type { ContainerSpec } from '../../lib/types';
 import type { ContainerStatus, HostRuntime } from '../provider';
 
+const DEFAULT_CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID', 'CAP_SETUID',
+  'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+
 export interface RuncRuntimeOptions {
   /** runc's state directory for this cloud (so two clouds on one machine never mix containers). */
   stateRoot: string;
@@ -58,9 +63,9 @@ export class RuncRuntime implements HostRuntime {
         args: spec.args,
         env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
         cwd: '/',
-        capabilities: Object.fromEntries(
-          ['bounding', 'effective', 'permitted', 'ambient'].map((set) => [set, ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE']]),
-        ),
+        // The usual container default set (Docker's): servers such as nginx drop their workers to
+        // another user (SETUID/SETGID) and own their files (CHOWN, FOWNER, DAC_OVERRIDE).
+        capabilities: Object.fromEntries(['bounding', 'effective', 'permitted'].map((set) => [set, DEFAULT_CAPABILITIES])),
         rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
         noNewPrivileges: true,
       },

@@ -147,34 +147,35 @@ export class E2eStack {
     this.temporalPid = await startTemporalServer(temporalOptions(this.tmp));
   }
 
-  /** Where the demo service runs, read from each cloud's runtime. */
-  async placement(): Promise<Record<string, string>> {
-    return Object.fromEntries(await Promise.all(CLOUDS.map(async (c) => [c, await this.cloud(c).runtime.status('kv')] as const)));
+  /** Where a container runs (the demo service by default), read from each cloud's runtime. */
+  async placement(container = 'kv'): Promise<Record<string, string>> {
+    return Object.fromEntries(await Promise.all(CLOUDS.map(async (c) => [c, await this.cloud(c).runtime.status(container)] as const)));
   }
 
-  async whereKvRuns(): Promise<string> {
-    const placement = await this.placement();
+  async whereKvRuns(container = 'kv'): Promise<string> {
+    const placement = await this.placement(container);
     const running = Object.entries(placement).filter(([, s]) => s === 'running');
-    assert.equal(running.length, 1, `kv must run in exactly one cloud: ${JSON.stringify(placement)}`);
+    assert.equal(running.length, 1, `${container} must run in exactly one cloud: ${JSON.stringify(placement)}`);
     return running[0]![0];
   }
 
   /**
-   * kv runs in `cloud` and nothing of it is left in the other: no container, no port, no bundle,
-   * no registry entry, no claim, no migration files. Read from the runtime, the kernel and disk.
+   * The container runs in `cloud` and nothing of it is left in the other: no container, no port,
+   * no bundle, no registry entry, no claim, no migration files. Read from the runtime, the kernel
+   * and disk.
    */
-  async assertOnlyAt(cloud: string): Promise<void> {
+  async assertOnlyAt(cloud: string, container = 'kv'): Promise<void> {
     const other = CLOUDS.find((c) => c !== cloud)!;
-    assert.deepEqual(await this.placement(), { [cloud]: 'running', [other]: 'absent' });
+    assert.deepEqual(await this.placement(container), { [cloud]: 'running', [other]: 'absent' });
     const here = this.cloud(cloud);
     const there = this.cloud(other);
-    assert.ok((await here.controlPlane.listContainers()).kv, `kv is not registered in ${cloud}`);
-    assert.equal((await there.controlPlane.listContainers()).kv, undefined, `kv is still registered in ${other}`);
-    assert.ok(!existsSync(`/run/netns/${there.controlPlane.portNetns('kv')}`), `kv's port namespace is left in ${other}`);
-    assert.equal((await there.controlPlane.state.read()).ports.kv, undefined, `kv's port is left in ${other}'s state`);
-    assert.ok(!existsSync(there.runtime.bundleDir('kv')), `kv's bundle is left in ${other}`);
-    // The reset guard is off where kv runs: its socket may answer normally again.
-    const guard = await run('nft', ['list', 'table', 'inet', 'migravi_guard'], { netns: here.controlPlane.portNetns('kv'), allowFailure: true });
+    assert.ok((await here.controlPlane.listContainers())[container], `${container} is not registered in ${cloud}`);
+    assert.equal((await there.controlPlane.listContainers())[container], undefined, `${container} is still registered in ${other}`);
+    assert.ok(!existsSync(`/run/netns/${there.controlPlane.portNetns(container)}`), `${container}'s port namespace is left in ${other}`);
+    assert.equal((await there.controlPlane.state.read()).ports[container], undefined, `${container}'s port is left in ${other}'s state`);
+    assert.ok(!existsSync(there.runtime.bundleDir(container)), `${container}'s bundle is left in ${other}`);
+    // The reset guard is off where it runs: its sockets may answer normally again.
+    const guard = await run('nft', ['list', 'table', 'inet', 'migravi_guard'], { netns: here.controlPlane.portNetns(container), allowFailure: true });
     assert.notEqual(guard.exitCode, 0, `the reset guard is still on in ${cloud}`);
     for (const c of CLOUDS) {
       const dir = this.cloud(c).workDir;

@@ -1,0 +1,67 @@
+/**
+ * A real server, not written for this project, migrates live: Debian's nginx (rootfs built by
+ * setup from the Debian packages), whose master runs as root and whose worker runs as www-data —
+ * a non-root process that CRIU can dump on these machines only through the rlimit shim
+ * (scripts/criu-prlimit-shim.c). A client holds one keep-alive HTTP connection; nginx answers
+ * each request with the connection's request number, kept in the worker's memory.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { startMigration } from '../../client/migravi-client';
+import type { ClientStatus } from '../../demo/client';
+import { demoNetwork } from '../../demo/demo-vi';
+import { startDemoClient, type DemoClient } from '../../demo/scenario';
+import { run } from '../../lib/exec';
+import { nginxRootfs } from '../../lib/paths';
+import type { ContainerSpec, MigrationReport } from '../../lib/types';
+import { deployContainer } from '../../providers/local/local-cloud';
+import { E2eStack } from './stack';
+
+const web: ContainerSpec = { name: 'web', network: demoNetwork.name, ip: '192.0.2.20', mac: '02:00:c0:00:02:14', args: ['/usr/sbin/nginx'], readonlyRootfs: true };
+
+/** Users of the processes of a container, read from /proc through runc's list of its PIDs. */
+async function processUsers(stack: E2eStack, cloud: string, container: string): Promise<number[]> {
+  const runcRoot = path.join(stack.cloud(cloud).config.dir, 'runc');
+  const { stdout } = await run('runc', ['--root', runcRoot, 'ps', '--format', 'json', container]);
+  return (JSON.parse(stdout) as number[]).map((pid) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/^Uid:\s+(\d+)/m)![1])).sort((a, b) => a - b);
+}
+
+describe('a real server from Debian packages, with a non-root worker, migrates live (nginx)', function () {
+  this.timeout(300_000);
+  let stack: E2eStack;
+  let webClient: DemoClient;
+  let statusBefore: ClientStatus;
+  let report: MigrationReport;
+
+  before(async () => {
+    stack = await E2eStack.start({ id: 'mvsrv', ballastMiB: 8 });
+    await deployContainer(stack.cloud('cloud-a'), demoNetwork, web, nginxRootfs);
+    webClient = await startDemoClient(stack.record, 'cloud-a', { name: 'web-client', ip: web.ip, port: 80, protocol: 'http' });
+    statusBefore = await webClient.waitForReplies(50);
+    const handle = await startMigration(stack.temporal, { name: 'nginx', source: 'cloud-a', destination: 'cloud-b', containers: ['web'] });
+    report = await handle.result();
+  });
+
+  after(async function () {
+    const unhappy = this.test?.parent?.tests.some((t) => t.state !== 'passed') ?? true;
+    await stack?.stop(unhappy);
+  });
+
+  it('runs a worker that is not root (what CRIU could not dump here without the shim)', async () => {
+    assert.deepEqual(await processUsers(stack, 'cloud-b', 'web'), [0, 33], 'expected the root master and the www-data worker');
+  });
+
+  it('keeps the client on its one HTTP connection, the request count continuing in the worker\'s memory', async () => {
+    const after = await webClient.waitForReplies(100);
+    assert.equal(after.error, undefined);
+    assert.equal(after.localPort, statusBefore.localPort, 'the client is on another connection');
+    assert.equal(after.discontinuities, 0, 'a request number was not the previous + 1');
+    assert.equal(after.lastValue, after.replies, 'nginx counted other requests than the client sent on this connection');
+  });
+
+  it('runs nginx in cloud-b only, leaving nothing in cloud-a', async () => {
+    await stack.assertOnlyAt('cloud-b', 'web');
+    assert.equal(report.containers[0]?.name, 'web');
+  });
+});
