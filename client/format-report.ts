@@ -13,9 +13,16 @@ export interface ConnectionWitness {
 const ms = (n: number) => `${n.toFixed(0)} ms`;
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(2)} MiB`;
 
+/** A client that held one connection to a service through the migration. */
+export interface ClientWitness {
+  service: string;
+  before: ConnectionWitness;
+  after: ConnectionWitness;
+}
+
 export function formatReport(
   report: MigrationReport,
-  extra: { client?: { before: ConnectionWitness; after: ConnectionWitness }; placement?: Record<string, string> } = {},
+  extra: { clients?: ClientWitness[]; placement?: Record<string, Record<string, string>> } = {},
 ): string {
   const lines: string[] = [];
   lines.push(`Migration "${report.plan}": ${report.source} -> ${report.destination}, wall time ${ms(report.wallMs)}`);
@@ -39,18 +46,21 @@ export function formatReport(
     }
     if (c.resends) lines.push(`    ${c.resends} artifact(s) arrived corrupt and were sent again`);
   }
+  for (const g of report.groups) {
+    const members = report.containers.filter((c) => g.containers.includes(c.name)).map((c) => `${c.name} ${ms(c.frozenMs)}`);
+    lines.push(`  group ${g.containers.join(', ')}: frozen together for ${ms(g.frozenMs)} (${members.join(', ')})`);
+  }
   lines.push(`  bytes written to the WAN link for artifacts (all attempts): ${report.bytesMoved} (${mib(report.bytesMoved)})`);
   for (const e of report.events) lines.push(`  event: ${e}`);
-  if (extra.client) {
-    const { before, after } = extra.client;
+  for (const { service, before, after } of extra.clients ?? []) {
     const same = before.localPort === after.localPort && !after.error;
     lines.push('');
-    lines.push(`  client connection: ${same ? 'SAME' : 'BROKEN'} (local port ${before.localPort} -> ${after.localPort}${after.error ? `, ${after.error}` : ''})`);
-    lines.push(`  counter: ${before.lastValue} before, ${after.lastValue} after, ${after.discontinuities} discontinuities (0 = memory state carried over)`);
-    lines.push(`  client's longest gap between replies (the blackout it saw): ${ms(after.maxGapMs)}`);
+    lines.push(`  ${service}: client connection ${same ? 'SAME' : 'BROKEN'} (local port ${before.localPort} -> ${after.localPort}${after.error ? `, ${after.error}` : ''})`);
+    lines.push(`    counter: ${before.lastValue} before, ${after.lastValue} after, ${after.discontinuities} discontinuities (0 = memory state carried over)`);
+    lines.push(`    the client's longest gap between replies (the blackout it saw): ${ms(after.maxGapMs)}`);
   }
-  if (extra.placement) {
-    lines.push(`  container kv: ${Object.entries(extra.placement).map(([cloud, s]) => `${cloud} ${s}`).join(', ')}`);
+  for (const [container, where] of Object.entries(extra.placement ?? {})) {
+    lines.push(`  container ${container}: ${Object.entries(where).map(([cloud, s]) => `${cloud} ${s}`).join(', ')}`);
   }
   for (const w of report.warnings) lines.push(`  warning: ${w}`);
   return lines.join('\n');

@@ -1,4 +1,4 @@
-/** The demo virtual infrastructure: one stateful service and one client on a private network. */
+/** The demo virtual infrastructure: a counter service and a web server (Debian's nginx), with clients, on a private network. */
 import type { ContainerSpec, NetworkSpec } from '../lib/types';
 
 export const demoNetwork: NetworkSpec = { name: 'vi-net', cidr: '192.0.2.0/24', vni: 4242, mtu: 1450 };
@@ -16,6 +16,18 @@ export function kvContainer(ballastMiB = 0): ContainerSpec {
     readonlyRootfs: true,
   };
 }
+
+export const WEB_PORT = 80;
+
+/** Debian's nginx (rootfs built by setup), master as root, worker as www-data. */
+export const webContainer: ContainerSpec = {
+  name: 'web',
+  network: demoNetwork.name,
+  ip: '192.0.2.20',
+  mac: '02:00:c0:00:02:14',
+  args: ['/usr/sbin/nginx'],
+  readonlyRootfs: true,
+};
 
 /** The client's place on the private network: a port without a container, the client runs in it. */
 export const clientPort: ContainerSpec = {

@@ -1,17 +1,18 @@
 /** Steps of the demo scenario shared by the demo script and the end-to-end tests. */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { demoRootfs } from '../lib/paths';
+import { demoRootfs, nginxRootfs } from '../lib/paths';
 import { startService, waitFor } from '../lib/processes';
 import { deployContainer, openLocalCloud } from '../providers/local/local-cloud';
 import { registerProcess, type TestbedRecord } from '../providers/local/testbed';
 import type { ClientStatus } from './client';
-import { clientPort, demoNetwork, KV_PORT, kvContainer } from './demo-vi';
+import { clientPort, demoNetwork, KV_PORT, kvContainer, WEB_PORT, webContainer } from './demo-vi';
 
-/** Starts the counter service in `cloud` and plugs the client's port into the same network. */
-export async function deployDemoVi(record: TestbedRecord, cloud: string, ballastMiB = 0): Promise<void> {
+/** Starts the counter service (and the web server, when asked) in `cloud` and plugs the client's port into the same network. */
+export async function deployDemoVi(record: TestbedRecord, cloud: string, ballastMiB = 0, opts: { web?: boolean } = {}): Promise<void> {
   const target = openLocalCloud(record.options.stateDir, cloud);
   await deployContainer(target, demoNetwork, kvContainer(ballastMiB), demoRootfs);
+  if (opts.web) await deployContainer(target, demoNetwork, webContainer, nginxRootfs);
   await target.controlPlane.ensurePort(clientPort);
 }
 
@@ -32,6 +33,7 @@ export interface ClientTarget {
 }
 
 export const kvTarget: ClientTarget = { name: 'client', ip: kvContainer().ip, port: KV_PORT, protocol: 'kv' };
+export const webTarget: ClientTarget = { name: 'web-client', ip: webContainer.ip, port: WEB_PORT, protocol: 'http' };
 
 /** Starts a client in the client's port (in `cloud`), holding one connection to `target`. */
 export async function startDemoClient(record: TestbedRecord, cloud: string, target: ClientTarget = kvTarget): Promise<DemoClient> {

@@ -21,6 +21,12 @@ export const migrationPlanSchema = z
     destination: cloudName,
     /** Containers of the VI to move, by name. */
     containers: z.array(containerName).min(1, 'the plan names no container to migrate'),
+    /**
+     * The order of the move, in groups: the containers of a group are frozen together and
+     * restored together (their connections to each other see one blackout); groups move one after
+     * the other. Default: all the plan's containers in one group.
+     */
+    groups: z.array(z.array(containerName).min(1, 'a group names at least one container')).min(1).optional(),
     options: z
       .object({
         /** Keep established TCP connections across the move (CRIU --tcp-established). */
@@ -40,9 +46,11 @@ export const migrationPlanSchema = z
          * "approveCutover" signal before freezing anything.
          */
         approveCutover: z.boolean().default(false),
+        /** How many containers of a group are transferred (and pre-copied) at once. */
+        parallelTransfers: z.number().int().min(1).max(32).default(4),
       })
       .strict()
-      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false }),
+      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false, parallelTransfers: 4 }),
   })
   .strict()
   .superRefine((plan, ctx) => {
@@ -54,7 +62,24 @@ export const migrationPlanSchema = z
       if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['containers', i], message: `container "${name}" is listed twice` });
       seen.add(name);
     }
+    if (plan.groups) {
+      const grouped = new Set<string>();
+      for (const [g, group] of plan.groups.entries()) {
+        for (const [i, name] of group.entries()) {
+          if (!seen.has(name)) ctx.addIssue({ code: 'custom', path: ['groups', g, i], message: `container "${name}" is not in the plan's containers` });
+          if (grouped.has(name)) ctx.addIssue({ code: 'custom', path: ['groups', g, i], message: `container "${name}" is in two groups` });
+          grouped.add(name);
+        }
+      }
+      const missing = plan.containers.filter((name) => !grouped.has(name));
+      if (missing.length) ctx.addIssue({ code: 'custom', path: ['groups'], message: `no group moves ${missing.join(', ')}` });
+    }
   });
+
+/** The groups a plan moves, in order (default: all its containers together). */
+export function planGroups(plan: MigrationPlan): string[][] {
+  return plan.groups ?? [plan.containers];
+}
 
 export type MigrationPlan = z.output<typeof migrationPlanSchema>;
 export type MigrationPlanInput = z.input<typeof migrationPlanSchema>;

@@ -111,7 +111,7 @@ export interface PhaseTiming {
 
 export interface ContainerReport {
   name: string;
-  /** From the start of the checkpoint to the end of the restore: the process is frozen. */
+  /** From the start of its group's checkpoints to the end of its restore: the process is frozen. */
   frozenMs: number;
   checkpointMs: number;
   restoreMs: number;
@@ -123,6 +123,13 @@ export interface ContainerReport {
   resends: number;
 }
 
+/** A group of containers frozen together and restored together. */
+export interface GroupReport {
+  containers: string[];
+  /** From the first checkpoint's start to the last restore's end: the group's blackout. */
+  frozenMs: number;
+}
+
 export interface MigrationReport {
   plan: string;
   source: string;
@@ -131,6 +138,7 @@ export interface MigrationReport {
   wallMs: number;
   phases: PhaseTiming[];
   containers: ContainerReport[];
+  groups: GroupReport[];
   /** Bytes written to the inter-cloud link for artifacts, every attempt included. */
   bytesMoved: number;
   /** Problems after the commit point that did not undo the move (e.g. a source left to clean). */

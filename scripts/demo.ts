@@ -15,7 +15,7 @@ import { criuPath, testbedsDir } from '../lib/paths';
 import { isAlive, readPidFile, stopPid } from '../lib/processes';
 import { openLocalCloud } from '../providers/local/local-cloud';
 import { testbedDown, testbedUp } from '../providers/local/testbed';
-import { deployDemoVi, startDemoClient } from '../demo/scenario';
+import { deployDemoVi, startDemoClient, webTarget } from '../demo/scenario';
 import { formatReport } from '../client/format-report';
 
 const TESTBED_ID = 'migravi';
@@ -71,14 +71,18 @@ async function main(): Promise<void> {
     await startCloudWorkers(record, TEMPORAL_PORT, logDir);
     say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, over the WAN to ${record.options.wanGateway}:${TEMPORAL_PORT}`);
 
-    await deployDemoVi(record, 'cloud-a', Number(values['ballast-mib']));
+    await deployDemoVi(record, 'cloud-a', Number(values['ballast-mib']), { web: true });
     const client = await startDemoClient(record, 'cloud-a');
+    const webClient = await startDemoClient(record, 'cloud-a', webTarget);
     const before = await client.waitForReplies(100);
-    say(`demo VI running in cloud-a: kv-server 192.0.2.10:7000 (${values['ballast-mib']} MiB of memory ballast), client 192.0.2.100 on port ${before.localPort}, counter at ${before.lastValue}`);
+    const webBefore = await webClient.waitForReplies(100);
+    say(`demo VI running in cloud-a: kv-server 192.0.2.10:7000 (${values['ballast-mib']} MiB of memory ballast) and nginx 192.0.2.20:80 (worker as www-data)`);
+    say(`clients on 192.0.2.100, one connection each: kv from port ${before.localPort} (counter at ${before.lastValue}), nginx from port ${webBefore.localPort} (request ${webBefore.lastValue} on it)`);
 
     const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
     const temporal = new Client({ connection });
-    const handle = await startMigration(temporal, { name: 'demo', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
+    // One group: both frozen together and restored together.
+    const handle = await startMigration(temporal, { name: 'demo', source: 'cloud-a', destination: 'cloud-b', containers: ['kv', 'web'] });
     say(`migration started: workflow ${handle.workflowId}`);
     const mib = (n: number) => (n / 1048576).toFixed(1);
     const report = await followMigration(
@@ -90,20 +94,29 @@ async function main(): Promise<void> {
     await connection.close();
 
     const after = await client.waitForReplies(100);
+    const webAfter = await webClient.waitForReplies(100);
     await stopPid(client.pid);
+    await stopPid(webClient.pid);
     const a = openLocalCloud(stateDir, 'cloud-a');
     const b = openLocalCloud(stateDir, 'cloud-b');
-    const placement = { 'cloud-a': await a.runtime.status('kv'), 'cloud-b': await b.runtime.status('kv') };
+    const placement: Record<string, Record<string, string>> = {};
+    for (const name of ['kv', 'web']) placement[name] = { 'cloud-a': await a.runtime.status(name), 'cloud-b': await b.runtime.status(name) };
+    const clients = [
+      { service: 'kv (counter)', before, after },
+      { service: 'web (nginx, request number on the connection)', before: webBefore, after: webAfter },
+    ];
 
     console.log('');
-    console.log(formatReport(report, { client: { before, after }, placement }));
+    console.log(formatReport(report, { clients, placement }));
     const ui = `http://localhost:${UI_PORT}/namespaces/default/workflows/${encodeURIComponent(handle.workflowId)}`;
     console.log(`\nWeb UI: ${ui}`);
     const reportsDir = '/var/lib/migravi/reports';
     await mkdir(reportsDir, { recursive: true });
-    await writeFile(path.join(reportsDir, `${handle.workflowId}.json`), JSON.stringify({ report, client: after, placement }, null, 2));
+    await writeFile(path.join(reportsDir, `${handle.workflowId}.json`), JSON.stringify({ report, clients, placement }, null, 2));
     console.log(`JSON report: ${path.join(reportsDir, `${handle.workflowId}.json`)}`);
-    if (after.localPort !== before.localPort || after.discontinuities > 0 || after.error || placement['cloud-b'] !== 'running' || placement['cloud-a'] !== 'absent') {
+    const broken = clients.some((c) => c.after.localPort !== c.before.localPort || c.after.discontinuities > 0 || c.after.error);
+    const misplaced = Object.values(placement).some((where) => where['cloud-b'] !== 'running' || where['cloud-a'] !== 'absent');
+    if (broken || misplaced) {
       failed = true;
       console.error('\nthe demo did NOT keep its promises: see the report above');
     }

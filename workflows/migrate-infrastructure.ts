@@ -3,12 +3,13 @@
  * routes each activity to the worker that lives in the right cloud (one task queue per cloud),
  * records a compensation before every step that changes something, and exposes progress.
  *
- * Stages: inventory → pre-flight → network → per container: prepare → pre-copy → approval gate →
- * freeze (checkpoint) → transfer → restore (= commit of that container) → release.
+ * Stages: inventory → pre-flight → network → per group of containers: prepare → pre-copy →
+ * approval gate → freeze (checkpoints) → transfer → restore (= commit of the group) → release.
+ * Within a group the steps run for every member at once (transfers a few at a time).
  *
  * Exactly once (docs/failure-model.md):
- * - Before a container's commit, any failure, an abort or a cancel rolls back in reverse order, in
- *   a scope that cannot be cancelled. After its commit, nothing of it is undone.
+ * - Before a group's commit, any failure, an abort or a cancel rolls back in reverse order, in a
+ *   scope that cannot be cancelled. After its commit, nothing of it is undone.
  * - Fencing: the source is resumed only once the destination copy is proven gone — discarded by
  *   the destination, or never started (Temporal records that no restore attempt began). When it
  *   cannot be proven, the container stays frozen at the source with its complete image, the
@@ -31,12 +32,12 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { CloudActivities, ContainerStep, DigestMismatchDetails } from '../activities/cloud-activities';
-import { cloudTaskQueue, parsePlan, PlanError, type MigrationPlan } from '../lib/plan';
+import { cloudTaskQueue, parsePlan, planGroups, PlanError, type MigrationPlan } from '../lib/plan';
 import type {
   ArtifactCheck,
   ArtifactReceipt,
   ContainerReport,
-  ContainerSpec,
+  GroupReport,
   MigrationProgress,
   MigrationReport,
   PhaseTiming,
@@ -115,6 +116,29 @@ function wireBytesOfFailure(err: unknown): number {
   return 0;
 }
 
+/**
+ * Runs `task` for every item, at most `limit` at a time, and waits until every one has settled
+ * (never leaves a step running behind a failure: the rollback must not race it); then returns
+ * the results in order, or throws the first failure.
+ */
+async function settleAll<T, R>(items: T[], task: (item: T, index: number) => Promise<R>, limit = items.length): Promise<R[]> {
+  const results: Array<PromiseSettledResult<R>> = new Array(items.length);
+  let next = 0;
+  const runner = async () => {
+    for (let i = next++; i < items.length; i = next++) {
+      try {
+        results[i] = { status: 'fulfilled', value: await task(items[i]!, i) };
+      } catch (reason) {
+        results[i] = { status: 'rejected', reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, runner));
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return results.map((r) => (r as PromiseFulfilledResult<R>).value);
+}
+
 interface RootfsCopy {
   sent: ArtifactReceipt;
   check: ArtifactCheck;
@@ -161,6 +185,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   const events: string[] = [];
   const warnings: string[] = [];
   const containers: ContainerReport[] = [];
+  const groups: GroupReport[] = [];
   const progress: MigrationProgress = { state: 'running', phase: 'starting', phases, bytesMoved: 0 };
   setHandler(progressQuery, () => progress);
   const note = (event: string) => {
@@ -233,79 +258,106 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     }
   }
 
-  /** Freeze → transfer → restore of one container, bounded by the blackout budget. Returns its report. */
-  async function cutOver(container: ContainerSpec, step: ContainerStep, endpoint: TransferEndpoint, preCopied?: RootfsCopy): Promise<ContainerReport> {
-    const name = container.name;
+  /** One container of a group in the blackout: what it needs and what happened to it. */
+  interface Member {
+    step: ContainerStep;
+    endpoint: TransferEndpoint;
+    preCopied?: RootfsCopy;
+    restoreMayHaveStarted: boolean;
+    resends: number;
+  }
+
+  /**
+   * Restores one container of the group at the destination, one attempt per call, within the
+   * budget: a corrupt image is sent again (only its bad files), a failed attempt is retried, and
+   * the member records whether a restore may have started (the fence depends on it).
+   */
+  async function restoreMember(m: Member, imageDir: string, sent: ArtifactReceipt, remaining: () => number) {
+    const name = m.step.container.name;
+    let image = sent;
+    for (let call = 1; ; call++) {
+      const restoreStub = on(plan.destination, {
+        scheduleToStartTimeout: remaining(),
+        startToCloseTimeout: '2 minutes',
+        scheduleToCloseMs: remaining() + 120_000,
+        retry: { maximumAttempts: 1 },
+      });
+      try {
+        const restored = await restoreStub.restore({ ...m.step, image, keepTcp });
+        m.restoreMayHaveStarted = true; // it runs there now: a group rollback must fence it too
+        if (restored.completedEarlierAttempt) note(`${name}: an earlier restore attempt had restored it; the retry completed the step`);
+        return { restored, image, restoredAt: Date.now() };
+      } catch (err) {
+        if (!neverStarted(err)) m.restoreMayHaveStarted = true;
+        if (isCancellation(err)) throw err;
+        const bad = mismatch(err);
+        if (bad && m.resends < MAX_RESENDS) {
+          m.resends++;
+          note(`${name}: checkpoint arrived corrupt (${bad.problems.join('; ')}); sending ${bad.badFiles.join(', ')} again`);
+          const again = await sendCheckpoint(m.step, m.endpoint, imageDir, remaining(), bad.badFiles);
+          const merged = new Map((image.files ?? []).map((f) => [f.name, f]));
+          for (const f of again.files ?? []) merged.set(f.name, f);
+          image = { ...again, files: [...merged.values()].sort((a, b) => a.name.localeCompare(b.name)), bytes: image.bytes, sha256: sent.sha256 };
+          continue;
+        }
+        const retryable = !(err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.nonRetryable);
+        if (!retryable || call >= MAX_RESTORE_CALLS || neverStarted(err)) throw err;
+        note(`${name}: restore attempt ${call} failed (${describe(err)}); trying again`);
+      }
+    }
+  }
+
+  /**
+   * The blackout of one group: every member frozen (checkpoints in parallel), its image (and a
+   * writable rootfs) sent a few at a time, every member restored in parallel — all within the
+   * blackout budget. The group commits only when every member is restored; until then a failure
+   * rolls the whole group back. Returns each member's report and the group's blackout.
+   */
+  async function cutOverGroup(label: string, members: Member[]): Promise<{ reports: ContainerReport[]; frozenMs: number }> {
     const frozenFrom = Date.now();
     const deadline = frozenFrom + budgetMs;
     const remaining = () => {
       const left = deadline - Date.now();
-      if (left < 1000) throw ApplicationFailure.nonRetryable(`${name} stayed frozen for the whole blackout budget (${options.blackoutBudgetSeconds} s)`, 'BlackoutBudgetExceeded');
+      if (left < 1000) throw ApplicationFailure.nonRetryable(`${label} stayed frozen for the whole blackout budget (${options.blackoutBudgetSeconds} s)`, 'BlackoutBudgetExceeded');
       return left;
     };
-    let restoreMayHaveStarted = false;
-    compensations.push({ what: `resume ${name} at ${plan.source}`, undo: () => src.undo.resumeAtSource({ ...step, keepTcp }).then((how) => note(`${name} resumed at ${plan.source} (${how})`)) });
-
-    const image = await phase('checkpoint', name, () => on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...step, keepTcp }));
-    let resends = 0;
-    const { checkpointSent, rootfs } = await phase('transfer', name, async () => {
-      progress.transferTotalBytes = image.imageBytes;
-      const checkpointSent = await sendCheckpoint(step, endpoint, image.imageDir, remaining());
+    for (const { step } of members) {
+      const name = step.container.name;
+      compensations.push({ what: `resume ${name} at ${plan.source}`, undo: () => src.undo.resumeAtSource({ ...step, keepTcp }).then((how) => note(`${name} resumed at ${plan.source} (${how})`)) });
+    }
+    const images = await phase('checkpoint', label, () => settleAll(members, (m) => on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp })));
+    const sent = await phase('transfer', label, async () => {
+      progress.transferTotalBytes = images.reduce((sum, image) => sum + image.imageBytes, 0);
+      const result = await settleAll(members, async (m, i) => {
+        const checkpointSent = await sendCheckpoint(m.step, m.endpoint, images[i]!.imageDir, remaining());
+        const frozenStubs = { src: on(plan.source, { scheduleToCloseMs: remaining() }), dst: on(plan.destination, { scheduleToCloseMs: remaining() }) };
+        const rootfs = m.preCopied ?? (await copyRootfs(m.step, m.endpoint, frozenStubs));
+        m.resends += rootfs.resends;
+        return { checkpointSent, rootfs };
+      }, options.parallelTransfers);
       progress.transferTotalBytes = undefined;
-      const frozenStubs = { src: on(plan.source, { scheduleToCloseMs: remaining() }), dst: on(plan.destination, { scheduleToCloseMs: remaining() }) };
-      const rootfs = preCopied ?? (await copyRootfs(step, endpoint, frozenStubs));
-      return { checkpointSent, rootfs };
+      return result;
     });
-    resends += rootfs.resends;
-
-    compensations.push({
-      what: `discard ${name} at ${plan.destination}`,
-      undo: () => dst.undo.discardContainer(step),
-      fence: { required: () => restoreMayHaveStarted },
-      step,
-    });
-    let image2 = checkpointSent;
-    const restored = await phase('restore', name, async () => {
-      for (let call = 1; ; call++) {
-        // One attempt per call: the workflow sees each failure and knows whether it ever started.
-        const restoreStub = on(plan.destination, {
-          scheduleToStartTimeout: remaining(),
-          startToCloseTimeout: '2 minutes',
-          scheduleToCloseMs: remaining() + 120_000,
-          retry: { maximumAttempts: 1 },
-        });
-        try {
-          return await restoreStub.restore({ ...step, image: image2, keepTcp });
-        } catch (err) {
-          if (!neverStarted(err)) restoreMayHaveStarted = true;
-          if (isCancellation(err)) throw err;
-          const bad = mismatch(err);
-          if (bad && resends < MAX_RESENDS) {
-            resends++;
-            note(`${name}: checkpoint arrived corrupt (${bad.problems.join('; ')}); sending ${bad.badFiles.join(', ')} again`);
-            const again = await sendCheckpoint(step, endpoint, image.imageDir, remaining(), bad.badFiles);
-            const merged = new Map((image2.files ?? []).map((f) => [f.name, f]));
-            for (const f of again.files ?? []) merged.set(f.name, f);
-            image2 = { ...again, files: [...merged.values()].sort((a, b) => a.name.localeCompare(b.name)), bytes: image2.bytes, sha256: checkpointSent.sha256 };
-            continue;
-          }
-          const retryable = !(err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.nonRetryable);
-          if (!retryable || call >= MAX_RESTORE_CALLS || neverStarted(err)) throw err;
-          note(`${name}: restore attempt ${call} failed (${describe(err)}); trying again`);
-        }
-      }
-    });
-    if (restored.completedEarlierAttempt) note(`${name}: an earlier restore attempt had restored it; the retry completed the step`);
-    return {
-      name,
-      frozenMs: Date.now() - frozenFrom,
-      checkpointMs: image.durationMs,
-      restoreMs: restored.durationMs,
-      imageBytes: image.imageBytes,
-      artifacts: [rootfs.sent, image2],
-      checks: [rootfs.check, restored.check],
-      resends,
-    };
+    for (const m of members) {
+      compensations.push({
+        what: `discard ${m.step.container.name} at ${plan.destination}`,
+        undo: () => dst.undo.discardContainer(m.step),
+        fence: { required: () => m.restoreMayHaveStarted },
+        step: m.step,
+      });
+    }
+    const restored = await phase('restore', label, () => settleAll(members, (m, i) => restoreMember(m, images[i]!.imageDir, sent[i]!.checkpointSent, remaining)));
+    const reports = members.map((m, i): ContainerReport => ({
+      name: m.step.container.name,
+      frozenMs: restored[i]!.restoredAt - frozenFrom,
+      checkpointMs: images[i]!.durationMs,
+      restoreMs: restored[i]!.restored.durationMs,
+      imageBytes: images[i]!.imageBytes,
+      artifacts: [sent[i]!.rootfs.sent, restored[i]!.image],
+      checks: [sent[i]!.rootfs.check, restored[i]!.restored.check],
+      resends: m.resends,
+    }));
+    return { reports, frozenMs: Date.now() - frozenFrom };
   }
 
   try {
@@ -329,37 +381,53 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         compensations.push({ what: 'unstretch source', undo: () => src.undo.unstretchNetworks({ networks: srcStretched, peerPublicIp: destination.publicIp }) });
       });
 
-      for (const container of inventory.containers) {
-        const step: ContainerStep = { migrationId, container };
-        const name = container.name;
-        const endpoint = await phase('prepare', name, async () => {
-          compensations.push({ what: `remove ${name}'s port, bundle and files at ${plan.destination}`, undo: () => dst.undo.discardPrepared(step) });
-          return dst.control.prepareDestination(step);
-        });
+      for (const names of planGroups(plan)) {
+        const label = names.join(',');
+        const steps: ContainerStep[] = names.map((name) => ({ migrationId, container: inventory.containers.find((c) => c.name === name)! }));
+        const endpoints = await phase('prepare', label, () =>
+          settleAll(steps, (step) => {
+            compensations.push({ what: `remove ${step.container.name}'s port, bundle and files at ${plan.destination}`, undo: () => dst.undo.discardPrepared(step) });
+            return dst.control.prepareDestination(step);
+          }),
+        );
         // A read-only rootfs is copied while the container runs; a writable one can still change,
         // so it is copied after the freeze, inside the blackout.
-        const preCopied = container.readonlyRootfs ? await phase('pre-copy', name, () => copyRootfs(step, endpoint, { src: src.precopy, dst: dst.precopy })) : undefined;
+        const readonly = steps.map((step, i) => ({ step, endpoint: endpoints[i]! })).filter(({ step }) => step.container.readonlyRootfs);
+        const copies = readonly.length
+          ? await phase('pre-copy', label, () => settleAll(readonly, ({ step, endpoint }) => copyRootfs(step, endpoint, { src: src.precopy, dst: dst.precopy }), options.parallelTransfers))
+          : [];
+        const members: Member[] = steps.map((step, i) => ({
+          step,
+          endpoint: endpoints[i]!,
+          preCopied: copies[readonly.findIndex((r) => r.step === step)],
+          restoreMayHaveStarted: false,
+          resends: 0,
+        }));
+        for (const m of members) m.resends += m.preCopied?.resends ?? 0;
         if (!approved) {
           progress.state = 'awaiting-approval';
           progress.phase = 'awaiting approval';
           await condition(() => approved);
           progress.state = 'running';
         }
-        const report = await cutOver(container, step, endpoint, preCopied);
+        const group = await cutOverGroup(label, members);
 
-        // Committed: this container lives at the destination now, and the stretched network must
-        // stay for it. Nothing done so far is to be undone any more.
+        // Committed: the group lives at the destination now, and the stretched network must stay
+        // for it. Nothing done so far is to be undone any more.
         compensations.length = 0;
-        containers.push(report);
+        containers.push(...group.reports);
+        groups.push({ containers: names, frozenMs: group.frozenMs });
         await CancellationScope.nonCancellable(() =>
-          phase('release', name, async () => {
-            try {
-              await Promise.all([src.undo.releaseSource(step), dst.undo.cleanupReceived(step)]);
-            } catch (err) {
-              warnings.push(`could not release ${name} at ${plan.source}: ${describe(err)}`);
-              log.warn('release failed after commit', { container: name, error: describe(err) });
-            }
-          }),
+          phase('release', label, () =>
+            settleAll(steps, async (step) => {
+              try {
+                await Promise.all([src.undo.releaseSource(step), dst.undo.cleanupReceived(step)]);
+              } catch (err) {
+                warnings.push(`could not release ${step.container.name} at ${plan.source}: ${describe(err)}`);
+                log.warn('release failed after commit', { container: step.container.name, error: describe(err) });
+              }
+            }),
+          ),
         );
       }
     });
@@ -380,6 +448,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     wallMs: Date.now() - startedAt,
     phases,
     containers,
+    groups,
     bytesMoved: progress.bytesMoved,
     warnings,
     events,
@@ -392,7 +461,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
    */
   async function awaitFenceProof(compensation: Compensation, why: string): Promise<void> {
     const frozenSince = Date.now();
-    const what = progress.container ?? 'the container';
+    const what = compensation.step?.container.name ?? 'the container';
     for (;;) {
       progress.state = 'frozen-at-source';
       progress.error = `${what} stays frozen at ${plan.source} with its complete checkpoint image: its copy at ${plan.destination} could not be proven gone (${compensation.what}: ${why}). Retrying every ${FENCE_RETRY_SECONDS} s; an operator who made sure nothing of it runs at ${plan.destination} may signal confirmDestinationGone.`;

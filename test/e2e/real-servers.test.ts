@@ -3,22 +3,23 @@
  * setup from the Debian packages), whose master runs as root and whose worker runs as www-data —
  * a non-root process that CRIU can dump on these machines only through the rlimit shim
  * (scripts/criu-prlimit-shim.c). A client holds one keep-alive HTTP connection; nginx answers
- * each request with the connection's request number, kept in the worker's memory.
+ * each request with the connection's request number, kept in the worker's memory. nginx and the
+ * counter service move as one group: frozen together, restored together.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
-import { demoNetwork } from '../../demo/demo-vi';
-import { startDemoClient, type DemoClient } from '../../demo/scenario';
+import { demoNetwork, webContainer } from '../../demo/demo-vi';
+import { startDemoClient, webTarget, type DemoClient } from '../../demo/scenario';
 import { run } from '../../lib/exec';
 import { nginxRootfs } from '../../lib/paths';
-import type { ContainerSpec, MigrationReport } from '../../lib/types';
+import type { MigrationReport } from '../../lib/types';
 import { deployContainer } from '../../providers/local/local-cloud';
 import { E2eStack } from './stack';
 
-const web: ContainerSpec = { name: 'web', network: demoNetwork.name, ip: '192.0.2.20', mac: '02:00:c0:00:02:14', args: ['/usr/sbin/nginx'], readonlyRootfs: true };
+const web = webContainer;
 
 /** Users of the processes of a container, read from /proc through runc's list of its PIDs. */
 async function processUsers(stack: E2eStack, cloud: string, container: string): Promise<number[]> {
@@ -27,20 +28,25 @@ async function processUsers(stack: E2eStack, cloud: string, container: string): 
   return (JSON.parse(stdout) as number[]).map((pid) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/^Uid:\s+(\d+)/m)![1])).sort((a, b) => a - b);
 }
 
-describe('a real server from Debian packages, with a non-root worker, migrates live (nginx)', function () {
+describe('a real server from Debian packages, with a non-root worker, migrates live in a group (nginx + kv)', function () {
   this.timeout(300_000);
   let stack: E2eStack;
   let webClient: DemoClient;
   let statusBefore: ClientStatus;
+  let kvBefore: ClientStatus;
   let report: MigrationReport;
+  let window: { from: number; to: number };
 
   before(async () => {
     stack = await E2eStack.start({ id: 'mvsrv', ballastMiB: 8 });
     await deployContainer(stack.cloud('cloud-a'), demoNetwork, web, nginxRootfs);
-    webClient = await startDemoClient(stack.record, 'cloud-a', { name: 'web-client', ip: web.ip, port: 80, protocol: 'http' });
+    webClient = await startDemoClient(stack.record, 'cloud-a', webTarget);
     statusBefore = await webClient.waitForReplies(50);
-    const handle = await startMigration(stack.temporal, { name: 'nginx', source: 'cloud-a', destination: 'cloud-b', containers: ['web'] });
+    kvBefore = await stack.client.waitForReplies(20);
+    const from = Date.now();
+    const handle = await startMigration(stack.temporal, { name: 'group', source: 'cloud-a', destination: 'cloud-b', containers: ['kv', 'web'] });
     report = await handle.result();
+    window = { from, to: Date.now() };
   });
 
   after(async function () {
@@ -60,8 +66,23 @@ describe('a real server from Debian packages, with a non-root worker, migrates l
     assert.equal(after.lastValue, after.replies, 'nginx counted other requests than the client sent on this connection');
   });
 
-  it('runs nginx in cloud-b only, leaving nothing in cloud-a', async () => {
+  it('runs nginx and kv in cloud-b only, leaving nothing in cloud-a', async () => {
     await stack.assertOnlyAt('cloud-b', 'web');
-    assert.equal(report.containers[0]?.name, 'web');
+    await stack.assertOnlyAt('cloud-b', 'kv');
+    await stack.assertConnectionKept(kvBefore);
+  });
+
+  it('froze the group together: the two clients\' blackouts overlap, and the report shows each and the group\'s', async () => {
+    const blackout = (s: ClientStatus) => {
+      const gaps = s.longGaps.filter((g) => g.endedAt >= window.from && g.endedAt - g.ms <= window.to);
+      assert.ok(gaps.length > 0, 'the client saw no blackout at all');
+      const longest = gaps.reduce((a, b) => (b.ms > a.ms ? b : a));
+      return { start: longest.endedAt - longest.ms, end: longest.endedAt };
+    };
+    const web = blackout(await webClient.status());
+    const kv = blackout(await stack.client.status());
+    assert.ok(web.start < kv.end && kv.start < web.end, `blackouts do not overlap: web ${JSON.stringify(web)}, kv ${JSON.stringify(kv)}`);
+    assert.deepEqual(report.groups.map((g) => g.containers), [['kv', 'web']]);
+    for (const c of report.containers) assert.ok(c.frozenMs > 0 && c.frozenMs <= report.groups[0]!.frozenMs);
   });
 });

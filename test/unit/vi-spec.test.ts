@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { kvContainer, demoNetwork } from '../../demo/demo-vi';
-import { demoRootfs } from '../../lib/paths';
+import { kvContainer, demoNetwork, webContainer } from '../../demo/demo-vi';
+import { demoRootfs, nginxRootfs } from '../../lib/paths';
 import { loadViFile } from '../../lib/vi-file';
 import { allocateAddresses, parseViSpec, ViSpecError, type ViSpecInput } from '../../lib/vi-spec';
 
@@ -132,11 +132,12 @@ describe('VI description', () => {
     const kv = kvContainer(64);
     const [net] = vi.networks;
     assert.deepEqual({ name: net!.name, cidr: net!.cidr, mtu: net!.mtu }, { name: demoNetwork.name, cidr: demoNetwork.cidr, mtu: demoNetwork.mtu });
-    const [c] = vi.containers;
-    assert.deepEqual(
-      { name: c!.name, command: c!.command, readonlyRootfs: c!.readonlyRootfs, ip: c!.networks[0]!.ip, mac: c!.networks[0]!.mac, rootfs: c!.rootfs },
-      { name: kv.name, command: kv.args, readonlyRootfs: kv.readonlyRootfs, ip: kv.ip, mac: kv.mac, rootfs: demoRootfs },
-    );
+    const described = vi.containers.map((c) => ({ name: c.name, command: c.command, readonlyRootfs: c.readonlyRootfs, network: c.networks[0]!.network, ip: c.networks[0]!.ip, mac: c.networks[0]!.mac, rootfs: c.rootfs }));
+    const deployed = [
+      { spec: kv, rootfs: demoRootfs },
+      { spec: webContainer, rootfs: nginxRootfs },
+    ].map(({ spec, rootfs }) => ({ name: spec.name, command: spec.args, readonlyRootfs: spec.readonlyRootfs, network: spec.network, ip: spec.ip, mac: spec.mac, rootfs }));
+    assert.deepEqual(described, deployed);
   });
 
   it('names the file and the syntax error of an unreadable VI file', async () => {

@@ -348,10 +348,50 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.deepEqual(result.containers[0]?.artifacts.map((a) => a.kind), ['rootfs', 'checkpoint']);
   });
 
-  it('keeps a committed container at the destination when a later one fails, and says so', async () => {
+  it('freezes a group together, restores it together, and rolls the whole group back when one member fails', async () => {
     const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
     const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
-    const { error, calls } = await migrate({ ...plan, containers: ['kv', 'db'] }, { failAt: 'cloud-b:restore#2', inventory: two });
+    const stepOf = (input: unknown) => (input as { container: ContainerSpec }).container.name;
+    const order: string[] = [];
+    const record = (what: string, result: unknown): Override => async (input) => {
+      order.push(`${what}:${stepOf(input)}`);
+      return result;
+    };
+    const together = await migrate({ ...plan, containers: ['kv', 'db'] }, {
+      inventory: two,
+      overrides: {
+        'cloud-a:checkpoint': record('checkpoint', { imageDir: '/img', imageBytes: 5000, durationMs: 7 }),
+        'cloud-b:restore': record('restore', { durationMs: 9, check: { kind: 'checkpoint', files: 2, verifiedBytes: 5000, recomputedSha256: 'cd'.repeat(32), verifyMs: 3 }, completedEarlierAttempt: false }),
+      },
+    });
+    assert.ok(together.result, String(together.error));
+    // Both frozen before either is restored: one blackout for the group.
+    assert.deepEqual(order.slice(0, 2).map((o) => o.split(':')[0]), ['checkpoint', 'checkpoint']);
+    assert.deepEqual(order.slice(2).map((o) => o.split(':')[0]), ['restore', 'restore']);
+    assert.deepEqual(together.result.groups.map((g) => g.containers), [['kv', 'db']]);
+    const group = together.result.groups[0]!;
+    for (const c of together.result.containers) assert.ok(c.frozenMs <= group.frozenMs, `${c.name} frozen ${c.frozenMs} ms > group ${group.frozenMs} ms`);
+
+    const { error, calls } = await migrate({ ...plan, containers: ['kv', 'db'] }, {
+      inventory: two,
+      overrides: { 'cloud-b:restore': async (input) => {
+        if (stepOf(input) === 'db') throw ApplicationFailure.nonRetryable('db cannot start here', 'Injected');
+        return { durationMs: 9, check: { kind: 'checkpoint', files: 2, verifiedBytes: 5000, recomputedSha256: 'cd'.repeat(32), verifyMs: 3 }, completedEarlierAttempt: false };
+      } },
+    });
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /db cannot start here[\s\S]*rolled back: the VI runs at the source/);
+    const afterFailure = calls.slice(calls.lastIndexOf('cloud-b:restore') + 1);
+    // Both members fenced and resumed, kv although it was restored: the group commits whole or not at all.
+    assert.deepEqual(afterFailure.filter((c) => c === 'cloud-b:discardContainer').length, 2);
+    assert.deepEqual(afterFailure.filter((c) => c === 'cloud-a:resumeAtSource').length, 2);
+    assert.ok(afterFailure.lastIndexOf('cloud-b:discardContainer') < afterFailure.indexOf('cloud-a:resumeAtSource'), `a source resumed before both copies were fenced: ${afterFailure.join(' ')}`);
+  });
+
+  it('keeps a committed group at the destination when a later group fails, and says so', async () => {
+    const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
+    const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
+    const { error, calls } = await migrate({ ...plan, containers: ['kv', 'db'], groups: [['kv'], ['db']] }, { failAt: 'cloud-b:restore#2', inventory: two });
     assert.ok(error instanceof WorkflowFailedError);
     assert.match(String(error.cause?.message), /rolled back: kv stays at cloud-b \(committed\); the rest runs at the source/);
     const afterFailure = calls.slice(calls.lastIndexOf('cloud-b:restore') + 1);
