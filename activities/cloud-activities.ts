@@ -61,13 +61,24 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
 
   const activities = {
     /** Source side: which containers exist, on which networks, with which addresses. */
-    async inventory(input: { containers: string[] }): Promise<Inventory> {
+    async inventory(input: { vi?: string; containers?: string[] }): Promise<Inventory> {
       const specs = await controlPlane.listContainers();
-      const missing = input.containers.filter((name) => !specs[name]);
+      let names = input.containers ?? [];
+      if (input.vi) {
+        const members = Object.values(specs).filter((c) => c.vi === input.vi).map((c) => c.name).sort();
+        if (!members.length) {
+          const vis = [...new Set(Object.values(specs).map((c) => c.vi).filter(Boolean))];
+          throw ApplicationFailure.nonRetryable(`no VI "${input.vi}" in ${cloud.name} (it has: ${vis.join(', ') || 'none'})`, 'PreflightFailed');
+        }
+        const strangers = names.filter((name) => specs[name] && !members.includes(name));
+        if (strangers.length) throw ApplicationFailure.nonRetryable(`container(s) ${strangers.join(', ')} in ${cloud.name} are not part of VI "${input.vi}" (${members.join(', ')})`, 'PreflightFailed');
+        if (!input.containers) names = members;
+      }
+      const missing = names.filter((name) => !specs[name]);
       if (missing.length) {
         throw ApplicationFailure.nonRetryable(`container(s) ${missing.join(', ')} not found in ${cloud.name} (it has: ${Object.keys(specs).join(', ') || 'none'})`, 'PreflightFailed');
       }
-      const containers = input.containers.map((name) => specs[name]!);
+      const containers = names.map((name) => specs[name]!);
       const networks: NetworkSpec[] = [];
       for (const name of new Set(containers.map((c) => c.network))) {
         const network = await controlPlane.getNetwork(name);

@@ -5,10 +5,14 @@ export const demoNetwork: NetworkSpec = { name: 'vi-net', cidr: '192.0.2.0/24', 
 
 export const KV_PORT = 7000;
 
+/** The VI's name: a plan may move it by this name (inventory finds its containers). */
+export const DEMO_VI = 'demo';
+
 /** The in-memory counter service (demo/kv-server.c) that the demo migrates. */
 export function kvContainer(ballastMiB = 0): ContainerSpec {
   return {
     name: 'kv',
+    vi: DEMO_VI,
     network: demoNetwork.name,
     ip: '192.0.2.10',
     mac: '02:00:c0:00:02:0a',
@@ -22,6 +26,7 @@ export const WEB_PORT = 80;
 /** Debian's nginx (rootfs built by setup), master as root, worker as www-data. */
 export const webContainer: ContainerSpec = {
   name: 'web',
+  vi: DEMO_VI,
   network: demoNetwork.name,
   ip: '192.0.2.20',
   mac: '02:00:c0:00:02:14',

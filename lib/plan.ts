@@ -19,8 +19,10 @@ export const migrationPlanSchema = z
     name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a plan name is 1-63 characters: letters, digits, ".", "_" and "-"'),
     source: cloudName,
     destination: cloudName,
-    /** Containers of the VI to move, by name. */
-    containers: z.array(containerName).min(1, 'the plan names no container to migrate'),
+    /** The VI to move: inventory finds its containers at the source. */
+    vi: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a VI name is 1-32 characters: lowercase letters, digits and "-", starting with a letter').optional(),
+    /** Containers to move, by name: the whole move without `vi`, or a part of the VI with it. */
+    containers: z.array(containerName).min(1, 'the plan names no container to migrate').optional(),
     /**
      * The order of the move, in groups: the containers of a group are frozen together and
      * restored together (their connections to each other see one blackout); groups move one after
@@ -57,28 +59,44 @@ export const migrationPlanSchema = z
     if (plan.source === plan.destination) {
       ctx.addIssue({ code: 'custom', path: ['destination'], message: `destination must differ from source (both are "${plan.source}")` });
     }
+    if (!plan.vi && !plan.containers) {
+      ctx.addIssue({ code: 'custom', path: ['containers'], message: 'the plan names neither a VI (vi) nor containers to migrate' });
+    }
     const seen = new Set<string>();
-    for (const [i, name] of plan.containers.entries()) {
+    for (const [i, name] of (plan.containers ?? []).entries()) {
       if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['containers', i], message: `container "${name}" is listed twice` });
       seen.add(name);
     }
-    if (plan.groups) {
-      const grouped = new Set<string>();
-      for (const [g, group] of plan.groups.entries()) {
-        for (const [i, name] of group.entries()) {
-          if (!seen.has(name)) ctx.addIssue({ code: 'custom', path: ['groups', g, i], message: `container "${name}" is not in the plan's containers` });
-          if (grouped.has(name)) ctx.addIssue({ code: 'custom', path: ['groups', g, i], message: `container "${name}" is in two groups` });
-          grouped.add(name);
-        }
-      }
-      const missing = plan.containers.filter((name) => !grouped.has(name));
-      if (missing.length) ctx.addIssue({ code: 'custom', path: ['groups'], message: `no group moves ${missing.join(', ')}` });
+    // With a VI and no container list, the groups are checked against what inventory finds.
+    if (plan.groups && plan.containers) {
+      for (const problem of groupProblems(plan.groups, plan.containers)) ctx.addIssue({ code: 'custom', path: problem.path, message: problem.message });
     }
   });
 
-/** The groups a plan moves, in order (default: all its containers together). */
-export function planGroups(plan: MigrationPlan): string[][] {
-  return plan.groups ?? [plan.containers];
+function groupProblems(groups: string[][], containers: string[]): Array<{ path: Array<string | number>; message: string }> {
+  const problems: Array<{ path: Array<string | number>; message: string }> = [];
+  const grouped = new Set<string>();
+  for (const [g, group] of groups.entries()) {
+    for (const [i, name] of group.entries()) {
+      if (!containers.includes(name)) problems.push({ path: ['groups', g, i], message: `container "${name}" is not among the containers moved (${containers.join(', ')})` });
+      if (grouped.has(name)) problems.push({ path: ['groups', g, i], message: `container "${name}" is in two groups` });
+      grouped.add(name);
+    }
+  }
+  const missing = containers.filter((name) => !grouped.has(name));
+  if (missing.length) problems.push({ path: ['groups'], message: `no group moves ${missing.join(', ')}` });
+  return problems;
+}
+
+/**
+ * The groups a plan moves, in order, once the containers to move are known (default: all of them
+ * together). Throws a PlanError naming each problem when the plan's groups do not fit them.
+ */
+export function planGroups(plan: MigrationPlan, containers: string[]): string[][] {
+  if (!plan.groups) return [containers];
+  const problems = groupProblems(plan.groups, containers);
+  if (problems.length) throw new PlanError(problems.map((p) => `${p.path.join('.')}: ${p.message}`));
+  return plan.groups;
 }
 
 export type MigrationPlan = z.output<typeof migrationPlanSchema>;

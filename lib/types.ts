@@ -13,6 +13,8 @@ export interface NetworkSpec {
 /** A container as the source describes it: enough for the destination to rebuild its place. */
 export interface ContainerSpec {
   name: string;
+  /** The VI the container belongs to (inventory of a plan that names a VI finds it by this). */
+  vi?: string;
   network: string;
   ip: string;
   mac: string;

@@ -16,6 +16,7 @@ import { isAlive, readPidFile, stopPid } from '../lib/processes';
 import { openLocalCloud } from '../providers/local/local-cloud';
 import { testbedDown, testbedUp } from '../providers/local/testbed';
 import { deployDemoVi, startDemoClient, webTarget } from '../demo/scenario';
+import { DEMO_VI } from '../demo/demo-vi';
 import { formatReport } from '../client/format-report';
 
 const TESTBED_ID = 'migravi';
@@ -81,8 +82,8 @@ async function main(): Promise<void> {
 
     const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
     const temporal = new Client({ connection });
-    // One group: both frozen together and restored together.
-    const handle = await startMigration(temporal, { name: 'demo', source: 'cloud-a', destination: 'cloud-b', containers: ['kv', 'web'] });
+    // The plan names the VI; inventory finds kv and web, moved as one group (frozen together, restored together).
+    const handle = await startMigration(temporal, { name: 'demo', vi: DEMO_VI, source: 'cloud-a', destination: 'cloud-b' });
     say(`migration started: workflow ${handle.workflowId}`);
     const mib = (n: number) => (n / 1048576).toFixed(1);
     const report = await followMigration(

@@ -222,7 +222,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   }
 
   const compensations: Compensation[] = [];
-  const claim = { migrationId, workflowId, containers: plan.containers };
+  // The containers claimed: the plan's, or the VI's as inventory finds them.
+  const claim = { migrationId, workflowId, containers: plan.containers ?? [] };
 
   /** Sends the checkpoint (again, for `only` files) within the blackout budget; counts the bytes. */
   async function sendCheckpoint(step: ContainerStep, endpoint: TransferEndpoint, imageDir: string, remainingMs: number, only?: string[]): Promise<ArtifactReceipt> {
@@ -362,7 +363,14 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
 
   try {
     await work.run(async () => {
-      const inventory = await phase('inventory', undefined, () => src.probe.inventory({ containers: plan.containers }));
+      const inventory = await phase('inventory', undefined, () => src.probe.inventory({ ...(plan.vi ? { vi: plan.vi } : {}), ...(plan.containers ? { containers: plan.containers } : {}) }));
+      claim.containers = inventory.containers.map((c) => c.name);
+      let groupsToMove: string[][];
+      try {
+        groupsToMove = planGroups(plan, claim.containers);
+      } catch (err) {
+        throw err instanceof PlanError ? ApplicationFailure.nonRetryable(`${err.message}\n(VI ${plan.vi} has ${claim.containers.join(', ')})`, 'InvalidPlan') : err;
+      }
       const destination = await phase('preflight', undefined, async () => {
         const [, dstInfo] = await Promise.all([src.probe.preflight({ role: 'source', inventory }), dst.probe.preflight({ role: 'destination', inventory })]);
         const takenOver = await src.control.claimContainers(claim); // from here, no other migration may take these containers
@@ -381,7 +389,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         compensations.push({ what: 'unstretch source', undo: () => src.undo.unstretchNetworks({ networks: srcStretched, peerPublicIp: destination.publicIp }) });
       });
 
-      for (const names of planGroups(plan)) {
+      for (const names of groupsToMove) {
         const label = names.join(',');
         const steps: ContainerStep[] = names.map((name) => ({ migrationId, container: inventory.containers.find((c) => c.name === name)! }));
         const endpoints = await phase('prepare', label, () =>

@@ -194,5 +194,15 @@ describe('live migration between two embedded clouds (end to end)', function () 
       assert.equal(await stack.cloud('cloud-b').runtime.status('kv'), 'running');
       assert.ok(!existsSync(path.join(stack.cloud('cloud-a').workDir, handle.workflowId)));
     });
+
+    it('refuses a VI the source does not have, naming those it has', async () => {
+      const handle = await startMigration(stack.temporal, { name: 'ghost-vi', vi: 'ghost', source: 'cloud-b', destination: 'cloud-a' });
+      await assert.rejects(handle.result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.match(String(err.cause?.message), /no VI "ghost" in cloud-b \(it has: demo\)/);
+        return true;
+      });
+      assert.equal(await stack.cloud('cloud-b').runtime.status('kv'), 'running');
+    });
   });
 });

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
-import { demoNetwork, webContainer } from '../../demo/demo-vi';
+import { DEMO_VI, demoNetwork, webContainer } from '../../demo/demo-vi';
 import { startDemoClient, webTarget, type DemoClient } from '../../demo/scenario';
 import { run } from '../../lib/exec';
 import { nginxRootfs } from '../../lib/paths';
@@ -44,7 +44,8 @@ describe('a real server from Debian packages, with a non-root worker, migrates l
     statusBefore = await webClient.waitForReplies(50);
     kvBefore = await stack.client.waitForReplies(20);
     const from = Date.now();
-    const handle = await startMigration(stack.temporal, { name: 'group', source: 'cloud-a', destination: 'cloud-b', containers: ['kv', 'web'] });
+    // The plan names the VI: inventory finds its containers (kv and web) at the source.
+    const handle = await startMigration(stack.temporal, { name: 'group', vi: DEMO_VI, source: 'cloud-a', destination: 'cloud-b' });
     report = await handle.result();
     window = { from, to: Date.now() };
   });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { parsePlan, PlanError } from '../../lib/plan';
+import { parsePlan, planGroups, PlanError } from '../../lib/plan';
 import { parsePlanText } from '../../lib/plan-file';
 
 describe('migration plan', () => {
@@ -37,6 +37,25 @@ describe('migration plan', () => {
       () => parsePlan({ name: 'p', source: 'a', destination: 'b', containers: ['x'], options: { transferTimeoutSeconds: 1 } }),
       /options\.transferTimeoutSeconds/,
     );
+  });
+
+  it('moves a VI by its name, or a part of it, in groups that cover exactly what moves', () => {
+    assert.equal(parsePlan({ name: 'p', vi: 'shop', source: 'a', destination: 'b' }).containers, undefined);
+    assert.throws(() => parsePlan({ name: 'p', source: 'a', destination: 'b' }), /containers: the plan names neither a VI \(vi\) nor containers/);
+    assert.throws(
+      () => parsePlan({ name: 'p', source: 'a', destination: 'b', containers: ['kv', 'db'], groups: [['kv', 'web'], ['kv']] }),
+      (err: unknown) => {
+        const text = (err as PlanError).problems.join('\n');
+        assert.match(text, /groups\.0\.1: container "web" is not among the containers moved \(kv, db\)/);
+        assert.match(text, /groups\.1\.0: container "kv" is in two groups/);
+        assert.match(text, /groups: no group moves db/);
+        return true;
+      },
+    );
+    const vi = parsePlan({ name: 'p', vi: 'shop', source: 'a', destination: 'b', groups: [['db'], ['web']] });
+    assert.deepEqual(planGroups(vi, ['db', 'web']), [['db'], ['web']]);
+    assert.throws(() => planGroups(vi, ['db', 'web', 'app']), /groups: no group moves app/);
+    assert.deepEqual(planGroups(parsePlan({ name: 'p', vi: 'shop', source: 'a', destination: 'b' }), ['db', 'web']), [['db', 'web']]);
   });
 
   it('names the file and the syntax error of an unreadable plan', () => {

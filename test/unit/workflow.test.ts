@@ -388,6 +388,24 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.ok(afterFailure.lastIndexOf('cloud-b:discardContainer') < afterFailure.indexOf('cloud-a:resumeAtSource'), `a source resumed before both copies were fenced: ${afterFailure.join(' ')}`);
   });
 
+  it('moves the VI that inventory finds when the plan names it, and refuses groups that do not fit it before changing anything', async () => {
+    const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
+    const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
+    const inventoried: unknown[] = [];
+    const whole = await migrate({ name: 'unit', vi: 'shop', source: 'cloud-a', destination: 'cloud-b' }, {
+      inventory: two,
+      overrides: { 'cloud-a:inventory': async (input) => (inventoried.push(input), two) },
+    });
+    assert.ok(whole.result, String(whole.error));
+    assert.deepEqual(inventoried, [{ vi: 'shop' }]);
+    assert.deepEqual(whole.result.groups.map((g) => g.containers), [['kv', 'db']]);
+
+    const { error, calls } = await migrate({ name: 'unit', vi: 'shop', source: 'cloud-a', destination: 'cloud-b', groups: [['kv']] }, { inventory: two });
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /groups: no group moves db[\s\S]*VI shop has kv, db/);
+    assert.deepEqual(calls, ['cloud-a:inventory', 'cloud-a:releaseClaims']);
+  });
+
   it('keeps a committed group at the destination when a later group fails, and says so', async () => {
     const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
     const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
