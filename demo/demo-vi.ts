@@ -18,6 +18,7 @@ export function kvContainer(ballastMiB = 0): ContainerSpec {
     mac: '02:00:c0:00:02:0a',
     args: ['/bin/kv-server', String(KV_PORT), String(ballastMiB)],
     readonlyRootfs: true,
+    ingress: [{ port: KV_PORT, protocol: 'tcp', from: demoNetwork.cidr }],
   };
 }
 
@@ -32,6 +33,8 @@ export const webContainer: ContainerSpec = {
   mac: '02:00:c0:00:02:14',
   args: ['/usr/sbin/nginx'],
   readonlyRootfs: true,
+  // Only the demo's clients may reach it (enforced by the cloud it runs in, wherever that is).
+  ingress: [{ port: WEB_PORT, protocol: 'tcp', from: '192.0.2.100/32' }],
 };
 
 /** The client's place on the private network: a port without a container, the client runs in it. */

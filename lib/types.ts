@@ -22,6 +22,19 @@ export interface ContainerSpec {
   args: string[];
   /** The rootfs is read-only: it can be copied while the container runs. */
   readonlyRootfs: boolean;
+  /**
+   * Allowed inbound traffic; everything else addressed to the container is dropped. Absent: no
+   * filtering. Enforced by the cloud where the container runs, so it moves with it.
+   */
+  ingress?: IngressRule[];
+}
+
+export interface IngressRule {
+  /** A port, or a range "low-high". */
+  port: number | string;
+  protocol: 'tcp' | 'udp';
+  /** Allowed source addresses (CIDR). */
+  from: string;
 }
 
 export interface CloudEndpoint {

@@ -24,7 +24,10 @@ export interface ControlPlane {
   ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<{ created: boolean }>;
   removeStretch(network: NetworkSpec, peerPublicIp: string): Promise<void>;
 
-  /** A port with the container's fixed IP and MAC on its network; returns the netns path to run in. */
+  /**
+   * A port with the container's fixed IP and MAC on its network, its ingress rules enforced
+   * (OpenStack: a security group); returns the netns path to run in.
+   */
   ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }>;
   removePort(containerName: string): Promise<void>;
   /** Plugs the port into its network or unplugs it (OpenStack: admin_state_up); the port stays. */

@@ -2,13 +2,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
-import type { CloudEndpoint, ContainerSpec, NetworkSpec, TransferEndpoint } from '../../lib/types';
+import type { CloudEndpoint, ContainerSpec, IngressRule, NetworkSpec, TransferEndpoint } from '../../lib/types';
 import type { ControlPlane } from '../provider';
 import { names, type LocalCloudConfig } from './cloud-config';
 import { CloudStateStore } from './cloud-state';
 
 const VXLAN_PORT = '4789';
 const GUARD_TABLE = 'migravi_guard';
+const RULES_TABLE = 'migravi_rules';
 
 function prefixLength(cidr: string): number {
   return Number(cidr.split('/')[1]);
@@ -130,10 +131,39 @@ export class LocalControlPlane implements ControlPlane {
       await ip(['link', 'set', 'eth0', 'up'], netns);
       await ip(['link', 'set', veth, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], edge);
     }
+    await this.applyIngressRules(netns, container.ingress);
     await this.state.update((s) => {
       s.ports[container.name] = { network: network.name, ip: container.ip, mac: container.mac, netns };
     });
     return { netnsPath: `/run/netns/${netns}` };
+  }
+
+  /**
+   * The container's security rules, enforced in its port's namespace (replaced as a whole, so a
+   * retried ensurePort converges): loopback, replies to what the container opened, and the
+   * allowed ports and sources pass; anything else inbound is dropped. Matching by port and
+   * source, not by connection state, keeps a migrated connection (unknown to the destination's
+   * connection tracking) flowing.
+   */
+  private async applyIngressRules(netns: string, rules: IngressRule[] | undefined): Promise<void> {
+    await run('nft', ['delete', 'table', 'inet', RULES_TABLE], { netns, allowFailure: true });
+    if (!rules) return;
+    const allow = rules.map((r) => `    ip saddr ${r.from} ${r.protocol} dport ${String(r.port)} accept`);
+    await run('nft', ['-f', '-'], {
+      netns,
+      input: [
+        `table inet ${RULES_TABLE} {`,
+        '  chain in {',
+        '    type filter hook input priority 0; policy drop;',
+        '    iif lo accept',
+        '    ct state established,related accept',
+        '    meta l4proto icmp accept',
+        ...allow,
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+    });
   }
 
   /** The namespace holding a port: where a process must run to use the port's address. */

@@ -73,6 +73,16 @@ describe('a real server from Debian packages, with a non-root worker, migrates l
     await stack.assertConnectionKept(kvBefore);
   });
 
+  it('enforces the web server\'s rules at the destination too: its clients pass, another container is dropped', async () => {
+    const get = (fromPort: string) =>
+      run('busybox', ['sh', '-c', `printf "GET / HTTP/1.0\\r\\n\\r\\n" | timeout 3 busybox nc -w 2 ${web.ip} 80`], { netns: stack.cloud(fromPort === 'client' ? 'cloud-a' : 'cloud-b').controlPlane.portNetns(fromPort), allowFailure: true });
+    assert.match((await get('client')).stdout, /^HTTP\/1\.1 200 OK/, 'the allowed client was refused');
+    const intruder = await get('kv'); // kv (192.0.2.10) is not in web's rules
+    assert.equal(intruder.stdout, '', 'a connection the rules forbid was answered');
+    const rules = await run('nft', ['list', 'table', 'inet', 'migravi_rules'], { netns: stack.cloud('cloud-b').controlPlane.portNetns('web') });
+    assert.match(rules.stdout, /ip saddr 192\.0\.2\.100 tcp dport 80 accept/);
+  });
+
   it('froze the group together: the two clients\' blackouts overlap, and the report shows each and the group\'s', async () => {
     const blackout = (s: ClientStatus) => {
       const gaps = s.longGaps.filter((g) => g.endedAt >= window.from && g.endedAt - g.ms <= window.to);

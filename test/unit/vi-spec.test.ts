@@ -138,6 +138,7 @@ describe('VI description', () => {
       { spec: webContainer, rootfs: nginxRootfs },
     ].map(({ spec, rootfs }) => ({ name: spec.name, command: spec.args, readonlyRootfs: spec.readonlyRootfs, network: spec.network, ip: spec.ip, mac: spec.mac, rootfs }));
     assert.deepEqual(described, deployed);
+    assert.deepEqual(vi.containers.map((c) => c.ingress), [kv.ingress, webContainer.ingress]);
   });
 
   it('names the file and the syntax error of an unreadable VI file', async () => {
