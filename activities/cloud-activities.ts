@@ -13,6 +13,7 @@ import type {
   ArtifactCheck,
   ArtifactReceipt,
   CheckpointResult,
+  CloudListing,
   ContainerSpec,
   Inventory,
   NetworkSpec,
@@ -90,6 +91,19 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         if (status !== 'running') throw ApplicationFailure.nonRetryable(`container ${c.name} in ${cloud.name} is ${status}, not running`, 'PreflightFailed');
       }
       return { source: controlPlane.endpoint, networks, containers };
+    },
+
+    /** What this cloud hosts: networks, and containers with their state read from the runtime. */
+    async describeCloud(_input: Record<string, never>): Promise<CloudListing> {
+      const specs = Object.values(await controlPlane.listContainers()).sort((a, b) => a.name.localeCompare(b.name));
+      const networks = await Promise.all([...new Set(specs.map((c) => c.network))].map((name) => controlPlane.getNetwork(name)));
+      return {
+        cloud: cloud.name,
+        networks: await Promise.all(
+          networks.filter((n): n is NetworkSpec => n !== undefined).map(async (n) => ({ name: n.name, cidr: n.cidr, stretchedTo: await controlPlane.stretchPeers(n.name) })),
+        ),
+        containers: await Promise.all(specs.map(async (c) => ({ name: c.name, ...(c.vi ? { vi: c.vi } : {}), network: c.network, ip: c.ip, status: await runtime.status(c.name) }))),
+      };
     },
 
     /** Both sides: can this host checkpoint/restore, and would the move collide with anything? */

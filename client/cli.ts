@@ -6,6 +6,7 @@
  *   node dist/client/cli.js abort WORKFLOW_ID [REASON]
  *   node dist/client/cli.js confirm-gone WORKFLOW_ID   (a migration frozen at its source: the destination copy is gone)
  *   node dist/client/cli.js validate-vi VI.yaml        (checks a VI description, prints it with its addresses allocated)
+ *   node dist/client/cli.js list CLOUD                 (the VIs, networks and containers a cloud hosts, with their state)
  * The plan file is read and validated before anything connects to Temporal.
  */
 import { parseArgs } from 'node:util';
@@ -16,9 +17,9 @@ import { PlanError } from '../lib/plan';
 import { loadViFile } from '../lib/vi-file';
 import { allocateAddresses, ViSpecError } from '../lib/vi-spec';
 import { formatReport } from './format-report';
-import { abortMigration, approveCutover, confirmDestinationGone, followMigration, queryProgress, startMigration } from './migravi-client';
+import { abortMigration, approveCutover, confirmDestinationGone, describeCloud, followMigration, queryProgress, startMigration } from './migravi-client';
 
-const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID | validate-vi VI_FILE   [--temporal HOST:PORT] [--no-wait]';
+const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID | validate-vi VI_FILE | list CLOUD   [--temporal HOST:PORT] [--no-wait]';
 
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -29,7 +30,7 @@ async function main(): Promise<number> {
     },
   });
   const [command, target, ...rest] = positionals;
-  if (!command || !target || !['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'validate-vi'].includes(command)) {
+  if (!command || !target || !['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'validate-vi', 'list'].includes(command)) {
     console.error(usage);
     return 2;
   }
@@ -54,6 +55,14 @@ async function main(): Promise<number> {
         (t) => console.log(`    ${t.kind}: ${(t.bytes / 1048576).toFixed(1)}${t.totalBytes ? ` of ${(t.totalBytes / 1048576).toFixed(1)}` : ''} MiB sent`),
       );
       console.log(formatReport(report));
+      return 0;
+    }
+    if (command === 'list') {
+      const listing = await describeCloud(client, target);
+      console.log(`${listing.cloud}:`);
+      for (const n of listing.networks) console.log(`  network ${n.name} ${n.cidr}${n.stretchedTo.length ? ` (stretched to ${n.stretchedTo.join(', ')})` : ''}`);
+      console.log(`  ${'VI'.padEnd(10)} ${'CONTAINER'.padEnd(12)} ${'ADDRESS'.padEnd(16)} STATE`);
+      for (const c of listing.containers) console.log(`  ${(c.vi ?? '-').padEnd(10)} ${c.name.padEnd(12)} ${`${c.ip}`.padEnd(16)} ${c.status}`);
       return 0;
     }
     const handle = client.workflow.getHandle(target);

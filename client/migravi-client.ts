@@ -5,7 +5,7 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { ORCHESTRATOR_TASK_QUEUE, parsePlan, type MigrationPlan } from '../lib/plan';
-import type { MigrationProgress, MigrationReport, TransferHeartbeat } from '../lib/types';
+import type { CloudListing, MigrationProgress, MigrationReport, TransferHeartbeat } from '../lib/types';
 import type { migrateInfrastructure } from '../workflows';
 
 export type MigrationHandle = WorkflowHandle<typeof migrateInfrastructure>;
@@ -111,4 +111,13 @@ export async function followMigration(
     done = true;
     await poller;
   }
+}
+
+/** What a cloud hosts — VIs, networks, containers and their state — as that cloud's worker reads it. */
+export async function describeCloud(client: Client, cloud: string): Promise<CloudListing> {
+  return client.workflow.execute('listCloud', {
+    taskQueue: ORCHESTRATOR_TASK_QUEUE,
+    workflowId: `list-${cloud}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+    args: [cloud],
+  }) as Promise<CloudListing>;
 }

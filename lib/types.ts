@@ -183,3 +183,10 @@ export interface TransferHeartbeat {
   /** Files sent whole so far (a retry keeps them). */
   done: FileDigest[];
 }
+
+/** What a cloud hosts, as its worker reads it: the VIs' networks and containers, and each one's state in the runtime. */
+export interface CloudListing {
+  cloud: string;
+  networks: Array<{ name: string; cidr: string; stretchedTo: string[] }>;
+  containers: Array<{ name: string; vi?: string; network: string; ip: string; status: string }>;
+}

@@ -23,6 +23,8 @@ export interface ControlPlane {
   /** Joins this cloud's copy of the network to the peer's over the WAN (idempotent); created = it was not joined before. */
   ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<{ created: boolean }>;
   removeStretch(network: NetworkSpec, peerPublicIp: string): Promise<void>;
+  /** Public addresses of the peers a network is stretched to. */
+  stretchPeers(network: string): Promise<string[]>;
 
   /**
    * A port with the container's fixed IP and MAC on its network, its ingress rules enforced

@@ -111,6 +111,10 @@ export class LocalControlPlane implements ControlPlane {
     if (remaining === 0) await ip(['link', 'del', vx], this.cfg.netns, true);
   }
 
+  async stretchPeers(network: string): Promise<string[]> {
+    return (await this.state.read()).stretches[network] ?? [];
+  }
+
   async ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }> {
     const network = await this.getNetwork(container.network);
     if (!network) throw new Error(`network "${container.network}" does not exist in ${this.cfg.name}`);

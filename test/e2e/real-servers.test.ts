@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { startMigration } from '../../client/migravi-client';
+import { describeCloud, startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
 import { DEMO_VI, demoNetwork, webContainer } from '../../demo/demo-vi';
 import { startDemoClient, webTarget, type DemoClient } from '../../demo/scenario';
@@ -81,6 +81,17 @@ describe('a real server from Debian packages, with a non-root worker, migrates l
     assert.equal(intruder.stdout, '', 'a connection the rules forbid was answered');
     const rules = await run('nft', ['list', 'table', 'inet', 'migravi_rules'], { netns: stack.cloud('cloud-b').controlPlane.portNetns('web') });
     assert.match(rules.stdout, /ip saddr 192\.0\.2\.100 tcp dport 80 accept/);
+  });
+
+  it('lists what each cloud hosts, from that cloud\'s worker: the VI now in cloud-b, nothing of it in cloud-a', async () => {
+    const b = await describeCloud(stack.temporal, 'cloud-b');
+    assert.deepEqual(b.containers.map((c) => [c.vi, c.name, c.ip, c.status]), [['demo', 'kv', '192.0.2.10', 'running'], ['demo', 'web', '192.0.2.20', 'running']]);
+    assert.deepEqual(b.networks.map((n) => [n.name, n.stretchedTo]), [['vi-net', [stack.cloud('cloud-a').config.publicIp]]]);
+    assert.deepEqual((await describeCloud(stack.temporal, 'cloud-a')).containers, []);
+    // The same through the command line.
+    const cli = await run(process.execPath, [path.join(__dirname, '..', '..', 'client', 'cli.js'), 'list', 'cloud-b', '--temporal', '127.0.0.1:7243']);
+    assert.match(cli.stdout, /network vi-net 192\.0\.2\.0\/24 \(stretched to /);
+    assert.match(cli.stdout, /demo +web +192\.0\.2\.20 +running/);
   });
 
   it('froze the group together: the two clients\' blackouts overlap, and the report shows each and the group\'s', async () => {
