@@ -70,12 +70,11 @@ export function tarDirectory(dir: string): { stream: Readable; finished: Promise
   return { stream: tar.stdout, finished };
 }
 
-/** Hashes a file (or its first `end` bytes); stops when `signal` aborts. */
-export async function sha256File(file: string, opts: { signal?: AbortSignal; onProgress?: (bytes: number) => void; end?: number } = {}): Promise<{ sha256: string; bytes: number }> {
+/** Hashes a file; stops when `signal` aborts. */
+export async function sha256File(file: string, opts: { signal?: AbortSignal; onProgress?: (bytes: number) => void } = {}): Promise<{ sha256: string; bytes: number }> {
   const counter = new DigestCounter(opts.onProgress);
-  if (opts.end === 0) return { sha256: counter.digest(), bytes: 0 };
   await new Promise<void>((resolve, reject) => {
-    createReadStream(file, { highWaterMark: 1 << 20, signal: opts.signal, ...(opts.end !== undefined ? { end: opts.end - 1 } : {}) })
+    createReadStream(file, { highWaterMark: 1 << 20, signal: opts.signal })
       .on('error', reject)
       .pipe(counter)
       .on('error', reject)

@@ -16,11 +16,12 @@
  * - Fault points "<activity>:start" and "<activity>:end" (the work done, the result not yet
  *   reported) let tests kill or fail the worker at each boundary (lib/faults.ts).
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { runInAttempt, type AttemptScope } from '../lib/attempt-scope';
 import { faultPoint, InjectedFault } from '../lib/faults';
+import { isAlive } from '../lib/processes';
 
 /** No progress for this long and the attempt gives itself up (below the workflow's heartbeat timeout). */
 export const STALL_MS = 5_000;
@@ -123,7 +124,7 @@ async function stopOrphans(file: string, orphans: Set<number>, signal: AbortSign
       }
     }
   }
-  while ([...orphans].some((pid) => existsSync(`/proc/${pid}`) && !isZombieOrGone(pid))) {
+  while ([...orphans].some(isAlive)) {
     if (signal.aborted) {
       for (const pid of orphans) {
         try {
@@ -140,13 +141,6 @@ async function stopOrphans(file: string, orphans: Set<number>, signal: AbortSign
   rmSync(file, { force: true });
 }
 
-function isZombieOrGone(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? true;
-  } catch {
-    return true;
-  }
-}
 
 export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attempt) => Promise<R>): Promise<R> {
   const ctx = Context.current();
@@ -274,7 +268,7 @@ async function rejectWhenAborted(signal: AbortSignal, children: Set<number>): Pr
   });
   const deadline = Date.now() + 5_000;
   while (children.size > 0 && Date.now() < deadline) {
-    for (const pid of children) if (!existsSync(`/proc/${pid}`)) children.delete(pid);
+    for (const pid of children) if (!isAlive(pid)) children.delete(pid);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw signal.reason as Error;

@@ -1,6 +1,6 @@
 /** Reading a plan from a file (YAML or JSON): the CLI's edge. Validation is the shared schema's. */
 import { parsePlan, PlanError, type MigrationPlan } from './plan';
-import { parseStructuredText, readStructuredFile } from './structured-file';
+import { loadValidatedFile, parseStructuredText } from './structured-file';
 
 export function parsePlanText(text: string, source: string): MigrationPlan {
   let data: unknown;
@@ -12,12 +12,6 @@ export function parsePlanText(text: string, source: string): MigrationPlan {
   return parsePlan(data);
 }
 
-export async function loadPlanFile(file: string): Promise<MigrationPlan> {
-  let data: unknown;
-  try {
-    data = await readStructuredFile(file, 'plan file');
-  } catch (err) {
-    throw new PlanError([(err as Error).message]);
-  }
-  return parsePlan(data);
+export function loadPlanFile(file: string): Promise<MigrationPlan> {
+  return loadValidatedFile(file, 'plan file', parsePlan, (problems) => new PlanError(problems));
 }

@@ -4,6 +4,7 @@
  * Pure code (zod only) so that it also runs inside Temporal's workflow sandbox.
  */
 import { z } from 'zod';
+import { problemsOf } from './schema-problems';
 
 const cloudName = z
   .string()
@@ -113,7 +114,7 @@ export class PlanError extends Error {
 export function parsePlan(input: unknown): MigrationPlan {
   const result = migrationPlanSchema.safeParse(input);
   if (result.success) return result.data;
-  throw new PlanError(result.error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(plan)'}: ${issue.message}`));
+  throw new PlanError(problemsOf(result.error, '(plan)'));
 }
 
 export function cloudTaskQueue(cloud: string): string {

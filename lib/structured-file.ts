@@ -21,3 +21,17 @@ export async function readStructuredFile(file: string, what: string): Promise<un
   }
   return parseStructuredText(text, file);
 }
+
+/**
+ * Reads a YAML/JSON file and validates it: a file that cannot be read or parsed fails with the
+ * same error type as invalid content (`toError`), so callers handle one kind of refusal.
+ */
+export async function loadValidatedFile<T>(file: string, what: string, validate: (data: unknown) => T, toError: (problems: string[]) => Error): Promise<T> {
+  let data: unknown;
+  try {
+    data = await readStructuredFile(file, what);
+  } catch (err) {
+    throw toError([(err as Error).message]);
+  }
+  return validate(data);
+}

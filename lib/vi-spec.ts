@@ -6,6 +6,7 @@
  * workflows may validate with it too.
  */
 import { z } from 'zod';
+import { problemsOf } from './schema-problems';
 
 /** Link names are limited to 15 characters: "br-" + network, "v-" + container + suffix. */
 const networkName = z.string().regex(/^[a-z][a-z0-9-]{0,10}$/, 'a network name is 1-11 characters: lowercase letters, digits and "-", starting with a letter');
@@ -165,7 +166,7 @@ export class ViSpecError extends Error {
 export function parseViSpec(input: unknown): ViSpec {
   const result = viSpecSchema.safeParse(input);
   if (result.success) return result.data;
-  throw new ViSpecError(result.error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(VI)'}: ${issue.message}`));
+  throw new ViSpecError(problemsOf(result.error, '(VI)'));
 }
 
 /** Addresses already taken on a network (by this VI or others in the cloud). */
