@@ -20,12 +20,16 @@ import type {
   RestoreResult,
   ResumeOutcome,
   TransferEndpoint,
+  VolumeReceipt,
 } from '../lib/types';
 import type { Cloud } from '../providers/provider';
 import { runAttempt, type Attempt } from './attempt';
 import { claimContainers, releaseClaims, type WorkflowLiveness } from './claims';
 import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
 import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
+import { receiveVolumeRound, sendVolumeRound } from './volumes';
+import { DeployConflict, deployVi, removeVi, type DeployOutcome, type RemoveOutcome } from './deploy-vi';
+import { parseViSpec, ViSpecError, type ViSpec } from '../lib/vi-spec';
 
 export interface ContainerStep {
   migrationId: string;
@@ -57,6 +61,10 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     await rmdir(path.join(cloud.workDir, step.migrationId)).catch(() => undefined); // other containers' files may remain
   };
 
+  /** The container as this cloud runs it: its volumes in this cloud's own volume directory. */
+  const placedHere = (container: ContainerSpec): ContainerSpec =>
+    container.volumes?.length ? { ...container, volumes: container.volumes.map((v, i) => ({ ...v, source: path.join(cloud.volumesDir, container.name, String(i)) })) } : container;
+
   const readJson = async <T>(file: string): Promise<T | undefined> =>
     existsSync(file) ? (JSON.parse(await readFile(file, 'utf8')) as T) : undefined;
 
@@ -81,7 +89,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       }
       const containers = names.map((name) => specs[name]!);
       const networks: NetworkSpec[] = [];
-      for (const name of new Set(containers.map((c) => c.network))) {
+      for (const name of new Set(containers.flatMap((c) => c.interfaces.map((i) => i.network)))) {
         const network = await controlPlane.getNetwork(name);
         if (!network) throw ApplicationFailure.nonRetryable(`network "${name}" is not known to ${cloud.name}`, 'PreflightFailed');
         networks.push(network);
@@ -96,14 +104,37 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     /** What this cloud hosts: networks, and containers with their state read from the runtime. */
     async describeCloud(_input: Record<string, never>): Promise<CloudListing> {
       const specs = Object.values(await controlPlane.listContainers()).sort((a, b) => a.name.localeCompare(b.name));
-      const networks = await Promise.all([...new Set(specs.map((c) => c.network))].map((name) => controlPlane.getNetwork(name)));
+      const networks = (await controlPlane.listNetworks()).sort((a, b) => a.name.localeCompare(b.name));
       return {
         cloud: cloud.name,
-        networks: await Promise.all(
-          networks.filter((n): n is NetworkSpec => n !== undefined).map(async (n) => ({ name: n.name, cidr: n.cidr, stretchedTo: await controlPlane.stretchPeers(n.name) })),
+        networks: await Promise.all(networks.map(async (n) => ({ name: n.name, ...(n.vi ? { vi: n.vi } : {}), cidr: n.cidr, stretchedTo: await controlPlane.stretchPeers(n.name) }))),
+        containers: await Promise.all(
+          specs.map(async (c) => ({ name: c.name, ...(c.vi ? { vi: c.vi } : {}), addresses: c.interfaces.map((i) => `${i.network}:${i.ip}`), status: await runtime.status(c.name) })),
         ),
-        containers: await Promise.all(specs.map(async (c) => ({ name: c.name, ...(c.vi ? { vi: c.vi } : {}), network: c.network, ip: c.ip, status: await runtime.status(c.name) }))),
       };
+    },
+
+    /** Deploys a VI description here (validated at the edge; conflicts refused before anything changes). */
+    async deployVi(input: { vi: ViSpec }, attempt: Attempt): Promise<DeployOutcome> {
+      try {
+        return await deployVi(cloud, parseViSpec(input.vi), (line) => {
+          log(line);
+          attempt.progress();
+        });
+      } catch (err) {
+        if (err instanceof DeployConflict || err instanceof ViSpecError) throw ApplicationFailure.nonRetryable(err.message, 'DeployConflict');
+        throw err;
+      }
+    },
+
+    /** Removes a VI's containers, ports, rules and networks here (its volumes only when asked). */
+    async removeVi(input: { name: string; deleteVolumes: boolean }): Promise<RemoveOutcome> {
+      try {
+        return await removeVi(cloud, input.name, { deleteVolumes: input.deleteVolumes });
+      } catch (err) {
+        if (err instanceof DeployConflict) throw ApplicationFailure.nonRetryable(err.message, 'NotFound');
+        throw err;
+      }
     },
 
     /** Both sides: can this host checkpoint/restore, and would the move collide with anything? */
@@ -115,15 +146,21 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
           if (specs[c.name]) problems.push(`a container named ${c.name} already exists in ${cloud.name}`);
           const status = await runtime.status(c.name);
           if (status !== 'absent') problems.push(`runtime of ${cloud.name} already has a container ${c.name} (${status})`);
-          for (const used of await controlPlane.addressesInUse(c.network)) {
-            if (used.owner !== c.name && (used.ip === c.ip || used.mac.toLowerCase() === c.mac.toLowerCase())) {
-              problems.push(`${c.name}'s address ${c.ip}/${c.mac} is already used by ${used.owner} on ${c.network} in ${cloud.name}`);
+          for (const iface of c.interfaces) {
+            for (const used of await controlPlane.addressesInUse(iface.network)) {
+              if (used.owner !== c.name && (used.ip === iface.ip || used.mac.toLowerCase() === iface.mac.toLowerCase())) {
+                problems.push(`${c.name}'s address ${iface.ip}/${iface.mac} is already used by ${used.owner} on ${iface.network} in ${cloud.name}`);
+              }
             }
           }
         }
+        const here = await controlPlane.listNetworks();
         for (const n of input.inventory.networks) {
-          const existing = await controlPlane.getNetwork(n.name);
+          const existing = here.find((e) => e.name === n.name);
           if (existing && existing.cidr !== n.cidr) problems.push(`network ${n.name} exists in ${cloud.name} with CIDR ${existing.cidr}, not ${n.cidr}`);
+          if (existing && existing.vi !== n.vi) problems.push(`network ${n.name} exists in ${cloud.name} for ${existing.vi ? `VI ${existing.vi}` : 'another VI'}`);
+          const sameVni = here.find((e) => e.name !== n.name && e.vni === n.vni);
+          if (sameVni) problems.push(`network ${sameVni.name} in ${cloud.name} uses VXLAN id ${n.vni}, which ${n.name} needs`);
         }
       }
       if (problems.length) {
@@ -174,6 +211,26 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       return created;
     },
 
+    /**
+     * Source, after the last group moved: a network no port here uses any more (the VI has left)
+     * is unstretched and removed, its bridge and tunnel with it. Returns those released; a network
+     * still in use here (part of the VI stayed, or anything else is plugged in) keeps its stretch.
+     */
+    async releaseNetworks(input: { networks: NetworkSpec[]; peerPublicIp: string }): Promise<NetworkSpec[]> {
+      const released: NetworkSpec[] = [];
+      for (const network of input.networks) {
+        const users = await controlPlane.addressesInUse(network.name);
+        if (users.length) {
+          log(`keeping ${network.name}: still used here by ${[...new Set(users.map((u) => u.owner))].join(', ')}`);
+          continue;
+        }
+        await controlPlane.removeStretch(network, input.peerPublicIp);
+        await controlPlane.removeNetwork(network.name);
+        released.push(network);
+      }
+      return released;
+    },
+
     async unstretchNetworks(input: { networks: NetworkSpec[]; peerPublicIp: string }): Promise<void> {
       for (const network of input.networks) await controlPlane.removeStretch(network, input.peerPublicIp);
     },
@@ -201,7 +258,38 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       if ((await controlPlane.listContainers())[name]) throw ApplicationFailure.nonRetryable(`${name} is a container of ${cloud.name}: not discarding it`, 'Refused');
       await runtime.remove(name);
       await controlPlane.removePort(name);
+      for (const v of placedHere(input.container).volumes ?? []) await rm(v.source, { recursive: true, force: true });
+      await rmdir(path.join(cloud.volumesDir, name)).catch(() => undefined);
       await removeStepFiles(input);
+    },
+
+    /**
+     * Source: one round of every volume of the container ("pre" while it runs, "final" inside the
+     * freeze: only what changed since), pushed to the destination's incoming directory.
+     */
+    async sendVolumes(input: ContainerStep & { endpoint: TransferEndpoint; round: 'pre' | 'final' }, attempt: Attempt): Promise<VolumeReceipt[]> {
+      const receipts: VolumeReceipt[] = [];
+      await mkdir(migrationDir(input.migrationId, input.container.name), { recursive: true });
+      for (const [index, volume] of (input.container.volumes ?? []).entries()) {
+        const recordFile = path.join(migrationDir(input.migrationId, input.container.name), `volume-${index}.pre.json`);
+        receipts.push(await sendVolumeRound({ dir: volume.source, index, round: input.round, recordFile, endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, attempt }));
+      }
+      return receipts;
+    },
+
+    /** Destination: applies a round of each volume in this cloud's volume directory, every file re-hashed at rest. */
+    async receiveVolumes(input: ContainerStep & { receipts: VolumeReceipt[] }, attempt: Attempt): Promise<ArtifactCheck[]> {
+      const volumes = placedHere(input.container).volumes ?? [];
+      const checks: ArtifactCheck[] = [];
+      for (const receipt of input.receipts) {
+        try {
+          checks.push({ kind: 'volume', ...(await receiveVolumeRound(receipt, incomingDir(input), volumes[receipt.index]!.source, attempt)) });
+        } catch (err) {
+          // The same bytes would be unpacked again: the migration rolls back instead.
+          throw ApplicationFailure.nonRetryable((err as Error).message, 'VolumeMismatch');
+        }
+      }
+      return checks;
     },
 
     /** Source: the rootfs, as a tar stream (read-only: before the freeze; writable: inside it). */
@@ -290,7 +378,8 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      * steps and reports the check that attempt recorded — never a check that did not happen.
      */
     async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean }, attempt: Attempt): Promise<RestoreResult> {
-      const { container, image } = input;
+      const { image } = input;
+      const container = placedHere(input.container);
       const dir = migrationDir(input.migrationId, container.name);
       const checkRecord = path.join(dir, 'checkpoint.verified.json');
       const restoreRecord = path.join(dir, 'restore.done.json');
@@ -388,6 +477,9 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       await runtime.remove(container.name);
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);
+      // The volumes' data lives at the destination now, checked file by file.
+      for (const v of container.volumes ?? []) await rm(v.source, { recursive: true, force: true });
+      await rmdir(path.join(cloud.volumesDir, container.name)).catch(() => undefined);
       await removeStepFiles(input);
       await releaseClaims(cloud.workDir, input.migrationId, [container.name]);
     },

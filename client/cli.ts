@@ -7,6 +7,8 @@
  *   node dist/client/cli.js confirm-gone WORKFLOW_ID   (a migration frozen at its source: the destination copy is gone)
  *   node dist/client/cli.js validate-vi VI.yaml        (checks a VI description, prints it with its addresses allocated)
  *   node dist/client/cli.js list CLOUD                 (the VIs, networks and containers a cloud hosts, with their state)
+ *   node dist/client/cli.js deploy CLOUD VI.yaml       (deploys a VI description; again with the same file: no change)
+ *   node dist/client/cli.js remove CLOUD VI [--delete-volumes]
  * The plan file is read and validated before anything connects to Temporal.
  */
 import { parseArgs } from 'node:util';
@@ -17,9 +19,11 @@ import { PlanError } from '../lib/plan';
 import { loadViFile } from '../lib/vi-file';
 import { allocateAddresses, ViSpecError } from '../lib/vi-spec';
 import { formatReport } from './format-report';
-import { abortMigration, approveCutover, confirmDestinationGone, describeCloud, followMigration, queryProgress, startMigration } from './migravi-client';
+import { abortMigration, approveCutover, confirmDestinationGone, deployVi, describeCloud, followMigration, queryProgress, removeVi, startMigration } from './migravi-client';
 
-const usage = 'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID | validate-vi VI_FILE | list CLOUD   [--temporal HOST:PORT] [--no-wait]';
+const usage =
+  'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID | validate-vi VI_FILE | list CLOUD | deploy CLOUD VI_FILE | remove CLOUD VI [--delete-volumes]   [--temporal HOST:PORT] [--no-wait]';
+const commands = ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'validate-vi', 'list', 'deploy', 'remove'];
 
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -27,10 +31,11 @@ async function main(): Promise<number> {
     options: {
       temporal: { type: 'string', default: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' },
       'no-wait': { type: 'boolean', default: false },
+      'delete-volumes': { type: 'boolean', default: false },
     },
   });
   const [command, target, ...rest] = positionals;
-  if (!command || !target || !['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'validate-vi', 'list'].includes(command)) {
+  if (!command || !target || !commands.includes(command) || (['deploy', 'remove'].includes(command) && !rest[0])) {
     console.error(usage);
     return 2;
   }
@@ -41,6 +46,7 @@ async function main(): Promise<number> {
   }
   // Validate first: a bad plan is refused before any connection is made.
   const plan = command === 'migrate' ? await loadPlanFile(target) : undefined;
+  const vi = command === 'deploy' ? await loadViFile(rest[0]!) : undefined;
   const connection = await Connection.connect({ address: values.temporal, connectTimeout: '5s' });
   try {
     const client = new Client({ connection });
@@ -57,12 +63,26 @@ async function main(): Promise<number> {
       console.log(formatReport(report));
       return 0;
     }
+    if (vi) {
+      console.log(`deploying VI ${vi.name} (${vi.containers.length} containers, ${vi.networks.length} networks) into ${target}…`);
+      const outcome = await deployVi(client, target, vi);
+      for (const c of outcome.containers) console.log(`  ${c.name.padEnd(12)} ${(outcome.started.includes(c.name) ? 'started' : 'unchanged').padEnd(10)} ${c.addresses.join(' ')}`);
+      if (outcome.networksCreated.length) console.log(`  networks created: ${outcome.networksCreated.join(', ')}`);
+      return 0;
+    }
+    if (command === 'remove') {
+      const outcome = await removeVi(client, target, rest[0]!, { deleteVolumes: values['delete-volumes'] });
+      console.log(`removed VI ${outcome.vi} from ${outcome.cloud}: containers ${outcome.containers.join(', ') || 'none'}; networks ${outcome.networks.join(', ') || 'none'}`);
+      if (outcome.volumesKept.length) console.log(`  volumes kept (--delete-volumes removes them): ${outcome.volumesKept.join(', ')}`);
+      if (outcome.volumesDeleted.length) console.log(`  volumes deleted: ${outcome.volumesDeleted.join(', ')}`);
+      return 0;
+    }
     if (command === 'list') {
       const listing = await describeCloud(client, target);
       console.log(`${listing.cloud}:`);
-      for (const n of listing.networks) console.log(`  network ${n.name} ${n.cidr}${n.stretchedTo.length ? ` (stretched to ${n.stretchedTo.join(', ')})` : ''}`);
-      console.log(`  ${'VI'.padEnd(10)} ${'CONTAINER'.padEnd(12)} ${'ADDRESS'.padEnd(16)} STATE`);
-      for (const c of listing.containers) console.log(`  ${(c.vi ?? '-').padEnd(10)} ${c.name.padEnd(12)} ${`${c.ip}`.padEnd(16)} ${c.status}`);
+      for (const n of listing.networks) console.log(`  network ${n.name} ${n.cidr}${n.vi ? ` (VI ${n.vi})` : ''}${n.stretchedTo.length ? ` stretched to ${n.stretchedTo.join(', ')}` : ''}`);
+      console.log(`  ${'VI'.padEnd(10)} ${'CONTAINER'.padEnd(12)} ${'STATE'.padEnd(8)} ADDRESSES`);
+      for (const c of listing.containers) console.log(`  ${(c.vi ?? '-').padEnd(10)} ${c.name.padEnd(12)} ${c.status.padEnd(8)} ${c.addresses.join(' ')}`);
       return 0;
     }
     const handle = client.workflow.getHandle(target);

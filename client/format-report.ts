@@ -22,7 +22,7 @@ export interface ClientWitness {
 
 export function formatReport(
   report: MigrationReport,
-  extra: { clients?: ClientWitness[]; placement?: Record<string, Record<string, string>> } = {},
+  extra: { clients?: ClientWitness[]; placement?: Record<string, Record<string, string>>; notes?: string[] } = {},
 ): string {
   const lines: string[] = [];
   lines.push(`Migration "${report.plan}": ${report.source} -> ${report.destination}, wall time ${ms(report.wallMs)}`);
@@ -44,6 +44,10 @@ export function formatReport(
     for (const k of c.checks) {
       lines.push(`    checked at ${report.destination}: ${k.kind} ${k.files} file(s), ${mib(k.verifiedBytes)} re-hashed, sha256 ${k.recomputedSha256.slice(0, 16)}… = sender's`);
     }
+    if (c.volumes) {
+      const v = c.volumes;
+      lines.push(`    volumes (${v.volumes}): ${mib(v.preBytes)} in ${v.preEntries} entries copied while it ran; inside the freeze ${mib(v.finalBytes)} in ${v.finalEntries} changed entries (+${v.deletedEntries} deleted), ${ms(v.finalMs)}`);
+    }
     if (c.resends) lines.push(`    ${c.resends} artifact(s) arrived corrupt and were sent again`);
   }
   for (const g of report.groups) {
@@ -59,6 +63,8 @@ export function formatReport(
     lines.push(`    counter: ${before.lastValue} before, ${after.lastValue} after, ${after.discontinuities} discontinuities (0 = memory state carried over)`);
     lines.push(`    the client's longest gap between replies (the blackout it saw): ${ms(after.maxGapMs)}`);
   }
+  if (extra.notes?.length) lines.push('');
+  for (const note of extra.notes ?? []) lines.push(`  ${note}`);
   for (const [container, where] of Object.entries(extra.placement ?? {})) {
     lines.push(`  container ${container}: ${Object.entries(where).map(([cloud, s]) => `${cloud} ${s}`).join(', ')}`);
   }

@@ -6,6 +6,8 @@ import type { Client, WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { ORCHESTRATOR_TASK_QUEUE, parsePlan, type MigrationPlan } from '../lib/plan';
 import type { CloudListing, MigrationProgress, MigrationReport, TransferHeartbeat } from '../lib/types';
+import { parseViSpec, type ViSpecInput } from '../lib/vi-spec';
+import type { DeployOutcome, RemoveOutcome } from '../activities/deploy-vi';
 import type { migrateInfrastructure } from '../workflows';
 
 export type MigrationHandle = WorkflowHandle<typeof migrateInfrastructure>;
@@ -113,11 +115,32 @@ export async function followMigration(
   }
 }
 
+function operationId(what: string, cloud: string): string {
+  return `${what}-${cloud}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
 /** What a cloud hosts — VIs, networks, containers and their state — as that cloud's worker reads it. */
 export async function describeCloud(client: Client, cloud: string): Promise<CloudListing> {
-  return client.workflow.execute('listCloud', {
+  return client.workflow.execute('listCloud', { taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowId: operationId('list', cloud), args: [cloud] }) as Promise<CloudListing>;
+}
+
+/**
+ * Deploys a VI description into a cloud, through that cloud's worker. The description is validated
+ * here first (a ViSpecError names every bad field before anything is sent); the cloud refuses
+ * conflicts (names, addresses, MACs, overlapping subnets) before touching anything; deploying the
+ * same description again changes nothing. The workflow id is derived from the cloud and the VI,
+ * so two concurrent deploys of one VI into one cloud cannot race.
+ */
+export async function deployVi(client: Client, cloud: string, vi: ViSpecInput): Promise<DeployOutcome> {
+  const spec = parseViSpec(vi);
+  return client.workflow.execute('deployVi', {
     taskQueue: ORCHESTRATOR_TASK_QUEUE,
-    workflowId: `list-${cloud}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
-    args: [cloud],
-  }) as Promise<CloudListing>;
+    workflowId: `deploy-${cloud}-${spec.name}`,
+    args: [cloud, spec],
+  }) as Promise<DeployOutcome>;
+}
+
+/** Removes a VI's containers, ports, rules and networks from a cloud; its volumes' files too when asked. */
+export async function removeVi(client: Client, cloud: string, name: string, options: { deleteVolumes?: boolean } = {}): Promise<RemoveOutcome> {
+  return client.workflow.execute('removeVi', { taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowId: operationId(`remove-${name}`, cloud), args: [cloud, name, options] }) as Promise<RemoveOutcome>;
 }

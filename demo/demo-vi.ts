@@ -1,48 +1,46 @@
-/** The demo virtual infrastructure: a counter service and a web server (Debian's nginx), with clients, on a private network. */
-import type { ContainerSpec, NetworkSpec } from '../lib/types';
+/**
+ * The demo virtual infrastructure is described by demo/demo.vi.yaml (a VI file like any user's):
+ * this module loads it for the demo and the tests, and names the addresses their clients use.
+ */
+import path from 'node:path';
+import { repoRoot } from '../lib/paths';
+import type { ContainerSpec } from '../lib/types';
+import { loadViFile } from '../lib/vi-file';
+import type { ViSpec } from '../lib/vi-spec';
 
-export const demoNetwork: NetworkSpec = { name: 'vi-net', cidr: '192.0.2.0/24', vni: 4242, mtu: 1450 };
-
-export const KV_PORT = 7000;
+export const DEMO_VI_FILE = path.join(repoRoot, 'demo', 'demo.vi.yaml');
 
 /** The VI's name: a plan may move it by this name (inventory finds its containers). */
 export const DEMO_VI = 'demo';
 
-/** The in-memory counter service (demo/kv-server.c) that the demo migrates. */
-export function kvContainer(ballastMiB = 0): ContainerSpec {
-  return {
-    name: 'kv',
-    vi: DEMO_VI,
-    network: demoNetwork.name,
-    ip: '192.0.2.10',
-    mac: '02:00:c0:00:02:0a',
-    args: ['/bin/kv-server', String(KV_PORT), String(ballastMiB)],
-    readonlyRootfs: true,
-    ingress: [{ port: KV_PORT, protocol: 'tcp', from: demoNetwork.cidr }],
-  };
-}
-
+export const KV_IP = '192.0.2.10';
+export const KV_PORT = 7000;
+export const WEB_IP = '192.0.2.20';
 export const WEB_PORT = 80;
 
-/** Debian's nginx (rootfs built by setup), master as root, worker as www-data. */
-export const webContainer: ContainerSpec = {
-  name: 'web',
-  vi: DEMO_VI,
-  network: demoNetwork.name,
-  ip: '192.0.2.20',
-  mac: '02:00:c0:00:02:14',
-  args: ['/usr/sbin/nginx'],
-  readonlyRootfs: true,
-  // Only the demo's clients may reach it (enforced by the cloud it runs in, wherever that is).
-  ingress: [{ port: WEB_PORT, protocol: 'tcp', from: '192.0.2.100/32' }],
-};
+/** Where the demo VI file keeps the database's volume (a user's host directory). */
+const FILE_VOLUME_ROOT = '/var/lib/migravi/volumes/demo/';
+
+/**
+ * The demo VI from its file. `ballastMiB` replaces the counter service's memory ballast; `only`
+ * keeps some containers (and the networks they use), e.g. tests that need only the counter
+ * service; `volumeRoot` puts the volumes under a directory of the testbed's instead of the
+ * file's host path, so every testbed has its own data and its teardown removes it.
+ */
+export async function loadDemoVi(opts: { ballastMiB?: number; only?: string[]; volumeRoot?: string } = {}): Promise<ViSpec> {
+  const vi = await loadViFile(DEMO_VI_FILE);
+  const containers = vi.containers
+    .filter((c) => !opts.only || opts.only.includes(c.name))
+    .map((c) => (c.name === 'kv' && opts.ballastMiB !== undefined ? { ...c, command: [c.command[0]!, c.command[1]!, String(opts.ballastMiB)] } : c))
+    .map((c) => (opts.volumeRoot ? { ...c, volumes: c.volumes.map((v) => ({ ...v, source: v.source.replace(FILE_VOLUME_ROOT, `${opts.volumeRoot}/`) })) } : c));
+  const used = new Set(containers.flatMap((c) => c.networks.map((a) => a.network)));
+  return { ...vi, networks: vi.networks.filter((n) => used.has(n.name)), containers };
+}
 
 /** The client's place on the private network: a port without a container, the client runs in it. */
 export const clientPort: ContainerSpec = {
   name: 'client',
-  network: demoNetwork.name,
-  ip: '192.0.2.100',
-  mac: '02:00:c0:00:02:64',
+  interfaces: [{ network: 'vi-net', ip: '192.0.2.100', mac: '02:00:c0:00:02:64' }],
   args: [],
   readonlyRootfs: true,
 };

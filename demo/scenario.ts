@@ -1,19 +1,27 @@
 /** Steps of the demo scenario shared by the demo script and the end-to-end tests. */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { demoRootfs, nginxRootfs } from '../lib/paths';
+import { deployVi } from '../activities/deploy-vi';
+import { run } from '../lib/exec';
 import { startService, waitFor } from '../lib/processes';
-import { deployContainer, openLocalCloud } from '../providers/local/local-cloud';
+import { openLocalCloud } from '../providers/local/local-cloud';
 import { registerProcess, type TestbedRecord } from '../providers/local/testbed';
 import type { ClientStatus } from './client';
-import { clientPort, demoNetwork, KV_PORT, kvContainer, WEB_PORT, webContainer } from './demo-vi';
+import { clientPort, KV_IP, KV_PORT, loadDemoVi, WEB_IP, WEB_PORT } from './demo-vi';
 
-/** Starts the counter service (and the web server, when asked) in `cloud` and plugs the client's port into the same network. */
+/**
+ * Test set-up: deploys the demo VI file (the counter service, and the web server when asked) in
+ * `cloud` with the code the deployVi activity runs, and plugs the clients' port into its network.
+ */
 export async function deployDemoVi(record: TestbedRecord, cloud: string, ballastMiB = 0, opts: { web?: boolean } = {}): Promise<void> {
   const target = openLocalCloud(record.options.stateDir, cloud);
-  await deployContainer(target, demoNetwork, kvContainer(ballastMiB), demoRootfs);
-  if (opts.web) await deployContainer(target, demoNetwork, webContainer, nginxRootfs);
-  await target.controlPlane.ensurePort(clientPort);
+  await deployVi(target, await loadDemoVi({ ballastMiB, only: opts.web ? ['kv', 'web'] : ['kv'] }));
+  await plugClientPort(record, cloud);
+}
+
+/** The demo clients' port on the VI's network (not part of the VI: it stands for its users). */
+export async function plugClientPort(record: TestbedRecord, cloud: string): Promise<void> {
+  await openLocalCloud(record.options.stateDir, cloud).controlPlane.ensurePort(clientPort);
 }
 
 export interface DemoClient {
@@ -32,8 +40,47 @@ export interface ClientTarget {
   protocol: 'kv' | 'http';
 }
 
-export const kvTarget: ClientTarget = { name: 'client', ip: kvContainer().ip, port: KV_PORT, protocol: 'kv' };
-export const webTarget: ClientTarget = { name: 'web-client', ip: webContainer.ip, port: WEB_PORT, protocol: 'http' };
+export const kvTarget: ClientTarget = { name: 'client', ip: KV_IP, port: KV_PORT, protocol: 'kv' };
+export const webTarget: ClientTarget = { name: 'web-client', ip: WEB_IP, port: WEB_PORT, protocol: 'http' };
+
+/**
+ * Runs SQL as the demo's application tier does: psql in the app container (the only one the
+ * database's rules admit), over db-net. Rows as arrays of fields.
+ */
+export async function queryDemoDb(record: TestbedRecord, cloud: string, sql: string): Promise<string[][]> {
+  const runcRoot = path.join(openLocalCloud(record.options.stateDir, cloud).config.dir, 'runc');
+  const env = ['PGHOST=10.88.0.20', 'PGUSER=postgres', 'PGAPPNAME=probe'].flatMap((e) => ['--env', e]);
+  const { stdout } = await run('runc', ['--root', runcRoot, 'exec', '--user', '999:999', ...env, 'app', '/usr/lib/postgresql/15/bin/psql', '-tA', '-F', '|', '-c', sql]);
+  return stdout.trim().split('\n').filter(Boolean).map((line) => line.split('|'));
+}
+
+/** The database's own view of itself: the writer's session, the server's start, its rows. */
+export interface DemoDbView {
+  /** Backend PID, client address and port, and start of the application's one session. */
+  writer: string;
+  startedAt: string;
+  rows: number;
+  maxId: number;
+}
+
+export async function demoDbView(record: TestbedRecord, cloud: string): Promise<DemoDbView> {
+  const [[writer], [[startedAt, rows, maxId]]] = (await Promise.all([
+    queryDemoDb(record, cloud, "SELECT pid || ':' || client_addr || ':' || client_port || ':' || backend_start FROM pg_stat_activity WHERE application_name = 'writer'"),
+    queryDemoDb(record, cloud, 'SELECT pg_postmaster_start_time(), count(*), max(id) FROM ticks'),
+  ])) as [string[][], string[][]];
+  if (!writer?.[0] || startedAt === undefined) throw new Error('the application has no session to the database');
+  return { writer: writer[0], startedAt, rows: Number(rows), maxId: Number(maxId) };
+}
+
+/** Waits until the application has written `count` more rows than `base` (in `cloud`). */
+export async function waitForDbRows(record: TestbedRecord, cloud: string, atLeast: number, timeoutMs = 60_000): Promise<DemoDbView> {
+  let view: DemoDbView | undefined;
+  await waitFor(`${atLeast} rows written by the application`, async () => {
+    view = await demoDbView(record, cloud).catch(() => undefined);
+    return (view?.rows ?? 0) >= atLeast;
+  }, timeoutMs, 200);
+  return view!;
+}
 
 /** Starts a client in the client's port (in `cloud`), holding one connection to `target`. */
 export async function startDemoClient(record: TestbedRecord, cloud: string, target: ClientTarget = kvTarget): Promise<DemoClient> {

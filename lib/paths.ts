@@ -8,6 +8,8 @@ export const temporalCliPath = path.join(depsDir, 'bin', 'temporal');
 export const demoRootfs = path.join(depsDir, 'images', 'busybox-rootfs');
 /** Debian's nginx-light with its dependencies and demo/nginx/nginx.conf, built by setup. */
 export const nginxRootfs = path.join(depsDir, 'images', 'nginx-rootfs');
+/** Debian's PostgreSQL 15 (server and psql) with demo/postgres/start-postgres.sh, built by setup. */
+export const postgresRootfs = path.join(depsDir, 'images', 'postgres-rootfs');
 /** Root of the repository (this file is compiled to dist/lib/paths.js). */
 export const repoRoot = path.resolve(__dirname, '..', '..');
 /** Runtime state of testbeds: one directory per testbed id. */

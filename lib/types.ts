@@ -8,6 +8,24 @@ export interface NetworkSpec {
   /** VXLAN id used when the network is stretched between clouds. */
   vni: number;
   mtu: number;
+  /** The VI the network was deployed for (a cloud refuses another VI's network of the same name). */
+  vi?: string;
+}
+
+/** One attachment of a container to a private network: eth0, eth1, ... in attachment order. */
+export interface InterfaceSpec {
+  network: string;
+  ip: string;
+  mac: string;
+}
+
+/** A directory of the host bind-mounted into the container; it moves with the container. */
+export interface VolumeSpec {
+  /** Where the files are on the host of the cloud that runs the container (each cloud picks its own). */
+  source: string;
+  /** Mount point in the container. */
+  target: string;
+  readOnly: boolean;
 }
 
 /** A container as the source describes it: enough for the destination to rebuild its place. */
@@ -15,11 +33,17 @@ export interface ContainerSpec {
   name: string;
   /** The VI the container belongs to (inventory of a plan that names a VI finds it by this). */
   vi?: string;
-  network: string;
-  ip: string;
-  mac: string;
+  /** At least one; the first is eth0. */
+  interfaces: InterfaceSpec[];
   /** Process arguments inside the container. */
   args: string[];
+  /** KEY=VALUE; PATH is added when absent. */
+  env?: string[];
+  /** Working directory (default /). */
+  cwd?: string;
+  /** Numeric user and group the process runs as (default root). */
+  user?: { uid: number; gid: number };
+  volumes?: VolumeSpec[];
   /** The rootfs is read-only: it can be copied while the container runs. */
   readonlyRootfs: boolean;
   /**
@@ -35,6 +59,8 @@ export interface IngressRule {
   protocol: 'tcp' | 'udp';
   /** Allowed source addresses (CIDR). */
   from: string;
+  /** Only traffic arriving on this network (a network-wide rule); any interface when absent. */
+  network?: string;
 }
 
 export interface CloudEndpoint {
@@ -60,7 +86,7 @@ export interface TransferEndpoint {
   directory: string;
 }
 
-export type ArtifactKind = 'rootfs' | 'checkpoint';
+export type ArtifactKind = 'rootfs' | 'checkpoint' | 'volume';
 
 export interface FileDigest {
   name: string;
@@ -86,6 +112,40 @@ export interface ArtifactReceipt {
   sha256: string;
   files?: FileDigest[];
   durationMs: number;
+}
+
+/** One round of one volume as the source sent it (its manifest of file digests travels as a file). */
+export interface VolumeReceipt {
+  kind: 'volume';
+  /** Which of the container's volumes. */
+  index: number;
+  /** "pre": everything, while the container runs; "final": what changed since, inside the freeze. */
+  round: 'pre' | 'final';
+  remotePath: string;
+  /** Size of the tar stream. */
+  bytes: number;
+  /** Bytes written to the link (stream and manifest). */
+  wireBytes: number;
+  sha256: string;
+  manifestSha256: string;
+  /** Entries (files, directories, links) sent in this round, and entries deleted since the pre round. */
+  changedEntries: number;
+  deletedEntries: number;
+  /** Bytes of file content sent in this round. */
+  fileBytes: number;
+  durationMs: number;
+}
+
+/** What moving a container's volumes took, before and inside the freeze. */
+export interface VolumeReport {
+  volumes: number;
+  preBytes: number;
+  preEntries: number;
+  /** Sent inside the freeze: what changed since the pre-copy. */
+  finalBytes: number;
+  finalEntries: number;
+  deletedEntries: number;
+  finalMs: number;
 }
 
 export interface CheckpointResult {
@@ -136,6 +196,7 @@ export interface ContainerReport {
   checks: ArtifactCheck[];
   /** Times an artifact arrived corrupt (digest mismatch at the destination) and was sent again. */
   resends: number;
+  volumes?: VolumeReport;
 }
 
 /** A group of containers frozen together and restored together. */
@@ -187,6 +248,6 @@ export interface TransferHeartbeat {
 /** What a cloud hosts, as its worker reads it: the VIs' networks and containers, and each one's state in the runtime. */
 export interface CloudListing {
   cloud: string;
-  networks: Array<{ name: string; cidr: string; stretchedTo: string[] }>;
-  containers: Array<{ name: string; vi?: string; network: string; ip: string; status: string }>;
+  networks: Array<{ name: string; vi?: string; cidr: string; stretchedTo: string[] }>;
+  containers: Array<{ name: string; vi?: string; addresses: string[]; status: string }>;
 }

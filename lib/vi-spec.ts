@@ -58,6 +58,8 @@ const container = z
     command: z.array(z.string()).min(1, 'the command names at least the program to run'),
     env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name'), z.string()).default({}),
     workdir: absolutePath.default('/'),
+    /** Numeric "uid" or "uid:gid" the program runs as (default root); servers such as PostgreSQL refuse root. */
+    user: z.string().regex(/^\d{1,9}(:\d{1,9})?$/, 'a numeric "uid" or "uid:gid", e.g. "101:103"').optional(),
     networks: z.array(attachment).min(1, 'a container is attached to at least one network'),
     volumes: z.array(volume).default([]),
     /** The rootfs never changes: it can be copied while the container runs. */

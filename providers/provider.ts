@@ -16,6 +16,7 @@ export interface ControlPlane {
   unregisterContainer(name: string): Promise<void>;
 
   getNetwork(name: string): Promise<NetworkSpec | undefined>;
+  listNetworks(): Promise<NetworkSpec[]>;
   /** Creates the network if absent; an existing one must match the spec (same CIDR). */
   ensureNetwork(spec: NetworkSpec): Promise<{ created: boolean }>;
   removeNetwork(name: string): Promise<void>;
@@ -51,8 +52,8 @@ export type ContainerStatus = 'running' | 'paused' | 'stopped' | 'absent';
 
 export interface HostRuntime {
   status(name: string): Promise<ContainerStatus>;
-  /** Creates and starts the container from its spec, rootfs and network namespace. */
-  run(spec: ContainerSpec, rootfsDir: string, netnsPath: string): Promise<void>;
+  /** Creates and starts the container from its spec, rootfs (a directory or a tarball) and network namespace. */
+  run(spec: ContainerSpec, rootfs: string, netnsPath: string): Promise<void>;
   /** Thaws a container left frozen (paused), e.g. by a dump that was killed half-way. */
   resume(name: string): Promise<void>;
   /** Whether the dump into imageDir finished successfully (the image is complete and restorable). */
@@ -76,6 +77,8 @@ export interface Cloud {
   runtime: HostRuntime;
   /** Local directory where this cloud keeps migration artifacts. */
   workDir: string;
+  /** Where this cloud keeps the volumes of containers moved into it (one directory per container). */
+  volumesDir: string;
   /** Private key this cloud uses to push artifacts to peers (never leaves the worker). */
   transferKeyPath: string;
 }

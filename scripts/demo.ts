@@ -9,14 +9,14 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
-import { followMigration, startMigration } from '../client/migravi-client';
+import { deployVi, followMigration, startMigration } from '../client/migravi-client';
 import { startCloudWorkers, startOrchestratorWorker, startTemporalServer, waitForTemporal } from '../lib/embedded-stack';
 import { criuPath, testbedsDir } from '../lib/paths';
 import { isAlive, readPidFile, stopPid } from '../lib/processes';
 import { openLocalCloud } from '../providers/local/local-cloud';
 import { testbedDown, testbedUp } from '../providers/local/testbed';
-import { deployDemoVi, startDemoClient, webTarget } from '../demo/scenario';
-import { DEMO_VI } from '../demo/demo-vi';
+import { plugClientPort, startDemoClient, waitForDbRows, webTarget } from '../demo/scenario';
+import { DEMO_VI, DEMO_VI_FILE, loadDemoVi } from '../demo/demo-vi';
 import { formatReport } from '../client/format-report';
 
 const TESTBED_ID = 'migravi';
@@ -72,17 +72,26 @@ async function main(): Promise<void> {
     await startCloudWorkers(record, TEMPORAL_PORT, logDir);
     say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, over the WAN to ${record.options.wanGateway}:${TEMPORAL_PORT}`);
 
-    await deployDemoVi(record, 'cloud-a', Number(values['ballast-mib']), { web: true });
+    const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
+    const temporal = new Client({ connection });
+    // The VI file, deployed through cloud-a's worker like any user's (the CLI's "deploy" does the same).
+    // Volumes under the testbed's directory: each run starts from an empty database, and the teardown removes it.
+    const vi = await loadDemoVi({ ballastMiB: Number(values['ballast-mib']), volumeRoot: path.join(stateDir, 'volumes') });
+    say(`deploying VI "${vi.name}" from ${path.relative(process.cwd(), DEMO_VI_FILE)} into cloud-a`);
+    const deployed = await deployVi(temporal, 'cloud-a', vi);
+    for (const c of deployed.containers) say(`  ${c.name}: ${c.addresses.join(' ')}`);
+    await plugClientPort(record, 'cloud-a');
     const client = await startDemoClient(record, 'cloud-a');
     const webClient = await startDemoClient(record, 'cloud-a', webTarget);
     const before = await client.waitForReplies(100);
     const webBefore = await webClient.waitForReplies(100);
-    say(`demo VI running in cloud-a: kv-server 192.0.2.10:7000 (${values['ballast-mib']} MiB of memory ballast) and nginx 192.0.2.20:80 (worker as www-data)`);
+    const dbBefore = await waitForDbRows(record, 'cloud-a', 20);
+    say(`demo VI running in cloud-a: kv-server 192.0.2.10:7000 (${values['ballast-mib']} MiB of memory ballast), nginx 192.0.2.20:80 (worker as www-data),`);
+    say(`  app 192.0.2.30 + 10.88.0.10 writing a row every 50 ms through one session to PostgreSQL 10.88.0.20:5432 (data on a volume)`);
     say(`clients on 192.0.2.100, one connection each: kv from port ${before.localPort} (counter at ${before.lastValue}), nginx from port ${webBefore.localPort} (request ${webBefore.lastValue} on it)`);
+    say(`database: ${dbBefore.rows} rows; the application's session ${dbBefore.writer}`);
 
-    const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
-    const temporal = new Client({ connection });
-    // The plan names the VI; inventory finds kv and web, moved as one group (frozen together, restored together).
+    // The plan names the VI; inventory finds its four containers, moved as one group (frozen together, restored together).
     const handle = await startMigration(temporal, { name: 'demo', vi: DEMO_VI, source: 'cloud-a', destination: 'cloud-b' });
     say(`migration started: workflow ${handle.workflowId}`);
     const mib = (n: number) => (n / 1048576).toFixed(1);
@@ -96,19 +105,25 @@ async function main(): Promise<void> {
 
     const after = await client.waitForReplies(100);
     const webAfter = await webClient.waitForReplies(100);
+    const dbAfter = await waitForDbRows(record, 'cloud-b', dbBefore.rows + 20);
+    const dbKept = dbAfter.writer === dbBefore.writer && dbAfter.startedAt === dbBefore.startedAt && dbAfter.maxId === dbAfter.rows;
+    const notes = [
+      `database (asked in cloud-b): ${dbAfter.rows} rows, ids 1..${dbAfter.maxId} without a gap (a restart from disk would skip some); server started ${dbAfter.startedAt} (${dbAfter.startedAt === dbBefore.startedAt ? 'same as before' : `was ${dbBefore.startedAt}`})`,
+      `application -> database session: ${dbAfter.writer === dbBefore.writer ? 'SAME' : 'BROKEN'} (${dbBefore.writer} -> ${dbAfter.writer})`,
+    ];
     await stopPid(client.pid);
     await stopPid(webClient.pid);
     const a = openLocalCloud(stateDir, 'cloud-a');
     const b = openLocalCloud(stateDir, 'cloud-b');
     const placement: Record<string, Record<string, string>> = {};
-    for (const name of ['kv', 'web']) placement[name] = { 'cloud-a': await a.runtime.status(name), 'cloud-b': await b.runtime.status(name) };
+    for (const name of ['kv', 'web', 'app', 'db']) placement[name] = { 'cloud-a': await a.runtime.status(name), 'cloud-b': await b.runtime.status(name) };
     const clients = [
       { service: 'kv (counter)', before, after },
       { service: 'web (nginx, request number on the connection)', before: webBefore, after: webAfter },
     ];
 
     console.log('');
-    console.log(formatReport(report, { clients, placement }));
+    console.log(formatReport(report, { clients, placement, notes }));
     const ui = `http://localhost:${UI_PORT}/namespaces/default/workflows/${encodeURIComponent(handle.workflowId)}`;
     console.log(`\nWeb UI: ${ui}`);
     const reportsDir = '/var/lib/migravi/reports';
@@ -117,7 +132,7 @@ async function main(): Promise<void> {
     console.log(`JSON report: ${path.join(reportsDir, `${handle.workflowId}.json`)}`);
     const broken = clients.some((c) => c.after.localPort !== c.before.localPort || c.after.discontinuities > 0 || c.after.error);
     const misplaced = Object.values(placement).some((where) => where['cloud-b'] !== 'running' || where['cloud-a'] !== 'absent');
-    if (broken || misplaced) {
+    if (broken || misplaced || !dbKept) {
       failed = true;
       console.error('\nthe demo did NOT keep its promises: see the report above');
     }

@@ -184,4 +184,20 @@ finish_nginx() {
 step "nginx rootfs (Debian's nginx-light and its dependencies)"
 debian_rootfs nginx "$(sha256sum "$ROOT/demo/nginx/nginx.conf")" nginx-light
 
+# PostgreSQL 15 from Debian (server and psql) for the demo VI's database and its application
+# tier. Trimmed of what a server in a container never loads (JIT's LLVM, Perl, locales, docs):
+# ~125 MB instead of ~610 MB, so its rootfs pre-copy stays short.
+finish_postgres() {
+  local r="$1"
+  rm -rf "$r"/usr/lib/locale "$r"/usr/share/{locale,i18n,doc,man,perl,perl5} \
+    "$r"/usr/lib/x86_64-linux-gnu/{libLLVM-*,libz3.so*,perl,perl-base} "$r"/usr/lib/postgresql/15/lib/{llvmjit*,bitcode}
+  mkdir -p "$r/usr/local/bin" "$r/var/lib/postgresql"
+  install -m 755 "$ROOT/demo/postgres/start-postgres.sh" "$r/usr/local/bin/start-postgres"
+  printf 'postgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/sh\n' >>"$r/etc/passwd"
+  printf 'postgres:x:999:\n' >>"$r/etc/group"
+}
+
+step "PostgreSQL rootfs (Debian's postgresql-15 and its dependencies)"
+debian_rootfs postgres "$(sha256sum "$ROOT/demo/postgres/start-postgres.sh") trim-1" postgresql-15
+
 step "setup complete"

@@ -1,2 +1,2 @@
 export { abortSignal, approveCutoverSignal, confirmDestinationGoneSignal, migrateInfrastructure, progressQuery } from './migrate-infrastructure';
-export { listCloud } from './list-cloud';
+export { deployVi, listCloud, removeVi } from './cloud-operations';

@@ -43,6 +43,8 @@ import type {
   PhaseTiming,
   TransferEndpoint,
   TransferHeartbeat,
+  VolumeReceipt,
+  VolumeReport,
 } from '../lib/types';
 import { faults } from './fault-sinks';
 
@@ -157,6 +159,25 @@ interface Compensation {
   step?: ContainerStep;
 }
 
+interface VolumeCopy {
+  receipts: VolumeReceipt[];
+  checks: ArtifactCheck[];
+  ms: number;
+}
+
+function volumeReport(pre: VolumeCopy, final: VolumeCopy): VolumeReport {
+  const sum = (rs: VolumeReceipt[], f: (r: VolumeReceipt) => number) => rs.reduce((s, r) => s + f(r), 0);
+  return {
+    volumes: pre.receipts.length,
+    preBytes: sum(pre.receipts, (r) => r.bytes),
+    preEntries: sum(pre.receipts, (r) => r.changedEntries),
+    finalBytes: sum(final.receipts, (r) => r.bytes),
+    finalEntries: sum(final.receipts, (r) => r.changedEntries),
+    deletedEntries: sum(final.receipts, (r) => r.deletedEntries),
+    finalMs: final.ms,
+  };
+}
+
 export async function migrateInfrastructure(input: unknown): Promise<MigrationReport> {
   let plan: MigrationPlan;
   try {
@@ -259,11 +280,22 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     }
   }
 
+  /** One round of a container's volumes: sent by the source, applied and re-hashed by the destination. */
+  async function copyVolumes(step: ContainerStep, endpoint: TransferEndpoint, round: 'pre' | 'final', stubs: { src: CloudActivities; dst: CloudActivities }): Promise<VolumeCopy> {
+    const started = Date.now();
+    const receipts = await stubs.src.sendVolumes({ ...step, endpoint, round });
+    progress.bytesMoved += receipts.reduce((sum, r) => sum + r.wireBytes, 0);
+    const checks = await stubs.dst.receiveVolumes({ ...step, receipts });
+    return { receipts, checks, ms: Date.now() - started };
+  }
+
   /** One container of a group in the blackout: what it needs and what happened to it. */
   interface Member {
     step: ContainerStep;
     endpoint: TransferEndpoint;
     preCopied?: RootfsCopy;
+    /** The volumes' pre round (sent while the container ran). */
+    preVolumes?: VolumeCopy;
     restoreMayHaveStarted: boolean;
     resends: number;
   }
@@ -334,7 +366,9 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         const frozenStubs = { src: on(plan.source, { scheduleToCloseMs: remaining() }), dst: on(plan.destination, { scheduleToCloseMs: remaining() }) };
         const rootfs = m.preCopied ?? (await copyRootfs(m.step, m.endpoint, frozenStubs));
         m.resends += rootfs.resends;
-        return { checkpointSent, rootfs };
+        // Only what the container wrote since the pre round: the blackout does not grow with the volume.
+        const volumes = m.preVolumes ? await copyVolumes(m.step, m.endpoint, 'final', frozenStubs) : undefined;
+        return { checkpointSent, rootfs, volumes };
       }, options.parallelTransfers);
       progress.transferTotalBytes = undefined;
       return result;
@@ -355,8 +389,9 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       restoreMs: restored[i]!.restored.durationMs,
       imageBytes: images[i]!.imageBytes,
       artifacts: [sent[i]!.rootfs.sent, restored[i]!.image],
-      checks: [sent[i]!.rootfs.check, restored[i]!.restored.check],
+      checks: [sent[i]!.rootfs.check, ...(m.preVolumes?.checks ?? []), ...(sent[i]!.volumes?.checks ?? []), restored[i]!.restored.check],
       resends: m.resends,
+      ...(m.preVolumes && sent[i]!.volumes ? { volumes: volumeReport(m.preVolumes, sent[i]!.volumes!) } : {}),
     }));
     return { reports, frozenMs: Date.now() - frozenFrom };
   }
@@ -401,13 +436,22 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         // A read-only rootfs is copied while the container runs; a writable one can still change,
         // so it is copied after the freeze, inside the blackout.
         const readonly = steps.map((step, i) => ({ step, endpoint: endpoints[i]! })).filter(({ step }) => step.container.readonlyRootfs);
-        const copies = readonly.length
-          ? await phase('pre-copy', label, () => settleAll(readonly, ({ step, endpoint }) => copyRootfs(step, endpoint, { src: src.precopy, dst: dst.precopy }), options.parallelTransfers))
-          : [];
+        // Volumes are copied while their container runs too; the freeze sends only what changed.
+        const withVolumes = steps.map((step, i) => ({ step, endpoint: endpoints[i]! })).filter(({ step }) => step.container.volumes?.length);
+        const [copies, volumeCopies] =
+          readonly.length || withVolumes.length
+            ? await phase('pre-copy', label, () =>
+                Promise.all([
+                  settleAll(readonly, ({ step, endpoint }) => copyRootfs(step, endpoint, { src: src.precopy, dst: dst.precopy }), options.parallelTransfers),
+                  settleAll(withVolumes, ({ step, endpoint }) => copyVolumes(step, endpoint, 'pre', { src: src.precopy, dst: dst.precopy }), options.parallelTransfers),
+                ]),
+              )
+            : [[], []];
         const members: Member[] = steps.map((step, i) => ({
           step,
           endpoint: endpoints[i]!,
           preCopied: copies[readonly.findIndex((r) => r.step === step)],
+          preVolumes: volumeCopies[withVolumes.findIndex((r) => r.step === step)],
           restoreMayHaveStarted: false,
           resends: 0,
         }));
@@ -438,6 +482,19 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
           ),
         );
       }
+
+      // The VI has left the source: the stretch goes, and the source's networks with their
+      // bridges (a network something at the source still uses stays stretched).
+      await CancellationScope.nonCancellable(() =>
+        phase('release-networks', undefined, async () => {
+          try {
+            const released = await src.undo.releaseNetworks({ networks, peerPublicIp: destination.publicIp });
+            if (released.length) await dst.undo.unstretchNetworks({ networks: released, peerPublicIp: inventory.source.publicIp });
+          } catch (err) {
+            warnings.push(`could not release the networks at ${plan.source}: ${describe(err)}`);
+          }
+        }),
+      );
     });
   } catch (err) {
     const reason = abortReason ?? (isCancellation(err) ? 'the migration was cancelled' : describe(err));

@@ -41,5 +41,6 @@ export const names = {
   containerNetns: (cfg: LocalCloudConfig, container: string) => `${cfg.netns}-${container}`,
   bridge: (network: string) => `br-${network}`,
   vxlan: (network: string) => `vx-${network}`,
-  hostVeth: (container: string) => `v-${container}`,
+    /** eth0's peer keeps the old name; ethN's is "vN-" + container (container names start with a letter: no clash). */
+  hostVeth: (container: string, index = 0) => (index === 0 ? `v-${container}` : `v${index}-${container}`),
 };

@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ContainerSpec, NetworkSpec } from '../../lib/types';
+import type { ContainerSpec, InterfaceSpec, NetworkSpec } from '../../lib/types';
 
 /** What runs where in one embedded cloud, kept on disk so a restarted worker reads it back. */
 export interface CloudState {
@@ -8,7 +8,7 @@ export interface CloudState {
   /** Peer public IPs each network is stretched to. */
   stretches: Record<string, string[]>;
   /** Ports by container name: the container's place on its network. */
-  ports: Record<string, { network: string; ip: string; mac: string; netns: string }>;
+  ports: Record<string, { interfaces: InterfaceSpec[]; netns: string }>;
   /** Containers this cloud hosts (deployed or restored here). */
   containers: Record<string, ContainerSpec>;
 }

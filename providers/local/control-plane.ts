@@ -15,6 +15,14 @@ function prefixLength(cidr: string): number {
   return Number(cidr.split('/')[1]);
 }
 
+/** A network-wide rule applies only to what arrives on that network's interface (ethN). */
+function interfaceMatch(container: ContainerSpec, rule: IngressRule): string {
+  if (!rule.network) return '';
+  const index = container.interfaces.findIndex((i) => i.network === rule.network);
+  if (index < 0) throw new Error(`${container.name} has a rule for network ${rule.network} but no interface on it`);
+  return `iifname "eth${index}" `;
+}
+
 /**
  * The embedded cloud's control plane. A network is a bridge in the cloud's edge namespace; a
  * port is a network namespace holding a veth with the container's IP and MAC, plugged into that
@@ -47,6 +55,10 @@ export class LocalControlPlane implements ControlPlane {
 
   async getNetwork(name: string): Promise<NetworkSpec | undefined> {
     return (await this.state.read()).networks[name];
+  }
+
+  async listNetworks(): Promise<NetworkSpec[]> {
+    return Object.values((await this.state.read()).networks);
   }
 
   async ensureNetwork(spec: NetworkSpec): Promise<{ created: boolean }> {
@@ -116,28 +128,35 @@ export class LocalControlPlane implements ControlPlane {
   }
 
   async ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }> {
-    const network = await this.getNetwork(container.network);
-    if (!network) throw new Error(`network "${container.network}" does not exist in ${this.cfg.name}`);
     const netns = names.containerNetns(this.cfg, container.name);
-    const veth = names.hostVeth(container.name);
     const edge = this.cfg.netns;
+    const networks: NetworkSpec[] = [];
+    for (const iface of container.interfaces) {
+      const network = await this.getNetwork(iface.network);
+      if (!network) throw new Error(`network "${iface.network}" does not exist in ${this.cfg.name}`);
+      networks.push(network);
+    }
     if (!existsSync(`/run/netns/${netns}`)) {
       await ip(['netns', 'add', netns]);
       // No IPv6: its autoconfiguration would announce the MAC from two clouds at once during a move.
       await run('sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1'], { netns });
-    }
-    if ((await ip(['link', 'show', 'eth0'], netns, true)).exitCode !== 0) {
-      await ip(['link', 'del', veth], edge, true);
-      await ip(['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns], edge);
-      await ip(['link', 'set', 'eth0', 'address', container.mac, 'mtu', String(network.mtu)], netns);
-      await ip(['addr', 'add', `${container.ip}/${prefixLength(network.cidr)}`, 'dev', 'eth0'], netns);
       await ip(['link', 'set', 'lo', 'up'], netns);
-      await ip(['link', 'set', 'eth0', 'up'], netns);
+    }
+    for (const [index, iface] of container.interfaces.entries()) {
+      const network = networks[index]!;
+      const dev = `eth${index}`;
+      const veth = names.hostVeth(container.name, index);
+      if ((await ip(['link', 'show', dev], netns, true)).exitCode === 0) continue;
+      await ip(['link', 'del', veth], edge, true);
+      await ip(['link', 'add', veth, 'type', 'veth', 'peer', 'name', dev, 'netns', netns], edge);
+      await ip(['link', 'set', dev, 'address', iface.mac, 'mtu', String(network.mtu)], netns);
+      await ip(['addr', 'add', `${iface.ip}/${prefixLength(network.cidr)}`, 'dev', dev], netns);
+      await ip(['link', 'set', dev, 'up'], netns);
       await ip(['link', 'set', veth, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], edge);
     }
-    await this.applyIngressRules(netns, container.ingress);
+    await this.applyIngressRules(netns, container);
     await this.state.update((s) => {
-      s.ports[container.name] = { network: network.name, ip: container.ip, mac: container.mac, netns };
+      s.ports[container.name] = { interfaces: container.interfaces, netns };
     });
     return { netnsPath: `/run/netns/${netns}` };
   }
@@ -149,10 +168,11 @@ export class LocalControlPlane implements ControlPlane {
    * source, not by connection state, keeps a migrated connection (unknown to the destination's
    * connection tracking) flowing.
    */
-  private async applyIngressRules(netns: string, rules: IngressRule[] | undefined): Promise<void> {
+  private async applyIngressRules(netns: string, container: ContainerSpec): Promise<void> {
     await run('nft', ['delete', 'table', 'inet', RULES_TABLE], { netns, allowFailure: true });
+    const rules = container.ingress;
     if (!rules) return;
-    const allow = rules.map((r) => `    ip saddr ${r.from} ${r.protocol} dport ${String(r.port)} accept`);
+    const allow = rules.map((r) => `    ${interfaceMatch(container, r)}ip saddr ${r.from} ${r.protocol} dport ${String(r.port)} accept`);
     await run('nft', ['-f', '-'], {
       netns,
       input: [
@@ -175,13 +195,18 @@ export class LocalControlPlane implements ControlPlane {
     return names.containerNetns(this.cfg, containerName);
   }
 
-  /** Unplugs the port from its bridge (down) or plugs it back (up); the namespace stays. */
+  /** Unplugs the port from its bridges (down) or plugs it back (up); the namespace stays. */
   async setPortEnabled(containerName: string, enabled: boolean): Promise<void> {
-    await ip(['link', 'set', names.hostVeth(containerName), enabled ? 'up' : 'down'], this.cfg.netns);
+    const port = (await this.state.read()).ports[containerName];
+    if (!port) throw new Error(`no port for ${containerName} in ${this.cfg.name}`);
+    for (const index of port.interfaces.keys()) {
+      await ip(['link', 'set', names.hostVeth(containerName, index), enabled ? 'up' : 'down'], this.cfg.netns);
+    }
   }
 
   async removePort(containerName: string): Promise<void> {
-    await ip(['link', 'del', names.hostVeth(containerName)], this.cfg.netns, true);
+    const port = (await this.state.read()).ports[containerName];
+    for (const index of (port?.interfaces ?? [undefined]).keys()) await ip(['link', 'del', names.hostVeth(containerName, index)], this.cfg.netns, true);
     const netns = names.containerNetns(this.cfg, containerName);
     if (existsSync(`/run/netns/${netns}`)) await ip(['netns', 'del', netns]);
     await this.state.update((s) => {
@@ -191,9 +216,9 @@ export class LocalControlPlane implements ControlPlane {
 
   async addressesInUse(network: string): Promise<Array<{ ip: string; mac: string; owner: string }>> {
     const state = await this.state.read();
-    return Object.entries(state.ports)
-      .filter(([, port]) => port.network === network)
-      .map(([owner, port]) => ({ ip: port.ip, mac: port.mac, owner }));
+    return Object.entries(state.ports).flatMap(([owner, port]) =>
+      port.interfaces.filter((i) => i.network === network).map((i) => ({ ip: i.ip, mac: i.mac, owner })),
+    );
   }
 
   async setResetGuard(containerName: string, enabled: boolean): Promise<void> {

@@ -1,5 +1,4 @@
 import path from 'node:path';
-import type { ContainerSpec, NetworkSpec } from '../../lib/types';
 import type { Cloud } from '../provider';
 import { RuncRuntime } from '../runtime/runc-runtime';
 import { loadCloudConfig, type LocalCloudConfig } from './cloud-config';
@@ -24,14 +23,7 @@ export function openLocalCloud(stateDir: string, name: string): LocalCloud {
       cgroupPrefix: `/${config.testbedId}/${config.name}`,
     }),
     workDir: path.join(config.dir, 'migrations'),
+    volumesDir: path.join(config.dir, 'volumes'),
     transferKeyPath: config.transferKeyPath,
   };
-}
-
-/** Starts a container of the VI in a cloud: its network, its port, then the container itself. */
-export async function deployContainer(cloud: LocalCloud, network: NetworkSpec, spec: ContainerSpec, rootfsImage: string): Promise<void> {
-  await cloud.controlPlane.ensureNetwork(network);
-  const { netnsPath } = await cloud.controlPlane.ensurePort(spec);
-  await cloud.runtime.run(spec, rootfsImage, netnsPath);
-  await cloud.controlPlane.registerContainer(spec);
 }

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { run, CommandError, trackChild, type RunResult } from '../../lib/exec';
 import { currentAttempt } from '../../lib/attempt-scope';
@@ -59,10 +60,10 @@ export class RuncRuntime implements HostRuntime {
       ociVersion: '1.0.2-dev',
       process: {
         terminal: false,
-        user: { uid: 0, gid: 0 },
+        user: spec.user ?? { uid: 0, gid: 0 },
         args: spec.args,
-        env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
-        cwd: '/',
+        env: withDefaultPath(spec.env ?? []),
+        cwd: spec.cwd ?? '/',
         // The usual container default set (Docker's): servers such as nginx drop their workers to
         // another user (SETUID/SETGID) and own their files (CHOWN, FOWNER, DAC_OVERRIDE).
         capabilities: Object.fromEntries(['bounding', 'effective', 'permitted'].map((set) => [set, DEFAULT_CAPABILITIES])),
@@ -77,6 +78,9 @@ export class RuncRuntime implements HostRuntime {
         { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
         { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
         { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+        // Bind mounts: runc hands them to CRIU as external mounts, so a restore binds whatever
+        // directory this cloud keeps the volume in (it differs from the source's).
+        ...(spec.volumes ?? []).map((v) => ({ destination: v.target, type: 'bind', source: v.source, options: ['rbind', v.readOnly ? 'ro' : 'rw'] })),
       ],
       linux: {
         cgroupsPath: `${this.opts.cgroupPrefix}/${spec.name}`,
@@ -119,7 +123,19 @@ export class RuncRuntime implements HostRuntime {
     await this.remove(spec.name);
     const bundle = this.bundleDir(spec.name);
     await mkdir(bundle, { recursive: true });
-    await run('cp', ['-a', rootfsDir, path.join(bundle, 'rootfs')]);
+    if (/\.(tar|tar\.gz|tgz)$/.test(rootfsDir)) {
+      await mkdir(path.join(bundle, 'rootfs'));
+      await run('tar', ['-xf', rootfsDir, '-C', path.join(bundle, 'rootfs'), '--numeric-owner']);
+    } else {
+      await run('cp', ['-a', rootfsDir, path.join(bundle, 'rootfs')]);
+    }
+    for (const v of spec.volumes ?? []) {
+      // A volume created here starts empty and belongs to the container's user (who must write it).
+      if (!existsSync(v.source)) {
+        await mkdir(v.source, { recursive: true });
+        if (spec.user) await chown(v.source, spec.user.uid, spec.user.gid);
+      }
+    }
     await this.writeBundleConfig(spec, netnsPath);
     await this.runcDetached(['run', '--detach', '--bundle', bundle, spec.name], spec.name);
   }
@@ -175,6 +191,10 @@ export class RuncRuntime implements HostRuntime {
     if (runc.exitCode !== 0) problems.push('runc is not installed');
     return problems;
   }
+}
+
+function withDefaultPath(env: string[]): string[] {
+  return env.some((e) => e.startsWith('PATH=')) ? env : ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...env];
 }
 
 async function criuLogTail(workDir: string, log: string): Promise<string> {

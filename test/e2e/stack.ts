@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { ClientStatus } from '../../demo/client';
-import { KV_PORT, kvContainer } from '../../demo/demo-vi';
+import { KV_IP, KV_PORT } from '../../demo/demo-vi';
 import { deployDemoVi, startDemoClient, type DemoClient } from '../../demo/scenario';
 import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../lib/embedded-stack';
 import { run } from '../../lib/exec';
@@ -58,17 +58,30 @@ export class E2eStack {
     const faultFile = path.join(tmp, 'faults.json');
     const env = { ...process.env, MIGRAVI_FAULT_FILE: faultFile };
     const record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: '203.0.113.129', wanPrefixLength: 25, wanRateMbit: 1000, criuPath });
-    const temporalPid = await startTemporalServer(temporalOptions(tmp));
-    const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env);
-    const workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp, undefined, env);
-    const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
-    await deployDemoVi(record, 'cloud-a', opts.ballastMiB);
-    const client = await startDemoClient(record, 'cloud-a');
-    const stack = new E2eStack(record, tmp, temporalPid, faultFile, {
-      connection,
-      client,
-      pids: { orchestrator, 'cloud-a': workers['cloud-a']!, 'cloud-b': workers['cloud-b']! },
-    });
+    let temporalPid: number | undefined;
+    let connection: Connection | undefined;
+    let stack: E2eStack;
+    try {
+      temporalPid = await startTemporalServer(temporalOptions(tmp));
+      const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env);
+      const workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp, undefined, env);
+      connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
+      await deployDemoVi(record, 'cloud-a', opts.ballastMiB);
+      const client = await startDemoClient(record, 'cloud-a');
+      stack = new E2eStack(record, tmp, temporalPid, faultFile, {
+        connection,
+        client,
+        pids: { orchestrator, 'cloud-a': workers['cloud-a']!, 'cloud-b': workers['cloud-b']! },
+      });
+    } catch (err) {
+      // A stack that did not come up is torn down here: its test's after hook never sees it.
+      await printLogTails([tmp, ...record.clouds.map((c) => c.dir)]);
+      await connection?.close().catch(() => undefined);
+      await testbedDown(stateDir, opts.id);
+      if (temporalPid) await stopPid(temporalPid);
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
     stack.supervisor = setInterval(() => stack.supervise(), 200);
     return stack;
   }
@@ -197,7 +210,7 @@ export class E2eStack {
   /** The service re-reads its whole memory ballast: "OK <MiB>" when every word is intact. */
   async kvSelfCheck(): Promise<string> {
     const netns = this.cloud('cloud-a').controlPlane.portNetns('client');
-    const reply = await run('busybox', ['sh', '-c', `printf "CHECK\\n" | timeout 5 nc ${kvContainer().ip} ${KV_PORT}`], { netns });
+    const reply = await run('busybox', ['sh', '-c', `printf "CHECK\\n" | timeout 5 nc ${KV_IP} ${KV_PORT}`], { netns });
     return reply.stdout.trim();
   }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { kvContainer, demoNetwork, webContainer } from '../../demo/demo-vi';
+import { networkVni, specsOf } from '../../activities/deploy-vi';
 import { demoRootfs, nginxRootfs } from '../../lib/paths';
 import { loadViFile } from '../../lib/vi-file';
 import { allocateAddresses, parseViSpec, ViSpecError, type ViSpecInput } from '../../lib/vi-spec';
@@ -127,18 +127,45 @@ describe('VI description', () => {
     assert.throws(() => allocateAddresses(vi), /network n \(10\.0\.0\.0\/29\) has no free address left for g/);
   });
 
-  it('describes the demo VI exactly as the demo deploys it', async () => {
+  it('turns a VI into the cloud\'s specs: interfaces in order, environment, user, volumes, network rules on their interface', () => {
+    const vi = allocateAddresses(
+      parseViSpec({
+        name: 'shop',
+        networks: [
+          { name: 'front', cidr: '10.10.1.0/24', ingress: [{ port: 80, from: '10.10.1.0/24' }] },
+          { name: 'back', cidr: '10.10.2.0/24' },
+        ],
+        containers: [
+          { name: 'app', rootfs: '/r', command: ['/app'], env: { MODE: 'prod' }, user: '101', workdir: '/srv', networks: [{ network: 'front' }, { network: 'back' }], volumes: [{ source: '/data/app', target: '/srv/data' }], ingress: [{ port: 9000, from: '10.10.2.0/24' }] },
+          { name: 'db', rootfs: '/r', command: ['/db'], networks: [{ network: 'back' }] },
+        ],
+      }),
+    );
+    const { networks, containers } = specsOf(vi, { front: 11, back: 12 });
+    assert.deepEqual(networks.map((n) => [n.name, n.vni, n.vi]), [['front', 11, 'shop'], ['back', 12, 'shop']]);
+    const [app, db] = containers.map((c) => c.spec);
+    assert.deepEqual(app!.interfaces.map((i) => [i.network, i.ip]), [['front', '10.10.1.10'], ['back', '10.10.2.10']]);
+    assert.deepEqual(app!.env, ['MODE=prod']);
+    assert.deepEqual(app!.user, { uid: 101, gid: 101 });
+    assert.equal(app!.cwd, '/srv');
+    assert.deepEqual(app!.volumes, [{ source: '/data/app', target: '/srv/data', readOnly: false }]);
+    assert.deepEqual(app!.ingress, [
+      { port: 9000, protocol: 'tcp', from: '10.10.2.0/24' },
+      { port: 80, protocol: 'tcp', from: '10.10.1.0/24', network: 'front' },
+    ]);
+    assert.equal(db!.ingress, undefined, 'a container on a network without rules, with none of its own, is not filtered');
+  });
+
+  it('derives the same VXLAN id for a VI\'s network in every cloud, different for different networks', () => {
+    assert.equal(networkVni('shop', 'front'), networkVni('shop', 'front'));
+    assert.notEqual(networkVni('shop', 'front'), networkVni('shop', 'back'));
+    assert.ok(networkVni('shop', 'front') >= 1 && networkVni('shop', 'front') < 2 ** 24);
+  });
+
+  it('reads the demo VI file, whose root filesystems are the ones setup builds', async () => {
     const vi = await loadViFile(path.join(__dirname, '..', '..', '..', 'demo', 'demo.vi.yaml'));
-    const kv = kvContainer(64);
-    const [net] = vi.networks;
-    assert.deepEqual({ name: net!.name, cidr: net!.cidr, mtu: net!.mtu }, { name: demoNetwork.name, cidr: demoNetwork.cidr, mtu: demoNetwork.mtu });
-    const described = vi.containers.map((c) => ({ name: c.name, command: c.command, readonlyRootfs: c.readonlyRootfs, network: c.networks[0]!.network, ip: c.networks[0]!.ip, mac: c.networks[0]!.mac, rootfs: c.rootfs }));
-    const deployed = [
-      { spec: kv, rootfs: demoRootfs },
-      { spec: webContainer, rootfs: nginxRootfs },
-    ].map(({ spec, rootfs }) => ({ name: spec.name, command: spec.args, readonlyRootfs: spec.readonlyRootfs, network: spec.network, ip: spec.ip, mac: spec.mac, rootfs }));
-    assert.deepEqual(described, deployed);
-    assert.deepEqual(vi.containers.map((c) => c.ingress), [kv.ingress, webContainer.ingress]);
+    assert.equal(vi.name, 'demo');
+    assert.deepEqual(vi.containers.map((c) => c.rootfs), [demoRootfs, nginxRootfs]);
   });
 
   it('names the file and the syntax error of an unreadable VI file', async () => {

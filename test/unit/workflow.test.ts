@@ -15,7 +15,7 @@ import { temporalCliPath } from '../../lib/paths';
 import { cloudTaskQueue, ORCHESTRATOR_TASK_QUEUE } from '../../lib/plan';
 import type { ArtifactKind, ContainerSpec, Inventory, MigrationReport } from '../../lib/types';
 
-const kv: ContainerSpec = { name: 'kv', network: 'net', ip: '192.0.2.10', mac: '02:00:00:00:00:0a', args: ['/bin/kv'], readonlyRootfs: true };
+const kv: ContainerSpec = { name: 'kv', interfaces: [{ network: 'net', ip: '192.0.2.10', mac: '02:00:00:00:00:0a' }], args: ['/bin/kv'], readonlyRootfs: true };
 const readonlyInventory: Inventory = {
   source: { cloud: 'cloud-a', publicIp: '203.0.113.11' },
   networks: [{ name: 'net', cidr: '192.0.2.0/24', vni: 7, mtu: 1450 }],
@@ -51,6 +51,7 @@ function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): Clou
     removeNetworks: async () => undefined,
     stretchNetworks: async () => inventory.networks,
     unstretchNetworks: async () => undefined,
+    releaseNetworks: async () => inventory.networks,
     prepareDestination: async () => ({ host: '203.0.113.12', port: 22, username: 'root', hostKeySha256: 'x', directory: '/in' }),
     discardPrepared: async () => undefined,
     sendRootfs: async () => receipt('rootfs', 1000, 1000),
@@ -156,7 +157,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   it('runs the phases in order, each on the right cloud, and reports what the activities measured', async () => {
     const { result, calls, error } = await migrate(plan);
     assert.equal(error, undefined);
-    assert.deepEqual(calls.filter((c) => !c.endsWith(':preflight')).slice(0, -2), [
+    assert.deepEqual(calls.filter((c) => !c.endsWith(':preflight')).slice(0, -4), [
       'cloud-a:inventory',
       'cloud-a:claimContainers',
       'cloud-b:replicateNetworks',
@@ -169,12 +170,14 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
       'cloud-a:sendCheckpoint',
       'cloud-b:restore',
     ]);
-    // Release runs on both sides at once, in either order.
-    assert.deepEqual(calls.slice(-2).sort(), ['cloud-a:releaseSource', 'cloud-b:cleanupReceived']);
+    // Release runs on both sides at once, in either order; then the VI has left the source and
+    // the networks it released there are unstretched at the destination.
+    assert.deepEqual(calls.slice(-4, -2).sort(), ['cloud-a:releaseSource', 'cloud-b:cleanupReceived']);
+    assert.deepEqual(calls.slice(-2), ['cloud-a:releaseNetworks', 'cloud-b:unstretchNetworks']);
     assert.ok(result);
     // Bytes on the link, attempts included: 1000 (rootfs) + 7000 (image, resent part included).
     assert.equal(result.bytesMoved, 8000);
-    assert.deepEqual(result.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'checkpoint', 'transfer', 'restore', 'release']);
+    assert.deepEqual(result.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'checkpoint', 'transfer', 'restore', 'release', 'release-networks']);
     const sum = result.phases.reduce((s, p) => s + p.durationMs, 0);
     assert.ok(sum <= result.wallMs, `phases sum ${sum} ms > wall ${result.wallMs} ms`);
     // The checks are the destination's own results, not restated from what was sent.
@@ -349,7 +352,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   });
 
   it('freezes a group together, restores it together, and rolls the whole group back when one member fails', async () => {
-    const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
+    const db: ContainerSpec = { ...kv, name: 'db', interfaces: [{ network: 'net', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' }] };
     const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
     const stepOf = (input: unknown) => (input as { container: ContainerSpec }).container.name;
     const order: string[] = [];
@@ -389,7 +392,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   });
 
   it('moves the VI that inventory finds when the plan names it, and refuses groups that do not fit it before changing anything', async () => {
-    const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
+    const db: ContainerSpec = { ...kv, name: 'db', interfaces: [{ network: 'net', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' }] };
     const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
     const inventoried: unknown[] = [];
     const whole = await migrate({ name: 'unit', vi: 'shop', source: 'cloud-a', destination: 'cloud-b' }, {
@@ -407,7 +410,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   });
 
   it('keeps a committed group at the destination when a later group fails, and says so', async () => {
-    const db: ContainerSpec = { ...kv, name: 'db', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' };
+    const db: ContainerSpec = { ...kv, name: 'db', interfaces: [{ network: 'net', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' }] };
     const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
     const { error, calls } = await migrate({ ...plan, containers: ['kv', 'db'], groups: [['kv'], ['db']] }, { failAt: 'cloud-b:restore#2', inventory: two });
     assert.ok(error instanceof WorkflowFailedError);
