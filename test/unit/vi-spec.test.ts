@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { networkVni, specsOf } from '../../activities/deploy-vi';
-import { demoRootfs, nginxRootfs } from '../../lib/paths';
+import { demoRootfs, nginxRootfs, postgresRootfs } from '../../lib/paths';
 import { loadViFile } from '../../lib/vi-file';
 import { allocateAddresses, parseViSpec, ViSpecError, type ViSpecInput } from '../../lib/vi-spec';
 
@@ -165,7 +165,7 @@ describe('VI description', () => {
   it('reads the demo VI file, whose root filesystems are the ones setup builds', async () => {
     const vi = await loadViFile(path.join(__dirname, '..', '..', '..', 'demo', 'demo.vi.yaml'));
     assert.equal(vi.name, 'demo');
-    assert.deepEqual(vi.containers.map((c) => c.rootfs), [demoRootfs, nginxRootfs]);
+    assert.deepEqual(vi.containers.map((c) => c.rootfs), [demoRootfs, nginxRootfs, postgresRootfs, postgresRootfs]);
   });
 
   it('names the file and the syntax error of an unreadable VI file', async () => {
