@@ -101,7 +101,7 @@ async function findConflicts(cloud: Cloud, vi: ViSpec): Promise<{ problems: stri
     else if (!statSync(c.rootfs).isDirectory() && !/\.(tar|tar\.gz|tgz)$/.test(c.rootfs)) problems.push(`containers.${c.name}.rootfs: ${c.rootfs} is neither a directory nor a .tar/.tar.gz/.tgz`);
   }
   // Addresses other owners hold (this VI's own containers keep theirs on a repeated deploy).
-  const mine = new Set(vi.containers.map((c) => c.name));
+  const mine = new Set(Object.values(hosted).filter((c) => c.vi === vi.name).map((c) => c.name));
   const used: Record<string, UsedAddresses> = {};
   const allMacs = new Map<string, string>();
   for (const n of networksHere) {

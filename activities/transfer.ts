@@ -42,7 +42,7 @@ function previous(attempt: Attempt, kind: ArtifactKind): TransferHeartbeat | und
  * Flips one byte of the stream after it was hashed, when a test injects "corrupt" at
  * "transfer:mid": the destination's digest check must catch it.
  */
-class Corrupter extends Transform {
+export class Corrupter extends Transform {
   armed = false;
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null, data?: Buffer) => void): void {
     if (this.armed && chunk.length > 0) {

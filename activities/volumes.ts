@@ -22,6 +22,7 @@ import type { FileDigest, TransferEndpoint, VolumeReceipt } from '../lib/types';
 import { DigestCounter, sha256File } from './artifacts';
 import type { Attempt } from './attempt';
 import { withSftp } from './sftp-sessions';
+import { Corrupter } from './transfer';
 
 /** A file modified this close to the pre round's walk is sent again in the final round. */
 const RACY_MARGIN_NS = 2_000_000_000n;
@@ -112,9 +113,12 @@ export async function sendVolumeRound(input: VolumeRoundInput): Promise<VolumeRe
       tar.on('close', (code) => (code === 0 || (code === 1 && input.round === 'pre') ? resolve() : reject(new Error(`tar of volume ${input.dir} failed (exit ${code}): ${stderr.trim()}`))));
     });
     const parsed = hashTarEntries(files);
+    // Fault point "volumes:pre|final": tests corrupt the stream after it was hashed, or kill the worker.
+    const tamper = new Corrupter();
+    tamper.armed = (await input.attempt.fault(`volumes:${input.round}`)) === 'corrupt';
     const tee = new PassThrough();
     tar.stdout.pipe(counter);
-    counter.pipe(tee);
+    counter.pipe(tamper).pipe(tee);
     counter.pipe(parsed.input);
     await Promise.all([sftp.put(tee, remoteTar, { writeStreamOptions: { mode: 0o600 } }), tarDone, parsed.done]);
     await rm(listFile, { force: true });
@@ -178,6 +182,7 @@ export async function receiveVolumeRound(receipt: VolumeReceipt, incomingDir: st
   const manifest = JSON.parse(manifestText) as { files: FileDigest[]; deleted: string[] };
   const tarCheck = await sha256File(`${base}.tar`, { signal: attempt.signal, onProgress: () => attempt.progress() });
   if (tarCheck.sha256 !== receipt.sha256) throw new Error(`volume ${receipt.index} (${receipt.round}) arrived corrupt: sha256 ${tarCheck.sha256}, sent ${receipt.sha256}`);
+  await attempt.fault(`receiveVolumes:${receipt.round}`);
   await mkdir(volumeDir, { recursive: true });
   for (const gone of manifest.deleted) {
     if (gone.split('/').includes('..')) throw new Error(`volume ${receipt.index}: refusing to delete ${gone}`);

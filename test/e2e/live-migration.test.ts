@@ -104,7 +104,7 @@ describe('live migration between two embedded clouds (end to end)', function () 
     });
 
     it('reports phase timings that fit in the wall time, and exposed progress while running', () => {
-      assert.deepEqual(report.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'checkpoint', 'transfer', 'restore', 'release']);
+      assert.deepEqual(report.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'checkpoint', 'transfer', 'restore', 'release', 'release-networks']);
       const sum = report.phases.reduce((s, p) => s + p.durationMs, 0);
       assert.ok(sum > 0 && sum <= report.wallMs, `phases sum to ${sum} ms, workflow wall time ${report.wallMs} ms`);
       assert.ok(report.wallMs <= wallMs, `workflow wall ${report.wallMs} ms > client-measured ${wallMs} ms`);

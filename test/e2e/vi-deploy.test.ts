@@ -27,7 +27,7 @@ function causes(err: unknown): string {
 const cli = path.join(__dirname, '..', '..', 'client', 'cli.js');
 
 /** A three-container VI on two networks; app sits on both and runs as nobody with a volume. */
-function shop(volumeDir: string): ViSpecInput {
+function shop(volumeDir: string, webRootfsTarball: string): ViSpecInput {
   const echo = (port: number) => `busybox nc -ll -p ${port} -e /bin/cat`;
   return {
     name: 'shop',
@@ -37,7 +37,8 @@ function shop(volumeDir: string): ViSpecInput {
       { name: 'back', cidr: '10.20.2.0/24' },
     ],
     containers: [
-      { name: 'web', rootfs: demoRootfs, command: ['/bin/sh', '-c', 'exec busybox sleep 100000'], readonlyRootfs: true, networks: [{ network: 'front' }] },
+      // Its root filesystem is a tarball (the others' are directories).
+      { name: 'web', rootfs: webRootfsTarball, command: ['/bin/sh', '-c', 'exec busybox sleep 100000'], readonlyRootfs: true, networks: [{ network: 'front' }] },
       {
         name: 'app',
         rootfs: demoRootfs,
@@ -61,12 +62,15 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
   let stack: E2eStack;
   let viFile: string;
   let volumeDir: string;
+  let tarball: string;
 
   before(async () => {
     stack = await E2eStack.start({ id: 'mvvi', ballastMiB: 0 }); // runs the demo VI (kv on vi-net) too
     volumeDir = path.join(stack.tmp, 'volumes', 'app');
     viFile = path.join(stack.tmp, 'shop.vi.yaml');
-    await writeFile(viFile, YAML.stringify(shop(volumeDir)));
+    tarball = path.join(stack.tmp, 'busybox-rootfs.tar.gz');
+    await run('tar', ['-czf', tarball, '-C', demoRootfs, '.']);
+    await writeFile(viFile, YAML.stringify(shop(volumeDir, tarball)));
     // Data already in the volume when the VI is deployed: 24 MiB that nothing writes afterwards.
     await mkdir(path.join(volumeDir, 'static'), { recursive: true });
     await run('dd', ['if=/dev/urandom', `of=${path.join(volumeDir, 'static', 'blob')}`, 'bs=1M', 'count=24', 'status=none']);
@@ -119,7 +123,7 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
   it('changes nothing when the same file is deployed again (client API)', async () => {
     const before = await describeCloud(stack.temporal, 'cloud-a');
     const pid = (await stack.cloud('cloud-a').controlPlane.listContainers()).app && (await run('runc', ['--root', path.join(stack.cloud('cloud-a').config.dir, 'runc'), 'state', 'app'])).stdout;
-    const again = await deployVi(stack.temporal, 'cloud-a', shop(volumeDir));
+    const again = await deployVi(stack.temporal, 'cloud-a', shop(volumeDir, tarball));
     assert.deepEqual([again.started, again.unchanged, again.networksCreated], [[], ['web', 'app', 'db'], []]);
     assert.deepEqual(await describeCloud(stack.temporal, 'cloud-a'), before);
     const pidAfter = (await run('runc', ['--root', path.join(stack.cloud('cloud-a').config.dir, 'runc'), 'state', 'app'])).stdout;
@@ -139,6 +143,7 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
         { name: 'kv', rootfs: demoRootfs, command: ['/bin/sh'], networks: [{ network: 'side' }] }, // the demo VI's
         { name: 'fresh', rootfs: demoRootfs, command: ['/bin/sh'], networks: [{ network: 'back', ip: '10.20.2.50' }] }, // app's
         { name: 'lost', rootfs: '/nonexistent/rootfs', command: ['/bin/sh'], networks: [{ network: 'side' }] },
+        { name: 'twin', rootfs: demoRootfs, command: ['/bin/sh'], networks: [{ network: 'side', mac: '02:00:c0:00:02:0a' }] }, // kv's MAC
       ],
     };
     const refusal = await deployVi(stack.temporal, 'cloud-a', other).then(
@@ -150,6 +155,7 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
     assert.match(refusal, /a container named kv already exists in cloud-a \(VI demo\)/);
     assert.match(refusal, /containers\.fresh: 10\.20\.2\.50 on back is already app's/);
     assert.match(refusal, /containers\.lost\.rootfs: \/nonexistent\/rootfs does not exist/);
+    assert.match(refusal, /containers\.twin: MAC 02:00:c0:00:02:0a is already kv's in cloud-a/);
     assert.deepEqual(await describeCloud(stack.temporal, 'cloud-a'), before);
     assert.equal(await readFile(path.join(stack.cloud('cloud-a').config.dir, 'state.json'), 'utf8'), stateBefore, 'the cloud\'s state changed');
     assert.equal(await stack.cloud('cloud-a').runtime.status('fresh'), 'absent');
@@ -172,8 +178,32 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
     assert.deepEqual(listing.networks.filter((n) => n.vi === 'shop').map((n) => [n.name, n.stretchedTo]), [['back', [stack.cloud('cloud-b').config.publicIp]], ['front', []]]);
   });
 
-  it('moves the rest of the VI by its name; the volume moved live: everything before the freeze, nothing inside it', async () => {
+  it('rolls the move back when a volume round arrives corrupt inside the freeze: the VI runs at the source, its volume untouched, nothing of it at the destination', async () => {
+    await stack.setFaults([{ process: 'cloud-a', at: 'volumes:final', action: 'corrupt' }]);
+    const failure = await (await startMigration(stack.temporal, { name: 'shop-corrupt', vi: 'shop', source: 'cloud-a', destination: 'cloud-b' })).result().then(
+      () => assert.fail('a migration with a corrupt volume round completed'),
+      (err: Error) => causes(err),
+    );
+    await stack.setFaults([]);
+    assert.match(failure, /volume 0 \(final\) arrived corrupt/);
+    const a = stack.cloud('cloud-a');
+    const b = stack.cloud('cloud-b');
+    for (const name of ['web', 'app']) {
+      assert.equal(await a.runtime.status(name), 'running', `${name} does not run at the source after the rollback`);
+      assert.equal(await b.runtime.status(name), 'absent');
+      assert.ok(!existsSync(b.runtime.bundleDir(name)), `${name}'s bundle is left at the destination`);
+    }
+    assert.ok(!existsSync(path.join(b.volumesDir, 'app')), 'the volume copy is left at the destination');
+    assert.deepEqual(await treeDigests(volumeDir), digestsAtSource, 'the volume changed at the source');
+    assert.equal(await send('web', '10.20.1.11', 9000), 'ping', 'app does not answer at the source after the rollback');
+  });
+
+  it('moves the rest of the VI by its name, the destination worker killed inside the final volume round; the volume moved live: everything before the freeze, nothing inside it', async () => {
+    await stack.setFaults([{ process: 'cloud-b', at: 'receiveVolumes:final', action: 'kill' }]);
     finalReport = await (await startMigration(stack.temporal, { name: 'shop-rest', vi: 'shop', source: 'cloud-a', destination: 'cloud-b' })).result();
+    assert.deepEqual(await stack.firedFaults(), ['f0']);
+    await stack.setFaults([]);
+    assert.ok(stack.restarts.includes('cloud-b'), 'the destination worker was not restarted');
     assert.deepEqual(finalReport.containers.map((c) => c.name).sort(), ['app', 'web']);
     const app = finalReport.containers.find((c) => c.name === 'app')!;
     assert.ok(app.volumes, 'no volume report for app');
@@ -204,11 +234,8 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
     assert.equal(await sendB('web', '10.20.1.11', 9000), 'ping');
     assert.equal(await sendB('web', '10.20.1.11', 9001), '', 'a connection the rules forbid was answered at the destination');
     const a = stack.cloud('cloud-a');
-    for (const name of ['web', 'app', 'db']) {
-      assert.equal(await a.runtime.status(name), 'absent');
-      assert.ok(!existsSync(`/run/netns/${a.controlPlane.portNetns(name)}`), `${name}'s port namespace is left at the source`);
-      assert.ok(!existsSync(a.runtime.bundleDir(name)), `${name}'s bundle is left at the source`);
-    }
+    // Placement, registries, ports, bundles, guards, and no migration file or claim left on either side.
+    for (const name of ['web', 'app', 'db']) await stack.assertOnlyAt('cloud-b', name);
     const links_a = (await run('ip', ['-o', 'link', 'show'], { netns: a.config.netns })).stdout;
     assert.doesNotMatch(links_a, /br-front|br-back|vx-front|vx-back/, 'the VI\'s bridges or tunnels are left at the source');
     assert.deepEqual(Object.keys((await a.controlPlane.state.read()).networks), ['vi-net'], 'the source still records the VI\'s networks');
