@@ -89,7 +89,7 @@ export async function startCloudWorkers(
           process.execPath, path.join(__dirname, '..', 'workers', 'cloud-worker.js'),
           '--cloud', cloud.name,
           '--state-dir', record.options.stateDir,
-          '--temporal', `${record.options.wanGateway}:${temporalPort}`,
+          '--temporal', `${record.hostAddress}:${temporalPort}`,
         ],
         logFile: path.join(logDir, `worker-${cloud.name}.log`),
         readyLine: /cloud worker ready/,

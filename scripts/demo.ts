@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     await ensureTemporal();
     await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(logDir, 'orchestrator.log'));
     await startCloudWorkers(record, TEMPORAL_PORT, logDir);
-    say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, over the WAN to ${record.options.wanGateway}:${TEMPORAL_PORT}`);
+    say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, through the WAN and the host link to ${record.hostAddress}:${TEMPORAL_PORT}`);
 
     const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
     const temporal = new Client({ connection });

@@ -1,13 +1,13 @@
 /**
  * Brings the embedded clouds up or down.
- *   node dist/scripts/testbed.js up   [--id migravi] [--clouds cloud-a,cloud-b] [--wan-mbit 1000]
+ *   node dist/scripts/testbed.js up   [--id migravi] [--clouds cloud-a,cloud-b] [--wan-mbit 1000] [--wan-gateway 203.0.113.1] [--host-link 198.18.0.0/30]
  *   node dist/scripts/testbed.js down [--id migravi]
  *   node dist/scripts/testbed.js status [--id migravi]
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { criuPath, testbedsDir } from '../lib/paths';
-import { readTestbed, testbedDown, testbedUp } from '../providers/local/testbed';
+import { DEFAULT_HOST_LINK, readTestbed, testbedDown, testbedUp } from '../providers/local/testbed';
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -17,6 +17,7 @@ async function main(): Promise<void> {
       clouds: { type: 'string', default: 'cloud-a,cloud-b' },
       'wan-mbit': { type: 'string', default: '1000' },
       'wan-gateway': { type: 'string', default: '203.0.113.1' },
+      'host-link': { type: 'string', default: DEFAULT_HOST_LINK },
     },
   });
   const command = positionals[0];
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
           stateDir,
           clouds: values.clouds.split(',').map((c) => c.trim()),
           wanGateway: values['wan-gateway'],
+          hostLink: values['host-link'],
           wanPrefixLength: 25,
           wanRateMbit: Number(values['wan-mbit']),
           criuPath,

@@ -3,21 +3,31 @@ import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
 import { readPidFile, stopPid, waitFor } from '../../lib/processes';
+import { parseCidr } from '../../lib/vi-spec';
 import { cloudConfigPath, type LocalCloudConfig } from './cloud-config';
+import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
 
 /**
  * The embedded testbed: several "clouds" on this machine, each an edge network namespace with a
- * public address on a shared WAN bridge, sshd for transfers, and its containers' namespaces.
- * The WAN bridge sits in the root namespace with the gateway address, where the Temporal server
- * listens; it has no uplink, so nothing a test sends leaves the machine.
+ * public address on a shared WAN, sshd for transfers, and its containers' namespaces. The WAN is a
+ * bridge in a namespace of its own (the testbed's "Internet"), with no uplink: nothing a test
+ * sends leaves the machine, and the WAN's addresses never enter the host's routing table (where
+ * they could shadow addresses the host itself uses, PLATFORM.md). One small link joins the WAN
+ * namespace to the host, masqueraded, so the clouds' workers reach the Temporal server there.
  */
 export interface TestbedOptions {
   /** Prefix of every namespace, link and cgroup created (tests and the demo use different ones). */
   id: string;
   stateDir: string;
   clouds: string[];
-  /** Root-namespace address on the WAN (documentation range); clouds get gateway+10, +11, … */
+  /** The WAN router's address (in the WAN namespace); clouds get gateway+10, +11, … */
   wanGateway: string;
+  /**
+   * The link between the host and the WAN namespace (a /30 or larger, default 198.18.0.0/30):
+   * the only range a testbed adds to the host. Refused when it overlaps an address, a route or
+   * a resolver of the host.
+   */
+  hostLink?: string;
   wanPrefixLength: number;
   /** Bandwidth of each cloud's WAN link, both directions (tbf). */
   wanRateMbit: number;
@@ -26,6 +36,8 @@ export interface TestbedOptions {
 
 export interface TestbedRecord {
   options: TestbedOptions;
+  /** Where the clouds reach the host (its end of the host link): the Temporal server's address for workers. */
+  hostAddress: string;
   clouds: LocalCloudConfig[];
   /** Every long-running process this testbed started, so `down` stops exactly those. */
   processes: Array<{ name: string; pid: number }>;
@@ -69,7 +81,27 @@ export function addToIpv4(address: string, n: number): string {
   return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join('.');
 }
 
-function validate(opts: TestbedOptions): void {
+export const DEFAULT_HOST_LINK = '198.18.0.0/30';
+
+/** Checks the options and the ranges against what the host uses, before anything is created. */
+async function validate(opts: TestbedOptions): Promise<void> {
+  const hostLink = opts.hostLink ?? DEFAULT_HOST_LINK;
+  linkEnds(hostLink); // its shape
+  const wan = `${opts.wanGateway}/${opts.wanPrefixLength}`;
+  const problems = hostConflicts('the host link', hostLink, await readHostNetworkFacts());
+  const wanRange = parseCidr(wan);
+  const linkRange = parseCidr(hostLink)!;
+  if (!wanRange) problems.push(`the WAN ${wan} is not an IPv4 CIDR`);
+  else {
+    const wanNet = { from: wanRange.net, to: wanRange.net + 2 ** (32 - wanRange.prefix) - 1 };
+    const link = { from: linkRange.net, to: linkRange.net + 2 ** (32 - linkRange.prefix) - 1 };
+    if (wanNet.from <= link.to && link.from <= wanNet.to) problems.push(`the WAN ${wan} overlaps the host link ${hostLink}`);
+  }
+  if (problems.length) throw new Error(`testbed "${opts.id}" would collide with the host's own network:\n  - ${problems.join('\n  - ')}\n(choose other ranges: --host-link, --wan-gateway)`);
+  validateNames(opts);
+}
+
+function validateNames(opts: TestbedOptions): void {
   if (!/^[a-z][a-z0-9]{1,7}$/.test(opts.id)) throw new Error(`testbed id "${opts.id}" must be 2-8 lowercase letters/digits`);
   if (opts.clouds.length < 2) throw new Error('a testbed needs at least two clouds');
   for (const cloud of opts.clouds) {
@@ -125,27 +157,48 @@ export async function setWanRate(record: TestbedRecord, cloud: string, rateMbit:
   const index = record.clouds.findIndex((c) => c.name === cloud);
   if (index < 0) throw new Error(`no cloud ${cloud} in testbed ${record.options.id}`);
   await shapeLink('wan0', rateMbit, record.clouds[index]!.netns);
-  await shapeLink(`${record.options.id}-w${index}`, rateMbit);
+  await shapeLink(`w${index}`, rateMbit, wanNamespace(record.options.id));
+}
+
+/** The WAN's namespace: the testbed's "Internet" between the clouds. */
+export function wanNamespace(id: string): string {
+  return `${id}-wan`;
 }
 
 /** Brings the clouds up. Refuses to touch a testbed that is already up: tear it down first. */
 export async function testbedUp(opts: TestbedOptions, log: (line: string) => void = () => {}): Promise<TestbedRecord> {
-  validate(opts);
+  await validate(opts);
   if (await readTestbed(opts.stateDir)) {
     throw new Error(`testbed "${opts.id}" is already up (${testbedFile(opts.stateDir)} exists); tear it down first`);
   }
-  const wanBridge = `${opts.id}-wan`;
-  if ((await ip(['link', 'show', wanBridge], undefined, true)).exitCode === 0) {
-    throw new Error(`link ${wanBridge} already exists but no testbed record does: run the testbed's down command to clean up`);
+  const wanNs = wanNamespace(opts.id);
+  const hostVeth = `${opts.id}-up`;
+  if (existsSync(`/run/netns/${wanNs}`) || (await ip(['link', 'show', hostVeth], undefined, true)).exitCode === 0) {
+    throw new Error(`namespace ${wanNs} or link ${hostVeth} already exists but no testbed record does: run the testbed's down command to clean up`);
   }
+  const hostLink = opts.hostLink ?? DEFAULT_HOST_LINK;
+  const ends = linkEnds(hostLink);
   await mkdir(opts.stateDir, { recursive: true });
-  const record: TestbedRecord = { options: opts, clouds: [], processes: [] };
+  const record: TestbedRecord = { options: opts, hostAddress: ends.host, clouds: [], processes: [] };
   await writeTestbed(record);
 
-  log(`WAN bridge ${wanBridge} ${opts.wanGateway}/${opts.wanPrefixLength}, ${opts.wanRateMbit} Mbit/s per cloud link`);
-  await ip(['link', 'add', wanBridge, 'type', 'bridge']);
-  await ip(['addr', 'add', `${opts.wanGateway}/${opts.wanPrefixLength}`, 'dev', wanBridge]);
-  await ip(['link', 'set', wanBridge, 'up']);
+  log(`WAN ${opts.wanGateway}/${opts.wanPrefixLength} in namespace ${wanNs}, ${opts.wanRateMbit} Mbit/s per cloud link; host link ${hostLink} (host ${ends.host})`);
+  await ip(['netns', 'add', wanNs]);
+  await ip(['link', 'set', 'lo', 'up'], wanNs);
+  await ip(['link', 'add', 'wan', 'type', 'bridge'], wanNs);
+  await ip(['addr', 'add', `${opts.wanGateway}/${opts.wanPrefixLength}`, 'dev', 'wan'], wanNs);
+  await ip(['link', 'set', 'wan', 'up'], wanNs);
+  // The host link, masqueraded: the host sees only its /30, never the WAN's addresses.
+  await ip(['link', 'add', hostVeth, 'type', 'veth', 'peer', 'name', 'up0', 'netns', wanNs]);
+  await ip(['addr', 'add', `${ends.host}/${ends.prefix}`, 'dev', hostVeth]);
+  await ip(['link', 'set', hostVeth, 'up']);
+  await ip(['addr', 'add', `${ends.wan}/${ends.prefix}`, 'dev', 'up0'], wanNs);
+  await ip(['link', 'set', 'up0', 'up'], wanNs);
+  await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: wanNs });
+  await run('nft', ['-f', '-'], {
+    netns: wanNs,
+    input: 'table ip migravi_nat {\n  chain post {\n    type nat hook postrouting priority 100;\n    oifname "up0" masquerade\n  }\n}\n',
+  });
 
   for (const [i, name] of opts.clouds.entries()) {
     const dir = path.join(opts.stateDir, 'clouds', name);
@@ -162,15 +215,17 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
       criuPath: opts.criuPath,
     };
     log(`cloud ${name}: namespace ${cfg.netns}, public ${cfg.publicIp}`);
-    const rootVeth = `${opts.id}-w${i}`;
+    const wanPort = `w${i}`;
     await ip(['netns', 'add', cfg.netns]);
-    await ip(['link', 'add', rootVeth, 'type', 'veth', 'peer', 'name', 'wan0', 'netns', cfg.netns]);
-    await ip(['link', 'set', rootVeth, 'master', wanBridge, 'up']);
+    await ip(['link', 'add', wanPort, 'type', 'veth', 'peer', 'name', 'wan0', 'netns', cfg.netns], wanNs);
+    await ip(['link', 'set', wanPort, 'master', 'wan', 'up'], wanNs);
     await ip(['addr', 'add', `${cfg.publicIp}/${opts.wanPrefixLength}`, 'dev', 'wan0'], cfg.netns);
     await ip(['link', 'set', 'lo', 'up'], cfg.netns);
     await ip(['link', 'set', 'wan0', 'up'], cfg.netns);
+    // The host (Temporal) is reached through the WAN's router.
+    await ip(['route', 'add', hostLink, 'via', opts.wanGateway], cfg.netns);
     await shapeLink('wan0', opts.wanRateMbit, cfg.netns);
-    await shapeLink(rootVeth, opts.wanRateMbit);
+    await shapeLink(wanPort, opts.wanRateMbit, wanNs);
     for (const key of [cfg.sshHostKeyPath, cfg.transferKeyPath]) {
       if (!existsSync(key)) await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `migravi-${name}`, '-f', key]);
     }
@@ -214,10 +269,12 @@ export async function testbedDown(stateDir: string, idHint?: string, log: (line:
       }
     }
   }
-  // Delete our WAN veths explicitly: the kernel frees a deleted namespace's links asynchronously.
+  // Delete our links in the host explicitly: the kernel frees a deleted namespace's links
+  // asynchronously. (`${id}-w<n>` and the bridge `${id}-wan` are those of testbeds made before
+  // the WAN had its own namespace.)
   for (const link of (await ip(['-o', 'link', 'show'])).stdout.split('\n')) {
     const name = link.split(': ')[1]?.split('@')[0];
-    if (name?.startsWith(`${id}-w`) && name !== `${id}-wan`) await ip(['link', 'del', name], undefined, true);
+    if (name === `${id}-up` || (name?.startsWith(`${id}-w`) && name !== `${id}-wan`)) await ip(['link', 'del', name], undefined, true);
   }
   const namespaces = (await ip(['netns', 'list'])).stdout
     .split('\n')

@@ -25,6 +25,8 @@ import { registerProcess, testbedDown, testbedUp, unregisterProcess, type Testbe
 export type Role = 'orchestrator' | 'cloud-a' | 'cloud-b';
 export const CLOUDS = ['cloud-a', 'cloud-b'] as const;
 const TEMPORAL_PORT = 7243;
+/** The tests' host link (the demo's testbed uses the default one, so both can be up at once). */
+export const E2E_HOST_LINK = '198.18.0.4/30';
 
 export class E2eStack {
   readonly connection: Connection;
@@ -57,7 +59,7 @@ export class E2eStack {
     const tmp = await mkdtemp(path.join(os.tmpdir(), `migravi-${opts.id}-`));
     const faultFile = path.join(tmp, 'faults.json');
     const env = { ...process.env, MIGRAVI_FAULT_FILE: faultFile };
-    const record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: '203.0.113.129', wanPrefixLength: 25, wanRateMbit: 1000, criuPath });
+    const record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: '203.0.113.129', wanPrefixLength: 25, wanRateMbit: 1000, criuPath, hostLink: E2E_HOST_LINK });
     let temporalPid: number | undefined;
     let connection: Connection | undefined;
     let stack: E2eStack;
