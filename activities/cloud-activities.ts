@@ -28,7 +28,7 @@ import { claimContainers, releaseClaims, type WorkflowLiveness } from './claims'
 import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
 import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
 import { receiveVolumeRound, sendVolumeRound } from './volumes';
-import { DeployConflict, deployVi, removeVi, type DeployOutcome, type RemoveOutcome } from './deploy-vi';
+import { DeployConflict, deployVi, removeVi, withFloatingIp, type DeployOutcome, type RemoveOutcome } from './deploy-vi';
 import { parseViSpec, ViSpecError, type ViSpec } from '../lib/vi-spec';
 
 export interface ContainerStep {
@@ -109,8 +109,15 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         cloud: cloud.name,
         networks: await Promise.all(networks.map(async (n) => ({ name: n.name, ...(n.vi ? { vi: n.vi } : {}), cidr: n.cidr, stretchedTo: await controlPlane.stretchPeers(n.name) }))),
         containers: await Promise.all(
-          specs.map(async (c) => ({ name: c.name, ...(c.vi ? { vi: c.vi } : {}), addresses: c.interfaces.map((i) => `${i.network}:${i.ip}`), status: await runtime.status(c.name) })),
+          specs.map(async (c) => ({
+            name: c.name,
+            ...(c.vi ? { vi: c.vi } : {}),
+            addresses: c.interfaces.map((i) => `${i.network}:${i.ip}`),
+            ...(c.floatingIp?.address ? { floatingIp: c.floatingIp.address } : {}),
+            status: await runtime.status(c.name),
+          })),
         ),
+        floatingRange: controlPlane.floatingIpRange(),
       };
     },
 
@@ -242,6 +249,8 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      */
     async prepareDestination(input: ContainerStep): Promise<TransferEndpoint> {
       await controlPlane.ensurePort(input.container);
+      // Its public address here (from this cloud's range), NATed before it arrives.
+      if (input.container.floatingIp) await withFloatingIp(cloud, { ...input.container, floatingIp: { network: input.container.floatingIp.network } });
       await controlPlane.setPortEnabled(input.container.name, false);
       await controlPlane.setResetGuard(input.container.name, true);
       const dir = incomingDir(input);
@@ -256,6 +265,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     async discardPrepared(input: ContainerStep): Promise<void> {
       const name = input.container.name;
       if ((await controlPlane.listContainers())[name]) throw ApplicationFailure.nonRetryable(`${name} is a container of ${cloud.name}: not discarding it`, 'Refused');
+      await controlPlane.releaseFloatingIp(name);
       await runtime.remove(name);
       await controlPlane.removePort(name);
       for (const v of placedHere(input.container).volumes ?? []) await rm(v.source, { recursive: true, force: true });
@@ -421,9 +431,10 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       }
       await controlPlane.setPortEnabled(container.name, true);
       await controlPlane.setResetGuard(container.name, false);
-      await controlPlane.registerContainer(container);
+      const registered = container.floatingIp ? await withFloatingIp(cloud, { ...container, floatingIp: { network: container.floatingIp.network } }) : container;
+      await controlPlane.registerContainer(registered);
       log(`restored ${container.name} in ${durationMs} ms (verify ${check.verifyMs} ms)`);
-      return { durationMs, check, completedEarlierAttempt };
+      return { durationMs, check, completedEarlierAttempt, ...(registered.floatingIp?.address ? { floatingIp: registered.floatingIp.address } : {}) };
     },
 
     /**
@@ -474,6 +485,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     /** Source, after commit: free the container, its port, its images and its claim. */
     async releaseSource(input: ContainerStep): Promise<void> {
       const { container } = input;
+      await controlPlane.releaseFloatingIp(container.name);
       await runtime.remove(container.name);
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);

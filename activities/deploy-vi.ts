@@ -65,6 +65,7 @@ export function specsOf(vi: ViSpec, vnis: Record<string, number>): { networks: N
       volumes: c.volumes.map((v) => ({ source: v.source, target: v.target, readOnly: v.readOnly })),
       readonlyRootfs: c.readonlyRootfs,
       ...(rules ? { ingress: rules } : {}),
+      ...(c.floatingIp ? { floatingIp: { network: c.floatingIp.network ?? c.networks[0]!.network, ...(c.floatingIp.address ? { address: c.floatingIp.address } : {}) } } : {}),
     };
     return { spec, rootfs: c.rootfs };
   });
@@ -119,6 +120,16 @@ async function findConflicts(cloud: Cloud, vi: ViSpec): Promise<{ problems: stri
       if (macHolder) problems.push(`containers.${c.name}: MAC ${a.mac} is already ${macHolder}'s in ${cloud.name}`);
     }
   }
+  const range = parseCidr(controlPlane.floatingIpRange())!;
+  const held = await controlPlane.floatingIps();
+  for (const c of vi.containers) {
+    const wanted = c.floatingIp?.address;
+    if (!wanted) continue;
+    const value = parseCidr(`${wanted}/32`)!.net;
+    if (value < range.net || value >= range.net + 2 ** (32 - range.prefix)) problems.push(`containers.${c.name}.floatingIp.address: ${wanted} is outside ${cloud.name}'s floating-IP range ${controlPlane.floatingIpRange()}`);
+    const owner = held.find((f) => f.address === wanted && f.container !== c.name);
+    if (owner) problems.push(`containers.${c.name}.floatingIp.address: ${wanted} is already ${owner.container}'s in ${cloud.name}`);
+  }
   return { problems, used, vnis };
 }
 
@@ -139,6 +150,17 @@ function pick(spec: ContainerSpec, network: string): { ip?: string; mac?: string
   return iface ? { ip: iface.ip, mac: iface.mac } : {};
 }
 
+/**
+ * Associates the container's floating IP in this cloud (the spec's address when it fixes one,
+ * else one from the cloud's range) and returns the spec with the address it has here.
+ */
+export async function withFloatingIp(cloud: Cloud, spec: ContainerSpec): Promise<ContainerSpec> {
+  if (!spec.floatingIp) return spec;
+  const iface = spec.interfaces.find((i) => i.network === spec.floatingIp!.network) ?? spec.interfaces[0]!;
+  const address = await cloud.controlPlane.associateFloatingIp({ container: spec.name, privateIp: iface.ip, ...(spec.floatingIp.address ? { address: spec.floatingIp.address } : {}) });
+  return { ...spec, floatingIp: { network: iface.network, address } };
+}
+
 /** Deploys (or confirms) every network and container of the VI. */
 export async function deployVi(cloud: Cloud, input: ViSpec, progress: (line: string) => void = () => {}): Promise<DeployOutcome> {
   const { controlPlane, runtime } = cloud;
@@ -147,7 +169,10 @@ export async function deployVi(cloud: Cloud, input: ViSpec, progress: (line: str
   if (problems.length) throw new DeployConflict(problems);
   const vi = allocateAddresses(keepRecordedAddresses(input, hosted), used);
   const { networks, containers } = specsOf(vi, vnis);
-  const changed = containers.filter(({ spec }) => hosted[spec.name] && JSON.stringify(hosted[spec.name]) !== JSON.stringify(spec));
+  // A floating IP the file leaves to the cloud is whatever the cloud gave at the first deploy.
+  const comparable = (spec: ContainerSpec, file: ContainerSpec) =>
+    spec.floatingIp && file.floatingIp && !file.floatingIp.address ? { ...spec, floatingIp: { network: spec.floatingIp.network } } : spec;
+  const changed = containers.filter(({ spec }) => hosted[spec.name] && JSON.stringify(comparable(hosted[spec.name]!, spec)) !== JSON.stringify(spec));
   if (changed.length) {
     throw new DeployConflict(changed.map(({ spec }) => `${spec.name} is deployed in ${cloud.name} with a different description; remove the VI first to change it`));
   }
@@ -158,13 +183,14 @@ export async function deployVi(cloud: Cloud, input: ViSpec, progress: (line: str
   for (const { spec, rootfs } of containers) {
     outcome.containers.push({ name: spec.name, addresses: spec.interfaces.map((i) => `${i.network}:${i.ip}`) });
     if (hosted[spec.name] && (await runtime.status(spec.name)) === 'running') {
+      await withFloatingIp(cloud, hosted[spec.name]!); // converges a deploy that died half-way
       outcome.unchanged.push(spec.name);
       continue;
     }
     progress(`starting ${spec.name} (${spec.args.join(' ')})`);
     const { netnsPath } = await controlPlane.ensurePort(spec);
     await runtime.run(spec, rootfs, netnsPath);
-    await controlPlane.registerContainer(spec);
+    await controlPlane.registerContainer(await withFloatingIp(cloud, spec));
     outcome.started.push(spec.name);
   }
   return outcome;
@@ -178,6 +204,7 @@ export async function removeVi(cloud: Cloud, name: string, opts: { deleteVolumes
   if (!members.length && !networks.length) throw new DeployConflict([`no VI "${name}" in ${cloud.name}`]);
   const outcome: RemoveOutcome = { vi: name, cloud: cloud.name, containers: [], networks: [], volumesDeleted: [], volumesKept: [] };
   for (const c of members) {
+    await controlPlane.releaseFloatingIp(c.name);
     await runtime.remove(c.name);
     await controlPlane.removePort(c.name);
     await controlPlane.unregisterContainer(c.name);

@@ -82,7 +82,7 @@ async function main(): Promise<number> {
       console.log(`${listing.cloud}:`);
       for (const n of listing.networks) console.log(`  network ${n.name} ${n.cidr}${n.vi ? ` (VI ${n.vi})` : ''}${n.stretchedTo.length ? ` stretched to ${n.stretchedTo.join(', ')}` : ''}`);
       console.log(`  ${'VI'.padEnd(10)} ${'CONTAINER'.padEnd(12)} ${'STATE'.padEnd(8)} ADDRESSES`);
-      for (const c of listing.containers) console.log(`  ${(c.vi ?? '-').padEnd(10)} ${c.name.padEnd(12)} ${c.status.padEnd(8)} ${c.addresses.join(' ')}`);
+      for (const c of listing.containers) console.log(`  ${(c.vi ?? '-').padEnd(10)} ${c.name.padEnd(12)} ${c.status.padEnd(8)} ${c.addresses.join(' ')}${c.floatingIp ? ` public:${c.floatingIp}` : ''}`);
       return 0;
     }
     const handle = client.workflow.getHandle(target);

@@ -48,6 +48,7 @@ export function formatReport(
       const v = c.volumes;
       lines.push(`    volumes (${v.volumes}): ${mib(v.preBytes)} in ${v.preEntries} entries copied while it ran; inside the freeze ${mib(v.finalBytes)} in ${v.finalEntries} changed entries (+${v.deletedEntries} deleted), ${ms(v.finalMs)}`);
     }
+    if (c.floatingIp) lines.push(`    floating IP ${c.floatingIp.source ?? '-'} (${report.source}) -> ${c.floatingIp.destination ?? '-'} (${report.destination})`);
     if (c.resends) lines.push(`    ${c.resends} artifact(s) arrived corrupt and were sent again`);
   }
   for (const g of report.groups) {

@@ -54,6 +54,12 @@ export async function queryDemoDb(record: TestbedRecord, cloud: string, sql: str
   return stdout.trim().split('\n').filter(Boolean).map((line) => line.split('|'));
 }
 
+/** One HTTP request from the outside world (the testbed's Internet) to `address`; the body, or '' when nothing answered. */
+export async function getFromOutside(record: TestbedRecord, address: string): Promise<string> {
+  const reply = await run('busybox', ['sh', '-c', `printf "GET / HTTP/1.0\\r\\n\\r\\n" | timeout 3 busybox nc -w 2 ${address} 80`], { netns: record.outside.netns, allowFailure: true });
+  return reply.stdout.split('\r\n\r\n')[1] ?? '';
+}
+
 /** The database's own view of itself: the writer's session, the server's start, its rows. */
 export interface DemoDbView {
   /** Backend PID, client address and port, and start of the application's one session. */

@@ -44,6 +44,12 @@ export interface ContainerSpec {
   /** Numeric user and group the process runs as (default root). */
   user?: { uid: number; gid: number };
   volumes?: VolumeSpec[];
+  /**
+   * A public (floating) IP of the cloud, NATed at its edge to the container's address on
+   * `network`. `address` is the one it has in the cloud whose registry holds this spec; another
+   * cloud gives it one of its own.
+   */
+  floatingIp?: { network: string; address?: string };
   /** The rootfs is read-only: it can be copied while the container runs. */
   readonlyRootfs: boolean;
   /**
@@ -172,6 +178,8 @@ export interface RestoreResult {
   check: ArtifactCheck;
   /** An earlier attempt restored the container; this one found it running and finished the step. */
   completedEarlierAttempt: boolean;
+  /** Its floating IP at the destination, when it has one. */
+  floatingIp?: string;
 }
 
 /** How the source got its container back in a rollback. */
@@ -197,6 +205,8 @@ export interface ContainerReport {
   /** Times an artifact arrived corrupt (digest mismatch at the destination) and was sent again. */
   resends: number;
   volumes?: VolumeReport;
+  /** Its public address before (source's range) and after (destination's range) the move. */
+  floatingIp?: { source?: string; destination?: string };
 }
 
 /** A group of containers frozen together and restored together. */
@@ -249,5 +259,7 @@ export interface TransferHeartbeat {
 export interface CloudListing {
   cloud: string;
   networks: Array<{ name: string; vi?: string; cidr: string; stretchedTo: string[] }>;
-  containers: Array<{ name: string; vi?: string; addresses: string[]; status: string }>;
+  containers: Array<{ name: string; vi?: string; addresses: string[]; floatingIp?: string; status: string }>;
+  /** The cloud's floating-IP range. */
+  floatingRange?: string;
 }

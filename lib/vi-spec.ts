@@ -62,6 +62,12 @@ const container = z
     user: z.string().regex(/^\d{1,9}(:\d{1,9})?$/, 'a numeric "uid" or "uid:gid", e.g. "101:103"').optional(),
     networks: z.array(attachment).min(1, 'a container is attached to at least one network'),
     volumes: z.array(volume).default([]),
+    /**
+     * A public address from the cloud's floating-IP range, NATed to the container's address on
+     * `network` (default: its first). `address` fixes it in the cloud it is deployed to (another
+     * cloud it moves to gives it one of its own).
+     */
+    floatingIp: z.object({ network: networkName.optional(), address: ipv4.optional() }).strict().optional(),
     /** The rootfs never changes: it can be copied while the container runs. */
     readonlyRootfs: z.boolean().default(false),
     ingress: z.array(ingressRule).optional(),
@@ -129,6 +135,9 @@ export const viSpecSchema = z
           if (macs.has(key)) problem([...where, 'mac'], `${a.mac} is already ${macs.get(key)}'s MAC`);
           macs.set(key, c.name);
         }
+      }
+      if (c.floatingIp?.network && !c.networks.some((a) => a.network === c.floatingIp!.network)) {
+        problem(['containers', i, 'floatingIp', 'network'], `${c.name} is not attached to "${c.floatingIp.network}"`);
       }
       const targets = new Set<string>();
       for (const [j, v] of c.volumes.entries()) {

@@ -38,6 +38,18 @@ export interface ControlPlane {
   /** Addresses of the given list already used by ports of this cloud. */
   addressesInUse(network: string): Promise<Array<{ ip: string; mac: string; owner: string }>>;
 
+  /** The public addresses this cloud gives out (CIDR). */
+  floatingIpRange(): string;
+  /**
+   * Gives the container a floating IP NATed at the edge to `privateIp` (OpenStack: a floating IP
+   * associated with the port): `address` when given (refused if outside the range or held by
+   * another container), else the first free one. Idempotent: a container that has one keeps it.
+   */
+  associateFloatingIp(input: { container: string; privateIp: string; address?: string }): Promise<string>;
+  /** Releases the container's floating IP (NAT and address); nothing to do when it has none. */
+  releaseFloatingIp(container: string): Promise<void>;
+  floatingIps(): Promise<Array<{ address: string; container: string; privateIp: string }>>;
+
   /**
    * While a connection's socket is frozen, the namespace that owns its IP must not answer RST
    * (PLATFORM.md: resets killed 1 in 18 moves). Idempotent on and off.

@@ -392,6 +392,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       checks: [sent[i]!.rootfs.check, ...(m.preVolumes?.checks ?? []), ...(sent[i]!.volumes?.checks ?? []), restored[i]!.restored.check],
       resends: m.resends,
       ...(m.preVolumes && sent[i]!.volumes ? { volumes: volumeReport(m.preVolumes, sent[i]!.volumes!) } : {}),
+      ...(m.step.container.floatingIp ? { floatingIp: { source: m.step.container.floatingIp.address, destination: restored[i]!.restored.floatingIp } } : {}),
     }));
     return { reports, frozenMs: Date.now() - frozenFrom };
   }

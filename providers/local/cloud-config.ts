@@ -12,6 +12,8 @@ export interface LocalCloudConfig {
   /** The cloud's edge namespace: its WAN address, private bridges, sshd and worker live here. */
   netns: string;
   publicIp: string;
+  /** This cloud's floating IPs (CIDR on the WAN): public addresses it can associate with containers. */
+  floatingRange: string;
   /** Per-cloud directory: state.json, containers, runc state, artifacts. */
   dir: string;
   sshPort: number;

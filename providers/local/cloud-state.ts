@@ -11,9 +11,11 @@ export interface CloudState {
   ports: Record<string, { interfaces: InterfaceSpec[]; netns: string }>;
   /** Containers this cloud hosts (deployed or restored here). */
   containers: Record<string, ContainerSpec>;
+  /** Floating IPs given out, by address: NATed at the edge to a container's private address. */
+  floatingIps: Record<string, { container: string; privateIp: string }>;
 }
 
-const empty = (): CloudState => ({ networks: {}, stretches: {}, ports: {}, containers: {} });
+const empty = (): CloudState => ({ networks: {}, stretches: {}, ports: {}, containers: {}, floatingIps: {} });
 
 /**
  * A JSON file updated atomically (write + rename) under an in-process lock, so concurrent

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
+import { intToIp, ipToInt, parseCidr } from '../../lib/vi-spec';
 import type { CloudEndpoint, ContainerSpec, IngressRule, NetworkSpec, TransferEndpoint } from '../../lib/types';
 import type { ControlPlane } from '../provider';
 import { names, type LocalCloudConfig } from './cloud-config';
@@ -10,9 +11,20 @@ import { CloudStateStore } from './cloud-state';
 const VXLAN_PORT = '4789';
 const GUARD_TABLE = 'migravi_guard';
 const RULES_TABLE = 'migravi_rules';
+const EDGE_TABLE = 'migravi_edge';
 
 function prefixLength(cidr: string): number {
   return Number(cidr.split('/')[1]);
+}
+
+/** A network's gateway: its first host address (VI addresses are allocated from .10 up). */
+export function gatewayIp(cidr: string): string {
+  return intToIp(parseCidr(cidr)!.net + 1);
+}
+
+/** The gateway's MAC, derived from the network's VXLAN id: identical in every cloud. */
+function gatewayMac(vni: number): string {
+  return ['02', '67', ((vni >> 16) & 255).toString(16), ((vni >> 8) & 255).toString(16), (vni & 255).toString(16), '01'].map((b) => b.padStart(2, '0')).join(':');
 }
 
 /** A network-wide rule applies only to what arrives on that network's interface (ethN). */
@@ -72,11 +84,15 @@ export class LocalControlPlane implements ControlPlane {
       await ip(['link', 'add', bridge, 'type', 'bridge'], this.cfg.netns);
       // Ports come and go during a move: forward at once instead of waiting for STP states.
       await ip(['link', 'set', bridge, 'type', 'bridge', 'forward_delay', '0'], this.cfg.netns);
-      await ip(['link', 'set', bridge, 'mtu', String(spec.mtu), 'up'], this.cfg.netns);
+      // The network's router: the same address and MAC in every cloud (an anycast gateway), so a
+      // container's default route stays valid wherever it runs and each cloud routes its own.
+      await ip(['link', 'set', bridge, 'address', gatewayMac(spec.vni), 'mtu', String(spec.mtu), 'up'], this.cfg.netns);
+      await ip(['addr', 'add', `${gatewayIp(spec.cidr)}/${prefixLength(spec.cidr)}`, 'dev', bridge], this.cfg.netns);
     }
     await this.state.update((s) => {
       s.networks[spec.name] = spec;
     });
+    if (!existing) await this.applyEdgeNat();
     return { created: !existing };
   }
 
@@ -87,6 +103,7 @@ export class LocalControlPlane implements ControlPlane {
       delete s.networks[name];
       delete s.stretches[name];
     });
+    await this.applyEdgeNat();
   }
 
   async ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<{ created: boolean }> {
@@ -153,6 +170,7 @@ export class LocalControlPlane implements ControlPlane {
       await ip(['addr', 'add', `${iface.ip}/${prefixLength(network.cidr)}`, 'dev', dev], netns);
       await ip(['link', 'set', dev, 'up'], netns);
       await ip(['link', 'set', veth, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], edge);
+      if (index === 0) await ip(['route', 'replace', 'default', 'via', gatewayIp(network.cidr), 'dev', dev], netns);
     }
     await this.applyIngressRules(netns, container);
     await this.state.update((s) => {
@@ -219,6 +237,98 @@ export class LocalControlPlane implements ControlPlane {
     return Object.entries(state.ports).flatMap(([owner, port]) =>
       port.interfaces.filter((i) => i.network === network).map((i) => ({ ip: i.ip, mac: i.mac, owner })),
     );
+  }
+
+  floatingIpRange(): string {
+    return this.cfg.floatingRange;
+  }
+
+  async floatingIps(): Promise<Array<{ address: string; container: string; privateIp: string }>> {
+    return Object.entries((await this.state.read()).floatingIps).map(([address, f]) => ({ address, ...f }));
+  }
+
+  async associateFloatingIp(input: { container: string; privateIp: string; address?: string }): Promise<string> {
+    const range = parseCidr(this.cfg.floatingRange)!;
+    const size = 2 ** (32 - range.prefix);
+    const address = await this.state.update((s) => {
+      const held = Object.entries(s.floatingIps).find(([, f]) => f.container === input.container);
+      if (held && (!input.address || input.address === held[0])) {
+        s.floatingIps[held[0]] = { container: input.container, privateIp: input.privateIp };
+        return held[0];
+      }
+      if (held) throw new Error(`${input.container} already has floating IP ${held[0]} in ${this.cfg.name}, not ${input.address}`);
+      let chosen = input.address;
+      if (chosen) {
+        const value = ipToInt(chosen);
+        if (value < range.net || value >= range.net + size) throw new Error(`floating IP ${chosen} is outside ${this.cfg.name}'s range ${this.cfg.floatingRange}`);
+        const owner = s.floatingIps[chosen];
+        if (owner) throw new Error(`floating IP ${chosen} is already ${owner.container}'s in ${this.cfg.name}`);
+      } else {
+        for (let host = 1; host < size - 1 && !chosen; host++) {
+          const candidate = intToIp(range.net + host);
+          if (!s.floatingIps[candidate]) chosen = candidate;
+        }
+        if (!chosen) throw new Error(`${this.cfg.name} has no free floating IP left in ${this.cfg.floatingRange}`);
+      }
+      s.floatingIps[chosen] = { container: input.container, privateIp: input.privateIp };
+      return chosen;
+    });
+    await this.applyEdgeNat();
+    return address;
+  }
+
+  async releaseFloatingIp(container: string): Promise<void> {
+    const released = await this.state.update((s) => {
+      const held = Object.entries(s.floatingIps).filter(([, f]) => f.container === container).map(([address]) => address);
+      for (const address of held) delete s.floatingIps[address];
+      return held;
+    });
+    if (!released.length) return;
+    for (const address of released) await ip(['addr', 'del', `${address}/32`, 'dev', 'wan0'], this.cfg.netns, true);
+    await this.applyEdgeNat();
+  }
+
+  /**
+   * The edge's NAT and forwarding policy, rebuilt from the recorded floating IPs (so a retry
+   * converges): inbound to a floating IP is DNATed to its container, what that container sends
+   * out is SNATed to it, and nothing else is routed between the WAN and the VIs' networks, nor
+   * between two networks (of one VI or two: VIs are isolated from each other). Each floating IP is also an address of the edge's WAN interface (it
+   * answers ARP for it).
+   */
+  private async applyEdgeNat(): Promise<void> {
+    const netns = this.cfg.netns;
+    const fips = await this.floatingIps();
+    const bridges = (await this.listNetworks()).map((n) => names.bridge(n.name));
+    const present = (await ip(['-j', 'addr', 'show', 'dev', 'wan0'], netns)).stdout;
+    for (const f of fips) if (!present.includes(`"${f.address}"`)) await ip(['addr', 'add', `${f.address}/32`, 'dev', 'wan0'], netns);
+    await run('nft', ['delete', 'table', 'ip', EDGE_TABLE], { netns, allowFailure: true });
+    await run('nft', ['-f', '-'], {
+      netns,
+      input: [
+        `table ip ${EDGE_TABLE} {`,
+        '  chain pre {',
+        '    type nat hook prerouting priority dstnat;',
+        ...fips.map((f) => `    iifname "wan0" ip daddr ${f.address} dnat to ${f.privateIp}`),
+        '  }',
+        '  chain post {',
+        '    type nat hook postrouting priority srcnat;',
+        ...fips.map((f) => `    oifname "wan0" ip saddr ${f.privateIp} snat to ${f.address}`),
+        '  }',
+        '  chain forward {',
+        '    type filter hook forward priority filter; policy accept;',
+        '    ct state established,related accept',
+        '    iifname "wan0" ct status dnat accept',
+        ...fips.map((f) => `    oifname "wan0" ip saddr ${f.privateIp} accept`),
+        '    iifname "wan0" drop',
+        '    oifname "wan0" drop',
+        // Pair by pair: with br_netfilter, traffic bridged inside one network shows here with the
+        // bridge as both its in and out device, and must pass.
+        ...bridges.flatMap((a) => bridges.filter((b) => b !== a).map((b) => `    iifname "${a}" oifname "${b}" drop`)),
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+    });
   }
 
   async setResetGuard(containerName: string, enabled: boolean): Promise<void> {

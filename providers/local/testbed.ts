@@ -3,7 +3,7 @@ import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
 import { readPidFile, stopPid, waitFor } from '../../lib/processes';
-import { parseCidr } from '../../lib/vi-spec';
+import { intToIp, parseCidr } from '../../lib/vi-spec';
 import { cloudConfigPath, type LocalCloudConfig } from './cloud-config';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
 
@@ -36,6 +36,8 @@ export interface TestbedOptions {
 
 export interface TestbedRecord {
   options: TestbedOptions;
+  /** "The Internet": a namespace on the WAN where outside users of the VIs live (tests, demo clients). */
+  outside: { netns: string; ip: string };
   /** Where the clouds reach the host (its end of the host link): the Temporal server's address for workers. */
   hostAddress: string;
   clouds: LocalCloudConfig[];
@@ -83,6 +85,12 @@ export function addToIpv4(address: string, n: number): string {
 
 export const DEFAULT_HOST_LINK = '198.18.0.0/30';
 
+/** Cloud i's floating IPs: the i-th /28 from the WAN's network + 32 (clear of the router, the clouds and the outside world). */
+function floatingRangeOf(opts: TestbedOptions, i: number): string {
+  const wan = parseCidr(`${opts.wanGateway}/${opts.wanPrefixLength}`)!;
+  return `${intToIp(wan.net + 32 + 16 * i)}/28`;
+}
+
 /** Checks the options and the ranges against what the host uses, before anything is created. */
 async function validate(opts: TestbedOptions): Promise<void> {
   const hostLink = opts.hostLink ?? DEFAULT_HOST_LINK;
@@ -102,6 +110,8 @@ async function validate(opts: TestbedOptions): Promise<void> {
 }
 
 function validateNames(opts: TestbedOptions): void {
+  if (opts.wanPrefixLength > 25) throw new Error(`the WAN needs at least a /25 (router, clouds, floating IPs, outside world), got /${opts.wanPrefixLength}`);
+  if (opts.clouds.length > 4) throw new Error(`at most 4 clouds fit the WAN's floating-IP ranges, got ${opts.clouds.length}`);
   if (!/^[a-z][a-z0-9]{1,7}$/.test(opts.id)) throw new Error(`testbed id "${opts.id}" must be 2-8 lowercase letters/digits`);
   if (opts.clouds.length < 2) throw new Error('a testbed needs at least two clouds');
   for (const cloud of opts.clouds) {
@@ -179,7 +189,8 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
   const hostLink = opts.hostLink ?? DEFAULT_HOST_LINK;
   const ends = linkEnds(hostLink);
   await mkdir(opts.stateDir, { recursive: true });
-  const record: TestbedRecord = { options: opts, hostAddress: ends.host, clouds: [], processes: [] };
+  const outside = { netns: `${opts.id}-out`, ip: addToIpv4(opts.wanGateway, 99) };
+  const record: TestbedRecord = { options: opts, hostAddress: ends.host, outside, clouds: [], processes: [] };
   await writeTestbed(record);
 
   log(`WAN ${opts.wanGateway}/${opts.wanPrefixLength} in namespace ${wanNs}, ${opts.wanRateMbit} Mbit/s per cloud link; host link ${hostLink} (host ${ends.host})`);
@@ -208,6 +219,7 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
       testbedId: opts.id,
       netns: `${opts.id}-${name}`,
       publicIp: addToIpv4(opts.wanGateway, 10 + i),
+      floatingRange: floatingRangeOf(opts, i),
       dir,
       sshPort: 22,
       sshHostKeyPath: path.join(dir, 'ssh_host_ed25519_key'),
@@ -224,6 +236,8 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
     await ip(['link', 'set', 'wan0', 'up'], cfg.netns);
     // The host (Temporal) is reached through the WAN's router.
     await ip(['route', 'add', hostLink, 'via', opts.wanGateway], cfg.netns);
+    // The edge routes between the WAN and the VIs' networks for floating IPs (its nftables decide what may pass).
+    await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0'], { netns: cfg.netns });
     await shapeLink('wan0', opts.wanRateMbit, cfg.netns);
     await shapeLink(wanPort, opts.wanRateMbit, wanNs);
     for (const key of [cfg.sshHostKeyPath, cfg.transferKeyPath]) {
@@ -233,6 +247,15 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
     record.clouds.push(cfg);
     await writeTestbed(record);
   }
+
+  // The outside world: one address on the WAN, standing for the VIs' users on the Internet.
+  await ip(['netns', 'add', outside.netns]);
+  await ip(['link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside.netns], wanNs);
+  await ip(['link', 'set', 'out', 'master', 'wan', 'up'], wanNs);
+  await ip(['addr', 'add', `${outside.ip}/${opts.wanPrefixLength}`, 'dev', 'eth0'], outside.netns);
+  await ip(['link', 'set', 'lo', 'up'], outside.netns);
+  await ip(['link', 'set', 'eth0', 'up'], outside.netns);
+  log(`outside world: namespace ${outside.netns}, ${outside.ip}`);
 
   // Every cloud accepts transfers from every other cloud's key.
   const transferKeys = await Promise.all(record.clouds.map((c) => readFile(`${c.transferKeyPath}.pub`, 'utf8')));

@@ -14,7 +14,8 @@ import path from 'node:path';
 import { deployVi, describeCloud, startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
 import { DEMO_VI, loadDemoVi, WEB_IP } from '../../demo/demo-vi';
-import { startDemoClient, waitForDbRows, webTarget, type DemoClient, type DemoDbView } from '../../demo/scenario';
+import { getFromOutside, startDemoClient, waitForDbRows, webTarget, type DemoClient, type DemoDbView } from '../../demo/scenario';
+import { parseCidr } from '../../lib/vi-spec';
 import { run } from '../../lib/exec';
 import type { MigrationReport } from '../../lib/types';
 import { E2eStack } from './stack';
@@ -35,6 +36,8 @@ describe('the demo VI (kv, nginx, an application and PostgreSQL on a volume, two
   let report: MigrationReport;
   let window: { from: number; to: number };
   let dbBefore: DemoDbView;
+  let publicBefore: string;
+  let outsideBefore: string;
 
   before(async () => {
     stack = await E2eStack.start({ id: 'mvsrv', ballastMiB: 8 });
@@ -42,6 +45,8 @@ describe('the demo VI (kv, nginx, an application and PostgreSQL on a volume, two
     const deployed = await deployVi(stack.temporal, 'cloud-a', await loadDemoVi({ ballastMiB: 8, volumeRoot: `${stack.stateDir}/volumes` }));
     assert.deepEqual([deployed.started, deployed.unchanged], [['web', 'app', 'db'], ['kv']]);
     dbBefore = await waitForDbRows(stack.record, 'cloud-a', 20);
+    publicBefore = (await describeCloud(stack.temporal, 'cloud-a')).containers.find((c) => c.name === 'web')!.floatingIp!;
+    outsideBefore = await getFromOutside(stack.record, publicBefore);
     webClient = await startDemoClient(stack.record, 'cloud-a', webTarget);
     statusBefore = await webClient.waitForReplies(50);
     kvBefore = await stack.client.waitForReplies(20);
@@ -89,6 +94,25 @@ describe('the demo VI (kv, nginx, an application and PostgreSQL on a volume, two
     assert.equal(after.localPort, statusBefore.localPort, 'the client is on another connection');
     assert.equal(after.discontinuities, 0, 'a request number was not the previous + 1');
     assert.equal(after.lastValue, after.replies, 'nginx counted other requests than the client sent on this connection');
+  });
+
+  it('gives web a public address of the cloud it runs in: the outside world reached it in cloud-a, and reaches it in cloud-b at a new one', async () => {
+    const inRange = (address: string, range: string) => {
+      const r = parseCidr(range)!;
+      const v = parseCidr(`${address}/32`)!.net;
+      return v >= r.net && v < r.net + 2 ** (32 - r.prefix);
+    };
+    assert.ok(inRange(publicBefore, stack.cloud('cloud-a').config.floatingRange), `${publicBefore} is not cloud-a's`);
+    assert.equal(outsideBefore, '1\n', 'the outside world could not reach web through its floating IP in cloud-a');
+    const web = report.containers.find((c) => c.name === 'web')!;
+    assert.equal(web.floatingIp?.source, publicBefore);
+    const publicAfter = web.floatingIp?.destination;
+    assert.ok(publicAfter && inRange(publicAfter, stack.cloud('cloud-b').config.floatingRange), `${publicAfter} is not cloud-b's`);
+    assert.equal(await getFromOutside(stack.record, publicAfter), '1\n', 'the outside world cannot reach web through its new floating IP');
+    assert.equal(await getFromOutside(stack.record, publicBefore), '', 'the old floating IP still answers');
+    assert.deepEqual(await stack.cloud('cloud-a').controlPlane.floatingIps(), []);
+    const wan = (await run('ip', ['-o', 'addr', 'show', 'dev', 'wan0'], { netns: stack.cloud('cloud-a').config.netns })).stdout;
+    assert.doesNotMatch(wan, new RegExp(publicBefore.replace(/\./g, '\\.')), 'cloud-a still holds the old floating IP');
   });
 
   it('runs the whole VI in cloud-b only, leaving nothing in cloud-a', async () => {

@@ -120,6 +120,13 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
     assert.equal(await send('app', '10.20.1.11', 9001), 'ping', 'app does not listen on 9001 (the drop above proves nothing)');
   });
 
+  it('keeps VIs apart: the cloud routes nothing from this VI\'s networks to another VI\'s (the demo\'s kv), which its own clients reach', async () => {
+    const incr = (from: string) =>
+      run('busybox', ['sh', '-c', 'printf "INCR\\n" | timeout 3 busybox nc -w 2 192.0.2.10 7000'], { netns: netnsOf(from), allowFailure: true }).then((r) => r.stdout.trim());
+    assert.equal(await incr('db'), '', 'a container of another VI reached kv through the edge');
+    assert.match(await incr('client'), /^\d+$/, 'kv does not answer its own VI\'s client (the refusal above proves nothing)');
+  });
+
   it('changes nothing when the same file is deployed again (client API)', async () => {
     const before = await describeCloud(stack.temporal, 'cloud-a');
     const pid = (await stack.cloud('cloud-a').controlPlane.listContainers()).app && (await run('runc', ['--root', path.join(stack.cloud('cloud-a').config.dir, 'runc'), 'state', 'app'])).stdout;
@@ -144,6 +151,7 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
         { name: 'fresh', rootfs: demoRootfs, command: ['/bin/sh'], networks: [{ network: 'back', ip: '10.20.2.50' }] }, // app's
         { name: 'lost', rootfs: '/nonexistent/rootfs', command: ['/bin/sh'], networks: [{ network: 'side' }] },
         { name: 'twin', rootfs: demoRootfs, command: ['/bin/sh'], networks: [{ network: 'side', mac: '02:00:c0:00:02:0a' }] }, // kv's MAC
+        { name: 'pub', rootfs: demoRootfs, command: ['/bin/sh'], networks: [{ network: 'side' }], floatingIp: { address: '198.51.100.7' } }, // not cloud-a's
       ],
     };
     const refusal = await deployVi(stack.temporal, 'cloud-a', other).then(
@@ -156,6 +164,7 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
     assert.match(refusal, /containers\.fresh: 10\.20\.2\.50 on back is already app's/);
     assert.match(refusal, /containers\.lost\.rootfs: \/nonexistent\/rootfs does not exist/);
     assert.match(refusal, /containers\.twin: MAC 02:00:c0:00:02:0a is already kv's in cloud-a/);
+    assert.match(refusal, /containers\.pub\.floatingIp\.address: 198\.51\.100\.7 is outside cloud-a's floating-IP range 203\.0\.113\.160\/28/);
     assert.deepEqual(await describeCloud(stack.temporal, 'cloud-a'), before);
     assert.equal(await readFile(path.join(stack.cloud('cloud-a').config.dir, 'state.json'), 'utf8'), stateBefore, 'the cloud\'s state changed');
     assert.equal(await stack.cloud('cloud-a').runtime.status('fresh'), 'absent');
