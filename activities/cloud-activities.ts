@@ -15,6 +15,7 @@ import type {
   CheckpointResult,
   CloudListing,
   ContainerSpec,
+  DnsRecord,
   Inventory,
   NetworkSpec,
   RestoreResult,
@@ -132,6 +133,32 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         if (err instanceof DeployConflict || err instanceof ViSpecError) throw ApplicationFailure.nonRetryable(err.message, 'DeployConflict');
         throw err;
       }
+    },
+
+    /**
+     * DNS cloud, before a deploy changes anything: the zone is served here, and none of the names
+     * points elsewhere than the VI's own floating IPs (a repeated deploy keeps its records).
+     */
+    async checkDnsNames(input: { zone: string; names: string[]; allowedAddresses: string[] }): Promise<void> {
+      const zones = await controlPlane.dnsZones();
+      if (!zones.includes(input.zone)) {
+        throw ApplicationFailure.nonRetryable(`dns.zone: ${input.zone} is not served by ${cloud.name}'s DNS (it serves: ${zones.join(', ') || 'nothing'})`, 'DeployConflict');
+      }
+      const records = await controlPlane.dnsRecords(input.zone);
+      const taken = records.filter((r) => input.names.includes(r.name) && r.addresses.some((a) => !input.allowedAddresses.includes(a)));
+      if (taken.length) {
+        throw ApplicationFailure.nonRetryable(`dns.records: ${taken.map((r) => `${r.name} already points to ${r.addresses.join(', ')}`).join('; ')}`, 'DeployConflict');
+      }
+    },
+
+    /** DNS cloud: replaces the A records of these names (all or none). */
+    async setDnsRecords(input: { zone: string; records: DnsRecord[] }): Promise<void> {
+      await controlPlane.setDnsRecords(input.zone, input.records);
+      log(`DNS ${input.zone}: ${input.records.map((r) => `${r.name} → ${r.addresses.join(', ')}`).join('; ')}`);
+    },
+
+    async deleteDnsRecords(input: { zone: string; names: string[] }): Promise<void> {
+      await controlPlane.deleteDnsRecords(input.zone, input.names);
     },
 
     /** Removes a VI's containers, ports, rules and networks here (its volumes only when asked). */

@@ -6,8 +6,8 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { allocateAddresses, parseCidr, type UsedAddresses, type ViSpec } from '../lib/vi-spec';
-import type { ContainerSpec, IngressRule, NetworkSpec } from '../lib/types';
+import { allocateAddresses, fqdn, parseCidr, recordName, type UsedAddresses, type ViSpec } from '../lib/vi-spec';
+import type { ContainerSpec, IngressRule, NetworkSpec, PublicName } from '../lib/types';
 import type { Cloud } from '../providers/provider';
 
 export class DeployConflict extends Error {
@@ -26,7 +26,7 @@ export interface DeployOutcome {
   unchanged: string[];
   /** Networks created by this deploy. */
   networksCreated: string[];
-  containers: Array<{ name: string; addresses: string[] }>;
+  containers: Array<{ name: string; addresses: string[]; floatingIp?: string; publicNames?: PublicName[] }>;
 }
 
 export interface RemoveOutcome {
@@ -37,6 +37,8 @@ export interface RemoveOutcome {
   /** Volume directories deleted (deleteVolumes) or kept. */
   volumesDeleted: string[];
   volumesKept: string[];
+  /** Public names its containers had (their records are for the DNS cloud to delete). */
+  publicNames: PublicName[];
 }
 
 /** VXLAN id of a VI's network: derived from the names, so every cloud computes the same one. */
@@ -54,6 +56,9 @@ export function specsOf(vi: ViSpec, vnis: Record<string, number>): { networks: N
     const networkRules: IngressRule[] = c.networks.flatMap((a) => (vi.networks.find((n) => n.name === a.network)!.ingress ?? []).map((r) => ({ ...r, network: a.network })));
     const rules = c.ingress || networkRules.length ? [...(c.ingress ?? []), ...networkRules] : undefined;
     const [uid, gid] = c.user ? c.user.split(':').map(Number) : [];
+    const names: PublicName[] = (vi.dns?.records ?? [])
+      .filter((r) => r.container === c.name)
+      .map((r) => ({ name: recordName(r.name, vi.dns!.zone)!, zone: fqdn(vi.dns!.zone), ttl: vi.dns!.ttl, dnsCloud: vi.dns!.cloud }));
     const spec: ContainerSpec = {
       name: c.name,
       vi: vi.name,
@@ -66,6 +71,7 @@ export function specsOf(vi: ViSpec, vnis: Record<string, number>): { networks: N
       readonlyRootfs: c.readonlyRootfs,
       ...(rules ? { ingress: rules } : {}),
       ...(c.floatingIp ? { floatingIp: { network: c.floatingIp.network ?? c.networks[0]!.network, ...(c.floatingIp.address ? { address: c.floatingIp.address } : {}) } } : {}),
+      ...(names.length ? { publicNames: names } : {}),
     };
     return { spec, rootfs: c.rootfs };
   });
@@ -181,16 +187,24 @@ export async function deployVi(cloud: Cloud, input: ViSpec, progress: (line: str
     if ((await controlPlane.ensureNetwork(network)).created) outcome.networksCreated.push(network.name);
   }
   for (const { spec, rootfs } of containers) {
-    outcome.containers.push({ name: spec.name, addresses: spec.interfaces.map((i) => `${i.network}:${i.ip}`) });
+    const report = (placed: ContainerSpec) =>
+      outcome.containers.push({
+        name: spec.name,
+        addresses: spec.interfaces.map((i) => `${i.network}:${i.ip}`),
+        ...(placed.floatingIp?.address ? { floatingIp: placed.floatingIp.address } : {}),
+        ...(placed.publicNames ? { publicNames: placed.publicNames } : {}),
+      });
     if (hosted[spec.name] && (await runtime.status(spec.name)) === 'running') {
-      await withFloatingIp(cloud, hosted[spec.name]!); // converges a deploy that died half-way
+      report(await withFloatingIp(cloud, hosted[spec.name]!)); // converges a deploy that died half-way
       outcome.unchanged.push(spec.name);
       continue;
     }
     progress(`starting ${spec.name} (${spec.args.join(' ')})`);
     const { netnsPath } = await controlPlane.ensurePort(spec);
     await runtime.run(spec, rootfs, netnsPath);
-    await controlPlane.registerContainer(await withFloatingIp(cloud, spec));
+    const placed = await withFloatingIp(cloud, spec);
+    await controlPlane.registerContainer(placed);
+    report(placed);
     outcome.started.push(spec.name);
   }
   return outcome;
@@ -202,7 +216,7 @@ export async function removeVi(cloud: Cloud, name: string, opts: { deleteVolumes
   const members = Object.values(await controlPlane.listContainers()).filter((c) => c.vi === name);
   const networks = (await controlPlane.listNetworks()).filter((n) => n.vi === name);
   if (!members.length && !networks.length) throw new DeployConflict([`no VI "${name}" in ${cloud.name}`]);
-  const outcome: RemoveOutcome = { vi: name, cloud: cloud.name, containers: [], networks: [], volumesDeleted: [], volumesKept: [] };
+  const outcome: RemoveOutcome = { vi: name, cloud: cloud.name, containers: [], networks: [], volumesDeleted: [], volumesKept: [], publicNames: members.flatMap((c) => c.publicNames ?? []) };
   for (const c of members) {
     await controlPlane.releaseFloatingIp(c.name);
     await runtime.remove(c.name);

@@ -34,7 +34,9 @@ export async function loadDemoVi(opts: { ballastMiB?: number; only?: string[]; v
     .map((c) => (c.name === 'kv' && opts.ballastMiB !== undefined ? { ...c, command: [c.command[0]!, c.command[1]!, String(opts.ballastMiB)] } : c))
     .map((c) => (opts.volumeRoot ? { ...c, volumes: c.volumes.map((v) => ({ ...v, source: v.source.replace(FILE_VOLUME_ROOT, `${opts.volumeRoot}/`) })) } : c));
   const used = new Set(containers.flatMap((c) => c.networks.map((a) => a.network)));
-  return { ...vi, networks: vi.networks.filter((n) => used.has(n.name)), containers };
+  const records = vi.dns?.records.filter((r) => containers.some((c) => c.name === r.container)) ?? [];
+  const { dns, ...rest } = vi;
+  return { ...rest, networks: vi.networks.filter((n) => used.has(n.name)), containers, ...(dns && records.length ? { dns: { ...dns, records } } : {}) };
 }
 
 /** The client's place on the private network: a port without a container, the client runs in it. */

@@ -60,6 +60,16 @@ export async function getFromOutside(record: TestbedRecord, address: string): Pr
   return reply.stdout.split('\r\n\r\n')[1] ?? '';
 }
 
+/** The addresses a name resolves to, asked from the outside world of the DNS service that serves it. */
+export async function resolveFromOutside(record: TestbedRecord, name: string): Promise<string[]> {
+  const server = record.clouds.find((c) => c.dns)?.dns?.server;
+  if (!server) throw new Error('no cloud of this testbed offers DNS');
+  const { stdout } = await run('busybox', ['nslookup', '-type=a', name, server], { netns: record.outside.netns, allowFailure: true });
+  // The answer section follows the server's own address lines.
+  const answer = stdout.split(/Name:\s+\S+/).slice(1).join('\n');
+  return [...answer.matchAll(/Address:\s+(\d+\.\d+\.\d+\.\d+)/g)].map((m) => m[1]!).sort();
+}
+
 /** The database's own view of itself: the writer's session, the server's start, its rows. */
 export interface DemoDbView {
   /** Backend PID, client address and port, and start of the application's one session. */

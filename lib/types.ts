@@ -50,6 +50,8 @@ export interface ContainerSpec {
    * cloud gives it one of its own.
    */
   floatingIp?: { network: string; address?: string };
+  /** DNS names that point to its floating IP. */
+  publicNames?: PublicName[];
   /** The rootfs is read-only: it can be copied while the container runs. */
   readonlyRootfs: boolean;
   /**
@@ -57,6 +59,24 @@ export interface ContainerSpec {
    * filtering. Enforced by the cloud where the container runs, so it moves with it.
    */
   ingress?: IngressRule[];
+}
+
+/** An A record of a VI's public name. */
+export interface DnsRecord {
+  /** Fully qualified, with the trailing dot. */
+  name: string;
+  ttl: number;
+  addresses: string[];
+}
+
+/** A public name of a container: an A record to its floating IP, in a zone a cloud's DNS serves. */
+export interface PublicName {
+  /** Fully qualified, e.g. "www.vi.example." */
+  name: string;
+  zone: string;
+  ttl: number;
+  /** The cloud whose DNS service serves the zone (its worker manages the records). */
+  dnsCloud: string;
 }
 
 export interface IngressRule {

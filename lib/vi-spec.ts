@@ -84,11 +84,27 @@ const network = z
   })
   .strict();
 
+const dnsName = z.string().regex(/^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.?$/, 'a DNS name: labels of letters, digits and "-"');
+
+/** The VI's public names: A records to its containers' floating IPs, in a zone a cloud's DNS serves. */
+const dns = z
+  .object({
+    /** e.g. "vi.example." */
+    zone: dnsName,
+    /** The cloud whose DNS service serves the zone; its worker manages the records, wherever the VI runs. */
+    cloud: z.string().regex(/^[a-z][a-z0-9-]{0,15}$/, 'a cloud name'),
+    /** Short, so that clients follow a migration's switch quickly. */
+    ttl: z.number().int().min(1).max(86_400).default(5),
+    records: z.array(z.object({ name: dnsName, container: containerName }).strict()).min(1, 'a zone without records has nothing to serve'),
+  })
+  .strict();
+
 export const viSpecSchema = z
   .object({
     name: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a VI name is 1-32 characters: lowercase letters, digits and "-", starting with a letter'),
     networks: z.array(network).min(1, 'a VI has at least one private network'),
     containers: z.array(container).min(1, 'a VI has at least one container'),
+    dns: dns.optional(),
   })
   .strict()
   .superRefine((vi, ctx) => {
@@ -148,7 +164,36 @@ export const viSpecSchema = z
       checkRules(c.ingress ?? [], ['containers', i, 'ingress'], problem);
     }
     for (const [i, n] of vi.networks.entries()) checkRules(n.ingress ?? [], ['networks', i, 'ingress'], problem);
+    if (vi.dns) {
+      const zone = fqdn(vi.dns.zone);
+      const seen = new Set<string>();
+      for (const [i, r] of vi.dns.records.entries()) {
+        const name = recordName(r.name, zone);
+        if (!name) problem(['dns', 'records', i, 'name'], `${r.name} is outside the VI's zone ${zone}`);
+        else if (seen.has(name)) problem(['dns', 'records', i, 'name'], `${name} is declared twice`);
+        if (name) seen.add(name);
+        const target = vi.containers.find((c) => c.name === r.container);
+        if (!target) problem(['dns', 'records', i, 'container'], `no container "${r.container}" in this VI`);
+        else if (!target.floatingIp) problem(['dns', 'records', i, 'container'], `${r.container} has no floatingIp: a public name needs a public address`);
+      }
+    }
   });
+
+/** "a.b" → "a.b." */
+export function fqdn(name: string): string {
+  return name.endsWith('.') ? name.toLowerCase() : `${name.toLowerCase()}.`;
+}
+
+/**
+ * A record's fully qualified name: a relative name is in the zone ("www" → "www.vi.example."), a
+ * fully qualified one (ending with ".") must be in it; undefined when it is outside the zone.
+ */
+export function recordName(name: string, zone: string): string | undefined {
+  const z = fqdn(zone);
+  if (!name.endsWith('.')) return `${name.toLowerCase()}.${z}`;
+  const full = name.toLowerCase();
+  return full === z || full.endsWith(`.${z}`) ? full : undefined;
+}
 
 function checkRules(rules: Array<z.output<typeof ingressRule>>, path: Array<string | number>, problem: (path: Array<string | number>, message: string) => void): void {
   for (const [k, r] of rules.entries()) {

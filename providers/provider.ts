@@ -5,7 +5,7 @@
  * The embedded "local" cloud implements the control plane with network namespaces; an OpenStack
  * control plane will implement the same interface with Neutron/Nova/Designate calls.
  */
-import type { CloudEndpoint, ContainerSpec, NetworkSpec, TransferEndpoint } from '../lib/types';
+import type { CloudEndpoint, ContainerSpec, DnsRecord, NetworkSpec, TransferEndpoint } from '../lib/types';
 
 export interface ControlPlane {
   readonly endpoint: CloudEndpoint;
@@ -49,6 +49,14 @@ export interface ControlPlane {
   /** Releases the container's floating IP (NAT and address); nothing to do when it has none. */
   releaseFloatingIp(container: string): Promise<void>;
   floatingIps(): Promise<Array<{ address: string; container: string; privateIp: string }>>;
+
+  /** Zones this cloud's DNS service serves (empty when it offers none). */
+  dnsZones(): Promise<string[]>;
+  /** The A records of a zone this cloud serves. */
+  dnsRecords(zone: string): Promise<DnsRecord[]>;
+  /** Replaces the A records of the given names in the zone, all or none (OpenStack: Designate recordsets). */
+  setDnsRecords(zone: string, records: DnsRecord[]): Promise<void>;
+  deleteDnsRecords(zone: string, names: string[]): Promise<void>;
 
   /**
    * While a connection's socket is frozen, the namespace that owns its IP must not answer RST

@@ -15,11 +15,13 @@ import { criuPath, testbedsDir } from '../lib/paths';
 import { isAlive, readPidFile, stopPid } from '../lib/processes';
 import { openLocalCloud } from '../providers/local/local-cloud';
 import { testbedDown, testbedUp } from '../providers/local/testbed';
-import { plugClientPort, startDemoClient, waitForDbRows, webTarget } from '../demo/scenario';
+import { getFromOutside, plugClientPort, resolveFromOutside, startDemoClient, waitForDbRows, webTarget } from '../demo/scenario';
 import { DEMO_VI, DEMO_VI_FILE, loadDemoVi } from '../demo/demo-vi';
 import { formatReport } from '../client/format-report';
 
 const TESTBED_ID = 'migravi';
+/** The demo VI's public name (demo/demo.vi.yaml), served by cloud-a's PowerDNS. */
+const PUBLIC_NAME = 'www.vi.example.';
 const TEMPORAL_PORT = 7233;
 const UI_PORT = 8233;
 const temporalDir = '/var/lib/migravi/temporal';
@@ -90,6 +92,9 @@ async function main(): Promise<void> {
     say(`  app 192.0.2.30 + 10.88.0.10 writing a row every 50 ms through one session to PostgreSQL 10.88.0.20:5432 (data on a volume)`);
     say(`clients on 192.0.2.100, one connection each: kv from port ${before.localPort} (counter at ${before.lastValue}), nginx from port ${webBefore.localPort} (request ${webBefore.lastValue} on it)`);
     say(`database: ${dbBefore.rows} rows; the application's session ${dbBefore.writer}`);
+    const nameBefore = await resolveFromOutside(record, PUBLIC_NAME);
+    const outsideBefore = nameBefore[0] ? await getFromOutside(record, nameBefore[0]) : '';
+    say(`outside world (${record.outside.ip}): ${PUBLIC_NAME} resolves to ${nameBefore.join(', ') || 'nothing'} (cloud-a's floating IP); nginx answered ${outsideBefore ? 'there' : 'NOTHING'}`);
 
     // The plan names the VI; inventory finds its four containers, moved as one group (frozen together, restored together).
     const handle = await startMigration(temporal, { name: 'demo', vi: DEMO_VI, source: 'cloud-a', destination: 'cloud-b' });
@@ -107,7 +112,12 @@ async function main(): Promise<void> {
     const webAfter = await webClient.waitForReplies(100);
     const dbAfter = await waitForDbRows(record, 'cloud-b', dbBefore.rows + 20);
     const dbKept = dbAfter.writer === dbBefore.writer && dbAfter.startedAt === dbBefore.startedAt && dbAfter.maxId === dbAfter.rows;
+    const nameAfter = await resolveFromOutside(record, PUBLIC_NAME);
+    const outsideAfter = nameAfter[0] ? await getFromOutside(record, nameAfter[0]) : '';
+    const oldAddressSilent = nameBefore[0] ? (await getFromOutside(record, nameBefore[0])) === '' : false;
+    const publicOk = nameAfter.length === 1 && nameAfter[0] !== nameBefore[0] && outsideAfter !== '' && oldAddressSilent;
     const notes = [
+      `outside world: ${PUBLIC_NAME} now resolves to ${nameAfter.join(', ') || 'nothing'} (cloud-b's floating IP), nginx ${outsideAfter ? 'answers there' : 'does NOT answer there'}; the old address ${nameBefore[0] ?? '-'} ${oldAddressSilent ? 'is released' : 'still answers'}`,
       `database (asked in cloud-b): ${dbAfter.rows} rows, ids 1..${dbAfter.maxId} without a gap (a restart from disk would skip some); server started ${dbAfter.startedAt} (${dbAfter.startedAt === dbBefore.startedAt ? 'same as before' : `was ${dbBefore.startedAt}`})`,
       `application -> database session: ${dbAfter.writer === dbBefore.writer ? 'SAME' : 'BROKEN'} (${dbBefore.writer} -> ${dbAfter.writer})`,
     ];
@@ -132,7 +142,7 @@ async function main(): Promise<void> {
     console.log(`JSON report: ${path.join(reportsDir, `${handle.workflowId}.json`)}`);
     const broken = clients.some((c) => c.after.localPort !== c.before.localPort || c.after.discontinuities > 0 || c.after.error);
     const misplaced = Object.values(placement).some((where) => where['cloud-b'] !== 'running' || where['cloud-a'] !== 'absent');
-    if (broken || misplaced || !dbKept) {
+    if (broken || misplaced || !dbKept || !publicOk) {
       failed = true;
       console.error('\nthe demo did NOT keep its promises: see the report above');
     }

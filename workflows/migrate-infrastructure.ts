@@ -37,6 +37,7 @@ import type {
   ArtifactCheck,
   ArtifactReceipt,
   ContainerReport,
+  DnsRecord,
   GroupReport,
   MigrationProgress,
   MigrationReport,
@@ -157,6 +158,24 @@ interface Compensation {
   fence?: { required: () => boolean };
   /** The container step a fence is about (to retry the discard). */
   step?: ContainerStep;
+}
+
+/** The A records to point at the destination's floating IPs, grouped by the cloud and zone that serve them. */
+function redirectRecords(steps: ContainerStep[], reports: ContainerReport[]): Array<{ dnsCloud: string; zone: string; records: DnsRecord[] }> {
+  const byZone = new Map<string, { dnsCloud: string; zone: string; records: Map<string, DnsRecord> }>();
+  for (const step of steps) {
+    const address = reports.find((r) => r.name === step.container.name)?.floatingIp?.destination;
+    if (!address) continue;
+    for (const n of step.container.publicNames ?? []) {
+      const key = `${n.dnsCloud}/${n.zone}`;
+      const entry = byZone.get(key) ?? { dnsCloud: n.dnsCloud, zone: n.zone, records: new Map<string, DnsRecord>() };
+      const record = entry.records.get(n.name) ?? { name: n.name, ttl: n.ttl, addresses: [] };
+      record.addresses.push(address);
+      entry.records.set(n.name, record);
+      byZone.set(key, entry);
+    }
+  }
+  return [...byZone.values()].map((e) => ({ dnsCloud: e.dnsCloud, zone: e.zone, records: [...e.records.values()] }));
 }
 
 interface VolumeCopy {
@@ -470,6 +489,24 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         compensations.length = 0;
         containers.push(...group.reports);
         groups.push({ containers: names, frozenMs: group.frozenMs });
+        // The group's public names now lead to its floating IPs at the destination (through the
+        // cloud that serves each zone). A failure here leaves the move in place and is reported.
+        const renamed = redirectRecords(steps, group.reports);
+        if (renamed.length) {
+          await CancellationScope.nonCancellable(() =>
+            phase('redirect', label, async () => {
+              for (const { dnsCloud, zone, records } of renamed) {
+                try {
+                  const started = Date.now();
+                  await control(dnsCloud).setDnsRecords({ zone, records });
+                  note(`DNS ${zone} at ${dnsCloud}: ${records.map((r) => `${r.name} → ${r.addresses.join(', ')}`).join('; ')} (${Date.now() - started} ms)`);
+                } catch (err) {
+                  warnings.push(`could not switch ${records.map((r) => r.name).join(', ')} in ${zone} at ${dnsCloud}: ${describe(err)}`);
+                }
+              }
+            }),
+          );
+        }
         await CancellationScope.nonCancellable(() =>
           phase('release', label, () =>
             settleAll(steps, async (step) => {

@@ -21,6 +21,8 @@ export interface LocalCloudConfig {
   /** This cloud's key for pushing artifacts to peers. */
   transferKeyPath: string;
   criuPath: string;
+  /** The cloud's DNS service (PowerDNS), when it offers one: where it answers, its API and key. */
+  dns?: { server: string; apiUrl: string; apiKeyPath: string };
 }
 
 export function cloudConfigPath(stateDir: string, cloud: string): string {

@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
 import { intToIp, ipToInt, parseCidr } from '../../lib/vi-spec';
-import type { CloudEndpoint, ContainerSpec, IngressRule, NetworkSpec, TransferEndpoint } from '../../lib/types';
+import type { CloudEndpoint, ContainerSpec, DnsRecord, IngressRule, NetworkSpec, TransferEndpoint } from '../../lib/types';
+import { PowerDnsApi } from './powerdns-api';
 import type { ControlPlane } from '../provider';
 import { names, type LocalCloudConfig } from './cloud-config';
 import { CloudStateStore } from './cloud-state';
@@ -237,6 +238,27 @@ export class LocalControlPlane implements ControlPlane {
     return Object.entries(state.ports).flatMap(([owner, port]) =>
       port.interfaces.filter((i) => i.network === network).map((i) => ({ ip: i.ip, mac: i.mac, owner })),
     );
+  }
+
+  private dnsApi(): PowerDnsApi {
+    if (!this.cfg.dns) throw new Error(`${this.cfg.name} offers no DNS service`);
+    return new PowerDnsApi(this.cfg.dns);
+  }
+
+  async dnsZones(): Promise<string[]> {
+    return this.cfg.dns ? this.dnsApi().zones() : [];
+  }
+
+  dnsRecords(zone: string): Promise<DnsRecord[]> {
+    return this.dnsApi().records(zone);
+  }
+
+  setDnsRecords(zone: string, records: DnsRecord[]): Promise<void> {
+    return this.dnsApi().replace(zone, records);
+  }
+
+  deleteDnsRecords(zone: string, names: string[]): Promise<void> {
+    return this.dnsApi().delete(zone, names);
   }
 
   floatingIpRange(): string {

@@ -5,6 +5,7 @@ import { ip, run } from '../../lib/exec';
 import { readPidFile, stopPid, waitFor } from '../../lib/processes';
 import { intToIp, parseCidr } from '../../lib/vi-spec';
 import { cloudConfigPath, type LocalCloudConfig } from './cloud-config';
+import { startDnsServer } from './dns-server';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
 
 /**
@@ -28,6 +29,8 @@ export interface TestbedOptions {
    * a resolver of the host.
    */
   hostLink?: string;
+  /** Zones the first cloud's DNS service serves (default: vi.example.). */
+  dnsZones?: string[];
   wanPrefixLength: number;
   /** Bandwidth of each cloud's WAN link, both directions (tbf). */
   wanRateMbit: number;
@@ -84,6 +87,7 @@ export function addToIpv4(address: string, n: number): string {
 }
 
 export const DEFAULT_HOST_LINK = '198.18.0.0/30';
+export const DEFAULT_DNS_ZONE = 'vi.example.';
 
 /** Cloud i's floating IPs: the i-th /28 from the WAN's network + 32 (clear of the router, the clouds and the outside world). */
 function floatingRangeOf(opts: TestbedOptions, i: number): string {
@@ -266,6 +270,16 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
     await writeTestbed(record);
     log(`cloud ${cfg.name}: sshd on ${cfg.publicIp}:${cfg.sshPort} (pid ${pid})`);
   }
+
+  // The first cloud offers DNS: its PowerDNS serves the VIs' public names.
+  const dnsCloud = record.clouds[0]!;
+  const zones = opts.dnsZones ?? [DEFAULT_DNS_ZONE];
+  const dnsServer = await startDnsServer(dnsCloud, zones);
+  record.processes.push({ name: `PowerDNS ${dnsCloud.name}`, pid: dnsServer.pid });
+  dnsCloud.dns = dnsServer.dns;
+  await writeFile(cloudConfigPath(opts.stateDir, dnsCloud.name), JSON.stringify(dnsCloud, null, 2));
+  await writeTestbed(record);
+  log(`cloud ${dnsCloud.name}: PowerDNS on ${dnsServer.dns.server}:53 serving ${zones.join(', ')} (pid ${dnsServer.pid})`);
   return record;
 }
 

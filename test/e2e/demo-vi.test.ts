@@ -11,10 +11,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { deployVi, describeCloud, startMigration } from '../../client/migravi-client';
+import { deployVi, describeCloud, removeVi, startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
 import { DEMO_VI, loadDemoVi, WEB_IP } from '../../demo/demo-vi';
-import { getFromOutside, startDemoClient, waitForDbRows, webTarget, type DemoClient, type DemoDbView } from '../../demo/scenario';
+import { getFromOutside, resolveFromOutside, startDemoClient, waitForDbRows, webTarget, type DemoClient, type DemoDbView } from '../../demo/scenario';
 import { parseCidr } from '../../lib/vi-spec';
 import { run } from '../../lib/exec';
 import type { MigrationReport } from '../../lib/types';
@@ -38,6 +38,7 @@ describe('the demo VI (kv, nginx, an application and PostgreSQL on a volume, two
   let dbBefore: DemoDbView;
   let publicBefore: string;
   let outsideBefore: string;
+  let dnsBefore: string[];
 
   before(async () => {
     stack = await E2eStack.start({ id: 'mvsrv', ballastMiB: 8 });
@@ -47,6 +48,7 @@ describe('the demo VI (kv, nginx, an application and PostgreSQL on a volume, two
     dbBefore = await waitForDbRows(stack.record, 'cloud-a', 20);
     publicBefore = (await describeCloud(stack.temporal, 'cloud-a')).containers.find((c) => c.name === 'web')!.floatingIp!;
     outsideBefore = await getFromOutside(stack.record, publicBefore);
+    dnsBefore = await resolveFromOutside(stack.record, 'www.vi.example.');
     webClient = await startDemoClient(stack.record, 'cloud-a', webTarget);
     statusBefore = await webClient.waitForReplies(50);
     kvBefore = await stack.client.waitForReplies(20);
@@ -96,7 +98,7 @@ describe('the demo VI (kv, nginx, an application and PostgreSQL on a volume, two
     assert.equal(after.lastValue, after.replies, 'nginx counted other requests than the client sent on this connection');
   });
 
-  it('gives web a public address of the cloud it runs in: the outside world reached it in cloud-a, and reaches it in cloud-b at a new one', async () => {
+  it('gives web a public address and name: the outside world reached it in cloud-a, and reaches it in cloud-b at a new address its name now resolves to', async () => {
     const inRange = (address: string, range: string) => {
       const r = parseCidr(range)!;
       const v = parseCidr(`${address}/32`)!.net;
@@ -110,6 +112,10 @@ describe('the demo VI (kv, nginx, an application and PostgreSQL on a volume, two
     assert.ok(publicAfter && inRange(publicAfter, stack.cloud('cloud-b').config.floatingRange), `${publicAfter} is not cloud-b's`);
     assert.equal(await getFromOutside(stack.record, publicAfter), '1\n', 'the outside world cannot reach web through its new floating IP');
     assert.equal(await getFromOutside(stack.record, publicBefore), '', 'the old floating IP still answers');
+    // Its public name, asked of the real DNS server from outside: cloud-a's address before, cloud-b's after.
+    assert.deepEqual(dnsBefore, [publicBefore]);
+    assert.deepEqual(await resolveFromOutside(stack.record, 'www.vi.example.'), [publicAfter]);
+    assert.ok(report.events.some((e) => e.startsWith(`DNS vi.example. at cloud-a: www.vi.example. → ${publicAfter}`)), `no DNS switch in the report's events: ${report.events.join(' | ')}`);
     assert.deepEqual(await stack.cloud('cloud-a').controlPlane.floatingIps(), []);
     const wan = (await run('ip', ['-o', 'addr', 'show', 'dev', 'wan0'], { netns: stack.cloud('cloud-a').config.netns })).stdout;
     assert.doesNotMatch(wan, new RegExp(publicBefore.replace(/\./g, '\\.')), 'cloud-a still holds the old floating IP');
@@ -163,5 +169,12 @@ describe('the demo VI (kv, nginx, an application and PostgreSQL on a volume, two
     assert.ok(web.start < kv.end && kv.start < web.end, `blackouts do not overlap: web ${JSON.stringify(web)}, kv ${JSON.stringify(kv)}`);
     assert.deepEqual(report.groups.map((g) => g.containers), [['app', 'db', 'kv', 'web']]);
     for (const c of report.containers) assert.ok(c.frozenMs > 0 && c.frozenMs <= report.groups[0]!.frozenMs);
+  });
+
+  it('removes the VI with its public name: the name no longer resolves, the floating IP is released', async () => {
+    const removed = await removeVi(stack.temporal, 'cloud-b', DEMO_VI, { deleteVolumes: true });
+    assert.deepEqual(removed.containers.sort(), ['app', 'db', 'kv', 'web']);
+    assert.deepEqual(await resolveFromOutside(stack.record, 'www.vi.example.'), []);
+    assert.deepEqual(await stack.cloud('cloud-b').controlPlane.floatingIps(), []);
   });
 });

@@ -170,6 +170,22 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
     assert.equal(await stack.cloud('cloud-a').runtime.status('fresh'), 'absent');
   });
 
+  it('refuses a public name in a zone the DNS cloud does not serve, before deploying anything', async () => {
+    const named: ViSpecInput = {
+      name: 'named',
+      networks: [{ name: 'pub', cidr: '10.30.0.0/24' }],
+      containers: [{ name: 'site', rootfs: demoRootfs, command: ['/bin/sh'], networks: [{ network: 'pub' }], floatingIp: {} }],
+      dns: { zone: 'nowhere.example.', cloud: 'cloud-a', records: [{ name: 'www', container: 'site' }] },
+    };
+    const refusal = await deployVi(stack.temporal, 'cloud-a', named).then(
+      () => assert.fail('a VI with a zone nobody serves was deployed'),
+      (err: Error) => causes(err),
+    );
+    assert.match(refusal, /dns\.zone: nowhere\.example\. is not served by cloud-a's DNS \(it serves: vi\.example\.\)/);
+    assert.equal(await stack.cloud('cloud-a').runtime.status('site'), 'absent');
+    assert.equal((await stack.cloud('cloud-a').controlPlane.listNetworks()).find((n) => n.name === 'pub'), undefined);
+  });
+
   let digestsAtSource: Record<string, string>;
   let finalReport: MigrationReport;
 

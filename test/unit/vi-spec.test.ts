@@ -162,6 +162,31 @@ describe('VI description', () => {
     assert.ok(networkVni('shop', 'front') >= 1 && networkVni('shop', 'front') < 2 ** 24);
   });
 
+  it('checks the VI\'s public names: in its zone, once each, on a container with a public address', () => {
+    const vi = (records: Array<{ name: string; container: string }>, floating = true): ViSpecInput => ({
+      name: 'pub',
+      networks: [{ name: 'n', cidr: '10.0.0.0/24' }],
+      containers: [
+        { name: 'web', rootfs: '/r', command: ['/x'], networks: [{ network: 'n' }], ...(floating ? { floatingIp: {} } : {}) },
+        { name: 'db', rootfs: '/r', command: ['/x'], networks: [{ network: 'n' }] },
+      ],
+      dns: { zone: 'vi.example', cloud: 'cloud-a', records },
+    });
+    assert.doesNotThrow(() => parseViSpec(vi([{ name: 'www', container: 'web' }, { name: 'api.vi.example.', container: 'web' }])));
+    const text = (() => {
+      try {
+        parseViSpec(vi([{ name: 'www', container: 'web' }, { name: 'www.vi.example.', container: 'web' }, { name: 'www.other.example.', container: 'web' }, { name: 'db', container: 'db' }, { name: 'x', container: 'nope' }]));
+        return '';
+      } catch (err) {
+        return (err as Error).message;
+      }
+    })();
+    assert.match(text, /dns\.records\.1\.name: www\.vi\.example\. is declared twice/);
+    assert.match(text, /dns\.records\.2\.name: www\.other\.example\. is outside the VI's zone vi\.example\./);
+    assert.match(text, /dns\.records\.3\.container: db has no floatingIp/);
+    assert.match(text, /dns\.records\.4\.container: no container "nope" in this VI/);
+  });
+
   it('reads the demo VI file, whose root filesystems are the ones setup builds', async () => {
     const vi = await loadViFile(path.join(__dirname, '..', '..', '..', 'demo', 'demo.vi.yaml'));
     assert.equal(vi.name, 'demo');
