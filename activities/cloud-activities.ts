@@ -17,6 +17,7 @@ import type {
   ContainerSpec,
   DnsRecord,
   Inventory,
+  PublicConnection,
   NetworkSpec,
   RestoreResult,
   ResumeOutcome,
@@ -293,6 +294,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       const name = input.container.name;
       if ((await controlPlane.listContainers())[name]) throw ApplicationFailure.nonRetryable(`${name} is a container of ${cloud.name}: not discarding it`, 'Refused');
       await controlPlane.releaseFloatingIp(name);
+      await controlPlane.routeRepliesVia(name, [], '');
       await runtime.remove(name);
       await controlPlane.removePort(name);
       for (const v of placedHere(input.container).volumes ?? []) await rm(v.source, { recursive: true, force: true });
@@ -510,9 +512,10 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     },
 
     /** Source, after commit: free the container, its port, its images and its claim. */
-    async releaseSource(input: ContainerStep): Promise<void> {
+    async releaseSource(input: ContainerStep & { keepFloatingIp?: boolean }): Promise<void> {
       const { container } = input;
-      await controlPlane.releaseFloatingIp(container.name);
+      // While connections open through it drain, the floating IP stays (NATed to the container, now at the peer).
+      if (!input.keepFloatingIp) await controlPlane.releaseFloatingIp(container.name);
       await runtime.remove(container.name);
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);
@@ -521,6 +524,22 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       await rmdir(path.join(cloud.volumesDir, container.name)).catch(() => undefined);
       await removeStepFiles(input);
       await releaseClaims(cloud.workDir, input.migrationId, [container.name]);
+    },
+
+    /** Source, inside the freeze: the outside connections open through the container's floating IP. */
+    async publicConnections(input: ContainerStep): Promise<PublicConnection[]> {
+      return controlPlane.openPublicConnections(input.container.name);
+    },
+
+    /** Destination: replies of the source's open public connections leave through the source's edge (empty list: no more). */
+    async routeReplies(input: ContainerStep & { connections: PublicConnection[]; peerPublicIp: string }): Promise<void> {
+      await controlPlane.routeRepliesVia(input.container.name, input.connections, input.peerPublicIp);
+    },
+
+    /** Source, at the end of the drain: the old floating IP goes (and with it the forwarding of what was open through it). */
+    async releasePublicAddress(input: ContainerStep): Promise<void> {
+      if ((await controlPlane.listContainers())[input.container.name]) throw ApplicationFailure.nonRetryable(`${input.container.name} runs in ${cloud.name}: its floating IP stays`, 'Refused');
+      await controlPlane.releaseFloatingIp(input.container.name);
     },
 
     /** Destination, after commit: drop the received artifacts (the container runs from its bundle). */

@@ -9,8 +9,11 @@
  *   node dist/client/cli.js list CLOUD                 (the VIs, networks and containers a cloud hosts, with their state)
  *   node dist/client/cli.js deploy CLOUD VI.yaml       (deploys a VI description; again with the same file: no change)
  *   node dist/client/cli.js remove CLOUD VI [--delete-volumes]
+ *   node dist/client/cli.js report WORKFLOW_ID [--out DIR]  (a finished migration's report: printed, and written as JSON and an SVG chart)
  * The plan file is read and validated before anything connects to Temporal.
  */
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { loadPlanFile } from '../lib/plan-file';
@@ -18,12 +21,14 @@ import YAML from 'yaml';
 import { PlanError } from '../lib/plan';
 import { loadViFile } from '../lib/vi-file';
 import { allocateAddresses, ViSpecError } from '../lib/vi-spec';
+import type { MigrationReport } from '../lib/types';
+import { categoryChartSvg } from './category-chart';
 import { formatReport } from './format-report';
 import { abortMigration, approveCutover, confirmDestinationGone, deployVi, describeCloud, followMigration, queryProgress, removeVi, startMigration } from './migravi-client';
 
 const usage =
-  'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID | validate-vi VI_FILE | list CLOUD | deploy CLOUD VI_FILE | remove CLOUD VI [--delete-volumes]   [--temporal HOST:PORT] [--no-wait]';
-const commands = ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'validate-vi', 'list', 'deploy', 'remove'];
+  'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID | report ID [--out DIR] | validate-vi VI_FILE | list CLOUD | deploy CLOUD VI_FILE | remove CLOUD VI [--delete-volumes]   [--temporal HOST:PORT] [--no-wait]';
+const commands = ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove'];
 
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -32,6 +37,7 @@ async function main(): Promise<number> {
       temporal: { type: 'string', default: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' },
       'no-wait': { type: 'boolean', default: false },
       'delete-volumes': { type: 'boolean', default: false },
+      out: { type: 'string', default: '.' },
     },
   });
   const [command, target, ...rest] = positionals;
@@ -86,6 +92,16 @@ async function main(): Promise<number> {
       return 0;
     }
     const handle = client.workflow.getHandle(target);
+    if (command === 'report') {
+      const report = (await handle.result()) as MigrationReport;
+      console.log(formatReport(report));
+      await mkdir(values.out, { recursive: true });
+      const base = path.join(values.out, target);
+      await writeFile(`${base}.json`, JSON.stringify(report, null, 2));
+      await writeFile(`${base}.svg`, categoryChartSvg(report.categories, `Migration ${report.plan}: ${report.source} → ${report.destination}, ${(report.wallMs / 1000).toFixed(1)} s`));
+      console.log(`written: ${base}.json, ${base}.svg`);
+      return 0;
+    }
     if (command === 'progress') console.log(JSON.stringify(await queryProgress(handle), null, 2));
     if (command === 'approve') await approveCutover(handle);
     if (command === 'abort') await abortMigration(handle, rest.join(' ') || 'aborted by the operator (CLI)');

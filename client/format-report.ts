@@ -34,6 +34,9 @@ export function formatReport(
   const sum = report.phases.reduce((s, p) => s + p.durationMs, 0);
   lines.push(`  ${'(sum)'.padEnd(14)} ${''.padEnd(11)} ${ms(sum).padStart(9)}`);
   lines.push('');
+  lines.push('  time by category (the seed paper\'s Figure 1):');
+  for (const c of report.categories ?? []) lines.push(`    ${c.category.padEnd(38)} ${ms(c.ms).padStart(9)}  ${(c.share * 100).toFixed(1).padStart(5)}%`);
+  lines.push('');
   for (const c of report.containers) {
     const imageCheck = c.checks.find((k) => k.kind === 'checkpoint');
     lines.push(`  ${c.name}: frozen ${ms(c.frozenMs)} (CRIU dump ${ms(c.checkpointMs)}; at destination: verify ${ms(imageCheck?.verifyMs ?? 0)}, CRIU restore ${ms(c.restoreMs)}), image ${mib(c.imageBytes)}`);

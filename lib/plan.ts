@@ -51,9 +51,15 @@ export const migrationPlanSchema = z
         approveCutover: z.boolean().default(false),
         /** How many containers of a group are transferred (and pre-copied) at once. */
         parallelTransfers: z.number().int().min(1).max(32).default(4),
+        /**
+         * After the move, outside connections open through the old floating IP are forwarded to
+         * the container at the destination until they close or this long has passed; then the
+         * old address is released. 0: released at once.
+         */
+        drainTimeoutSeconds: z.number().int().min(0).max(86_400).default(60),
       })
       .strict()
-      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false, parallelTransfers: 4 }),
+      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false, parallelTransfers: 4, drainTimeoutSeconds: 60 }),
   })
   .strict()
   .superRefine((plan, ctx) => {

@@ -1,4 +1,5 @@
 /** Values passed between the workflow and the activities. Plain data: they go through Temporal's history. */
+import type { CategoryTime } from './report-categories';
 
 /** A private (tenant) network of the VI. */
 export interface NetworkSpec {
@@ -59,6 +60,15 @@ export interface ContainerSpec {
    * filtering. Enforced by the cloud where the container runs, so it moves with it.
    */
   ingress?: IngressRule[];
+}
+
+/** An outside connection open through a floating IP (as the edge's connection tracking has it). */
+export interface PublicConnection {
+  client: string;
+  clientPort: number;
+  /** The container's side: its private address and port. */
+  privateIp: string;
+  port: number;
 }
 
 /** An A record of a VI's public name. */
@@ -227,6 +237,8 @@ export interface ContainerReport {
   volumes?: VolumeReport;
   /** Its public address before (source's range) and after (destination's range) the move. */
   floatingIp?: { source?: string; destination?: string };
+  /** Outside connections open through its old floating IP at the freeze, forwarded until they closed or the drain timed out. */
+  drain?: { connections: number; closed: number; ms: number };
 }
 
 /** A group of containers frozen together and restored together. */
@@ -251,6 +263,10 @@ export interface MigrationReport {
   warnings: string[];
   /** Faults met and survived on the way (retries, resends, restarts noticed), in order. */
   events: string[];
+  /** How long switching the VI's public names to the destination took (the DNS service's API calls). */
+  dnsSwitchMs?: number;
+  /** The wall time in the seed paper's categories (container migration = the freeze, …, others = orchestration). */
+  categories: CategoryTime[];
 }
 
 export interface MigrationProgress {

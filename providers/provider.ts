@@ -5,7 +5,7 @@
  * The embedded "local" cloud implements the control plane with network namespaces; an OpenStack
  * control plane will implement the same interface with Neutron/Nova/Designate calls.
  */
-import type { CloudEndpoint, ContainerSpec, DnsRecord, NetworkSpec, TransferEndpoint } from '../lib/types';
+import type { CloudEndpoint, ContainerSpec, DnsRecord, NetworkSpec, PublicConnection, TransferEndpoint } from '../lib/types';
 
 export interface ControlPlane {
   readonly endpoint: CloudEndpoint;
@@ -49,6 +49,15 @@ export interface ControlPlane {
   /** Releases the container's floating IP (NAT and address); nothing to do when it has none. */
   releaseFloatingIp(container: string): Promise<void>;
   floatingIps(): Promise<Array<{ address: string; container: string; privateIp: string }>>;
+  /** Outside TCP connections open through the container's floating IP here (the edge's connection tracking). */
+  openPublicConnections(container: string): Promise<PublicConnection[]>;
+  /**
+   * Drain, at the destination: the replies of these connections — opened through the peer's
+   * floating IP, unknown to this edge — leave through the peer's edge, which holds their NAT
+   * (else the client would get them from another address and drop them). Replaces the
+   * container's earlier list; an empty list removes it.
+   */
+  routeRepliesVia(container: string, connections: PublicConnection[], peerPublicIp: string): Promise<void>;
 
   /** Zones this cloud's DNS service serves (empty when it offers none). */
   dnsZones(): Promise<string[]>;

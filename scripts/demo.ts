@@ -18,10 +18,13 @@ import { testbedDown, testbedUp } from '../providers/local/testbed';
 import { getFromOutside, plugClientPort, resolveFromOutside, startDemoClient, waitForDbRows, webTarget } from '../demo/scenario';
 import { DEMO_VI, DEMO_VI_FILE, loadDemoVi } from '../demo/demo-vi';
 import { formatReport } from '../client/format-report';
+import { categoryChartSvg } from '../client/category-chart';
 
 const TESTBED_ID = 'migravi';
 /** The demo VI's public name (demo/demo.vi.yaml), served by cloud-a's PowerDNS. */
 const PUBLIC_NAME = 'www.vi.example.';
+/** How long outside connections through the old address are forwarded after the move. */
+const DRAIN_SECONDS = 5;
 const TEMPORAL_PORT = 7233;
 const UI_PORT = 8233;
 const temporalDir = '/var/lib/migravi/temporal';
@@ -95,9 +98,13 @@ async function main(): Promise<void> {
     const nameBefore = await resolveFromOutside(record, PUBLIC_NAME);
     const outsideBefore = nameBefore[0] ? await getFromOutside(record, nameBefore[0]) : '';
     say(`outside world (${record.outside.ip}): ${PUBLIC_NAME} resolves to ${nameBefore.join(', ') || 'nothing'} (cloud-a's floating IP); nginx answered ${outsideBefore ? 'there' : 'NOTHING'}`);
+    // A user on the Internet who found nginx by its name keeps one connection open through the move.
+    const outsideUser = await startDemoClient(record, 'outside', { name: 'outside-user', ip: nameBefore[0] ?? '0.0.0.0', port: 80, protocol: 'http' });
+    const outsideUserBefore = await outsideUser.waitForReplies(100);
 
-    // The plan names the VI; inventory finds its four containers, moved as one group (frozen together, restored together).
-    const handle = await startMigration(temporal, { name: 'demo', vi: DEMO_VI, source: 'cloud-a', destination: 'cloud-b' });
+    // The plan names the VI; inventory finds its four containers, moved as one group (frozen
+    // together, restored together); outside connections through the old address drain for 5 s.
+    const handle = await startMigration(temporal, { name: 'demo', vi: DEMO_VI, source: 'cloud-a', destination: 'cloud-b', options: { drainTimeoutSeconds: DRAIN_SECONDS } });
     say(`migration started: workflow ${handle.workflowId}`);
     const mib = (n: number) => (n / 1048576).toFixed(1);
     const report = await followMigration(
@@ -107,6 +114,9 @@ async function main(): Promise<void> {
       (t) => say(`    ${t.kind}: ${mib(t.bytes)}${t.totalBytes ? ` of ${mib(t.totalBytes)}` : ''} MiB sent`),
     );
     await connection.close();
+    // Read at the end of the drain: the old address is released now, so its connection ends soon.
+    const outsideUserAfter = await outsideUser.status();
+    await stopPid(outsideUser.pid);
 
     const after = await client.waitForReplies(100);
     const webAfter = await webClient.waitForReplies(100);
@@ -115,8 +125,11 @@ async function main(): Promise<void> {
     const nameAfter = await resolveFromOutside(record, PUBLIC_NAME);
     const outsideAfter = nameAfter[0] ? await getFromOutside(record, nameAfter[0]) : '';
     const oldAddressSilent = nameBefore[0] ? (await getFromOutside(record, nameBefore[0])) === '' : false;
-    const publicOk = nameAfter.length === 1 && nameAfter[0] !== nameBefore[0] && outsideAfter !== '' && oldAddressSilent;
+    const webReport = report.containers.find((c) => c.name === 'web');
+    const outsideUserKept = outsideUserAfter.localPort === outsideUserBefore.localPort && outsideUserAfter.discontinuities === 0 && (webReport?.drain?.connections ?? 0) === 1;
+    const publicOk = nameAfter.length === 1 && nameAfter[0] !== nameBefore[0] && outsideAfter !== '' && oldAddressSilent && outsideUserKept;
     const notes = [
+      `outside user (${record.outside.ip} -> ${nameBefore[0] ?? '-'}, found by name): connection ${outsideUserKept ? 'SAME' : 'BROKEN'} through the cut-over and ${((webReport?.drain?.ms ?? 0) / 1000).toFixed(1)} s of drain (request ${outsideUserBefore.lastValue} -> ${outsideUserAfter.lastValue}, ${outsideUserAfter.discontinuities} discontinuities, longest gap ${outsideUserAfter.maxGapMs} ms); DNS switched in ${report.dnsSwitchMs ?? '-'} ms`,
       `outside world: ${PUBLIC_NAME} now resolves to ${nameAfter.join(', ') || 'nothing'} (cloud-b's floating IP), nginx ${outsideAfter ? 'answers there' : 'does NOT answer there'}; the old address ${nameBefore[0] ?? '-'} ${oldAddressSilent ? 'is released' : 'still answers'}`,
       `database (asked in cloud-b): ${dbAfter.rows} rows, ids 1..${dbAfter.maxId} without a gap (a restart from disk would skip some); server started ${dbAfter.startedAt} (${dbAfter.startedAt === dbBefore.startedAt ? 'same as before' : `was ${dbBefore.startedAt}`})`,
       `application -> database session: ${dbAfter.writer === dbBefore.writer ? 'SAME' : 'BROKEN'} (${dbBefore.writer} -> ${dbAfter.writer})`,
@@ -139,7 +152,9 @@ async function main(): Promise<void> {
     const reportsDir = '/var/lib/migravi/reports';
     await mkdir(reportsDir, { recursive: true });
     await writeFile(path.join(reportsDir, `${handle.workflowId}.json`), JSON.stringify({ report, clients, placement }, null, 2));
+    await writeFile(path.join(reportsDir, `${handle.workflowId}.svg`), categoryChartSvg(report.categories, `Migration ${report.plan}: ${report.source} → ${report.destination}, ${(report.wallMs / 1000).toFixed(1)} s`));
     console.log(`JSON report: ${path.join(reportsDir, `${handle.workflowId}.json`)}`);
+    console.log(`chart of the time by category: ${path.join(reportsDir, `${handle.workflowId}.svg`)}`);
     const broken = clients.some((c) => c.after.localPort !== c.before.localPort || c.after.discontinuities > 0 || c.after.error);
     const misplaced = Object.values(placement).some((where) => where['cloud-b'] !== 'running' || where['cloud-a'] !== 'absent');
     if (broken || misplaced || !dbKept || !publicOk) {

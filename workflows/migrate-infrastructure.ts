@@ -27,12 +27,14 @@ import {
   log,
   proxyActivities,
   setHandler,
+  sleep,
   TimeoutFailure,
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { CloudActivities, ContainerStep, DigestMismatchDetails } from '../activities/cloud-activities';
 import { cloudTaskQueue, parsePlan, planGroups, PlanError, type MigrationPlan } from '../lib/plan';
+import { categorize } from '../lib/report-categories';
 import type {
   ArtifactCheck,
   ArtifactReceipt,
@@ -42,6 +44,7 @@ import type {
   MigrationProgress,
   MigrationReport,
   PhaseTiming,
+  PublicConnection,
   TransferEndpoint,
   TransferHeartbeat,
   VolumeReceipt,
@@ -160,11 +163,19 @@ interface Compensation {
   step?: ContainerStep;
 }
 
-/** The A records to point at the destination's floating IPs, grouped by the cloud and zone that serve them. */
-function redirectRecords(steps: ContainerStep[], reports: ContainerReport[]): Array<{ dnsCloud: string; zone: string; records: DnsRecord[] }> {
+/** How long the DNS switch may take (retries included) before the group is rolled back. */
+const DNS_SWITCH_MS = 20_000;
+
+/** Connections of `before` still in `now` (same client address and port). */
+function stillOpen(before: PublicConnection[], now: PublicConnection[]): number {
+  return before.filter((b) => now.some((n) => n.client === b.client && n.clientPort === b.clientPort)).length;
+}
+
+/** The A records pointing the containers' public names at the given addresses, grouped by the cloud and zone that serve them. */
+function redirectRecords(steps: ContainerStep[], addressOf: (container: string) => string | undefined): Array<{ dnsCloud: string; zone: string; records: DnsRecord[] }> {
   const byZone = new Map<string, { dnsCloud: string; zone: string; records: Map<string, DnsRecord> }>();
   for (const step of steps) {
-    const address = reports.find((r) => r.name === step.container.name)?.floatingIp?.destination;
+    const address = addressOf(step.container.name);
     if (!address) continue;
     for (const n of step.container.publicNames ?? []) {
       const key = `${n.dnsCloud}/${n.zone}`;
@@ -262,6 +273,11 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   }
 
   const compensations: Compensation[] = [];
+  /** Members whose outside connections are drained after the move. */
+  const draining: Member[] = [];
+  let dnsSwitchMs: number | undefined;
+  /** The source's public address (known after inventory): drained replies go back through it. */
+  let sourcePublicIp = '';
   // The containers claimed: the plan's, or the VI's as inventory finds them.
   const claim = { migrationId, workflowId, containers: plan.containers ?? [] };
 
@@ -315,6 +331,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     preCopied?: RootfsCopy;
     /** The volumes' pre round (sent while the container ran). */
     preVolumes?: VolumeCopy;
+    /** Outside connections open through its floating IP at the freeze (to drain after the move). */
+    connections?: PublicConnection[];
     restoreMayHaveStarted: boolean;
     resends: number;
   }
@@ -378,6 +396,20 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       compensations.push({ what: `resume ${name} at ${plan.source}`, undo: () => src.undo.resumeAtSource({ ...step, keepTcp }).then((how) => note(`${name} resumed at ${plan.source} (${how})`)) });
     }
     const images = await phase('checkpoint', label, () => settleAll(members, (m) => on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp })));
+    // Outside connections open through a floating IP are frozen now: their replies, once the
+    // container runs at the destination, must leave through the source's edge (which holds
+    // their NAT). Set up before the restore, while nothing can send.
+    const publicMembers = members.filter((m) => m.step.container.floatingIp);
+    if (options.drainTimeoutSeconds > 0 && publicMembers.length) {
+      await phase('drain-setup', label, () =>
+        settleAll(publicMembers, async (m) => {
+          m.connections = await on(plan.source, { scheduleToCloseMs: remaining() }).publicConnections(m.step);
+          if (!m.connections.length) return;
+          compensations.push({ what: `stop routing ${m.step.container.name}'s drained replies at ${plan.destination}`, undo: () => dst.undo.routeReplies({ ...m.step, connections: [], peerPublicIp: sourcePublicIp }) });
+          await on(plan.destination, { scheduleToCloseMs: remaining() }).routeReplies({ ...m.step, connections: m.connections, peerPublicIp: sourcePublicIp });
+        }),
+      );
+    }
     const sent = await phase('transfer', label, async () => {
       progress.transferTotalBytes = images.reduce((sum, image) => sum + image.imageBytes, 0);
       const result = await settleAll(members, async (m, i) => {
@@ -420,6 +452,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     await work.run(async () => {
       const inventory = await phase('inventory', undefined, () => src.probe.inventory({ ...(plan.vi ? { vi: plan.vi } : {}), ...(plan.containers ? { containers: plan.containers } : {}) }));
       claim.containers = inventory.containers.map((c) => c.name);
+      sourcePublicIp = inventory.source.publicIp;
       let groupsToMove: string[][];
       try {
         groupsToMove = planGroups(plan, claim.containers);
@@ -447,6 +480,12 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       for (const names of groupsToMove) {
         const label = names.join(',');
         const steps: ContainerStep[] = names.map((name) => ({ migrationId, container: inventory.containers.find((c) => c.name === name)! }));
+        // Undone after the containers are back at the source (compensations run in reverse): the
+        // names point at the source's addresses again, whether or not a switch went through (a
+        // DNS call that timed out may still have been applied).
+        for (const { dnsCloud, zone, records } of redirectRecords(steps, (name) => steps.find((s) => s.container.name === name)?.container.floatingIp?.address)) {
+          compensations.push({ what: `point ${records.map((r) => r.name).join(', ')} back to ${plan.source}`, undo: () => undoing(dnsCloud).setDnsRecords({ zone, records }) });
+        }
         const endpoints = await phase('prepare', label, () =>
           settleAll(steps, (step) => {
             compensations.push({ what: `remove ${step.container.name}'s port, bundle and files at ${plan.destination}`, undo: () => dst.undo.discardPrepared(step) });
@@ -483,41 +522,66 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
           progress.state = 'running';
         }
         const group = await cutOverGroup(label, members);
+        // Its public names now lead to its floating IPs at the destination (through the cloud
+        // that serves each zone), before the commit: a DNS service that fails here rolls the
+        // group back (and the rollback puts the names back: see below).
+        const toDestination = redirectRecords(steps, (name) => group.reports.find((r) => r.name === name)?.floatingIp?.destination);
+        if (toDestination.length) {
+          await phase('redirect', label, async () => {
+            const started = Date.now();
+            for (const { dnsCloud, zone, records } of toDestination) {
+              await on(dnsCloud, { scheduleToCloseMs: DNS_SWITCH_MS }).setDnsRecords({ zone, records });
+              note(`DNS ${zone} at ${dnsCloud}: ${records.map((r) => `${r.name} → ${r.addresses.join(', ')}`).join('; ')}`);
+            }
+            dnsSwitchMs = (dnsSwitchMs ?? 0) + Date.now() - started;
+          });
+        }
 
         // Committed: the group lives at the destination now, and the stretched network must stay
         // for it. Nothing done so far is to be undone any more.
         compensations.length = 0;
         containers.push(...group.reports);
         groups.push({ containers: names, frozenMs: group.frozenMs });
-        // The group's public names now lead to its floating IPs at the destination (through the
-        // cloud that serves each zone). A failure here leaves the move in place and is reported.
-        const renamed = redirectRecords(steps, group.reports);
-        if (renamed.length) {
-          await CancellationScope.nonCancellable(() =>
-            phase('redirect', label, async () => {
-              for (const { dnsCloud, zone, records } of renamed) {
-                try {
-                  const started = Date.now();
-                  await control(dnsCloud).setDnsRecords({ zone, records });
-                  note(`DNS ${zone} at ${dnsCloud}: ${records.map((r) => `${r.name} → ${r.addresses.join(', ')}`).join('; ')} (${Date.now() - started} ms)`);
-                } catch (err) {
-                  warnings.push(`could not switch ${records.map((r) => r.name).join(', ')} in ${zone} at ${dnsCloud}: ${describe(err)}`);
-                }
-              }
-            }),
-          );
-        }
+        draining.push(...members.filter((m) => m.connections?.length));
         await CancellationScope.nonCancellable(() =>
           phase('release', label, () =>
             settleAll(steps, async (step) => {
               try {
-                await Promise.all([src.undo.releaseSource(step), dst.undo.cleanupReceived(step)]);
+                const draining = (members.find((m) => m.step === step)?.connections?.length ?? 0) > 0;
+                await Promise.all([src.undo.releaseSource({ ...step, keepFloatingIp: draining }), dst.undo.cleanupReceived(step)]);
               } catch (err) {
                 warnings.push(`could not release ${step.container.name} at ${plan.source}: ${describe(err)}`);
                 log.warn('release failed after commit', { container: step.container.name, error: describe(err) });
               }
             }),
           ),
+        );
+      }
+
+      // Outside connections open through the old floating IPs: forwarded (over the stretched
+      // network) until they close or the drain times out; then the old addresses go.
+      if (draining.length) {
+        await CancellationScope.nonCancellable(() =>
+          phase('drain', undefined, async () => {
+            const started = Date.now();
+            const deadline = started + options.drainTimeoutSeconds * 1000;
+            let open = draining.map((m) => ({ m, left: m.connections!.length }));
+            while (open.some((o) => o.left > 0) && Date.now() < deadline) {
+              await sleep(Math.min(1000, Math.max(1, deadline - Date.now())));
+              open = await Promise.all(open.map(async (o) => ({ m: o.m, left: o.left > 0 ? stillOpen(o.m.connections!, await src.undo.publicConnections(o.m.step)) : 0 })));
+            }
+            for (const { m, left } of open) {
+              const report = containers.find((c) => c.name === m.step.container.name);
+              if (report) report.drain = { connections: m.connections!.length, closed: m.connections!.length - left, ms: Date.now() - started };
+              note(`${m.step.container.name}: ${m.connections!.length} outside connection(s) drained through ${plan.source}'s old address, ${left} still open at the end`);
+              try {
+                await src.undo.releasePublicAddress(m.step);
+                await dst.undo.routeReplies({ ...m.step, connections: [], peerPublicIp: sourcePublicIp });
+              } catch (err) {
+                warnings.push(`could not end the drain of ${m.step.container.name}: ${describe(err)}`);
+              }
+            }
+          }),
         );
       }
 
@@ -543,12 +607,15 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   progress.phase = 'done';
   faults.point('phase:done', migrationId);
   if (warnings.length) log.warn('migration completed with warnings', { warnings });
+  const wallMs = Date.now() - startedAt;
   return {
     plan: plan.name,
     source: plan.source,
     destination: plan.destination,
     startedAt,
-    wallMs: Date.now() - startedAt,
+    wallMs,
+    categories: categorize(phases, wallMs),
+    ...(dnsSwitchMs !== undefined ? { dnsSwitchMs } : {}),
     phases,
     containers,
     groups,

@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ContainerSpec, InterfaceSpec, NetworkSpec } from '../../lib/types';
+import type { ContainerSpec, InterfaceSpec, NetworkSpec, PublicConnection } from '../../lib/types';
 
 /** What runs where in one embedded cloud, kept on disk so a restarted worker reads it back. */
 export interface CloudState {
@@ -13,9 +13,11 @@ export interface CloudState {
   containers: Record<string, ContainerSpec>;
   /** Floating IPs given out, by address: NATed at the edge to a container's private address. */
   floatingIps: Record<string, { container: string; privateIp: string }>;
+  /** Drains: by container, connections whose replies leave through a peer's edge. */
+  drains: Record<string, { peer: string; connections: PublicConnection[] }>;
 }
 
-const empty = (): CloudState => ({ networks: {}, stretches: {}, ports: {}, containers: {}, floatingIps: {} });
+const empty = (): CloudState => ({ networks: {}, stretches: {}, ports: {}, containers: {}, floatingIps: {}, drains: {} });
 
 /**
  * A JSON file updated atomically (write + rename) under an in-process lock, so concurrent

@@ -1,9 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
 import { intToIp, ipToInt, parseCidr } from '../../lib/vi-spec';
-import type { CloudEndpoint, ContainerSpec, DnsRecord, IngressRule, NetworkSpec, TransferEndpoint } from '../../lib/types';
+import type { CloudEndpoint, ContainerSpec, DnsRecord, IngressRule, NetworkSpec, PublicConnection, TransferEndpoint } from '../../lib/types';
 import { PowerDnsApi } from './powerdns-api';
 import type { ControlPlane } from '../provider';
 import { names, type LocalCloudConfig } from './cloud-config';
@@ -13,6 +14,11 @@ const VXLAN_PORT = '4789';
 const GUARD_TABLE = 'migravi_guard';
 const RULES_TABLE = 'migravi_rules';
 const EDGE_TABLE = 'migravi_edge';
+const DRAIN_TABLE = 'migravi_drain';
+/** Drained replies toward peer a.b.c.N carry mark 0x4d00+N and use routing table 4700+N. */
+const DRAIN_MARK_BASE = 0x4d00;
+const DRAIN_ROUTE_TABLE_BASE = 4700;
+const DRAIN_MARK = '& 0xff00 == 0x4d00';
 
 function prefixLength(cidr: string): number {
   return Number(cidr.split('/')[1]);
@@ -334,6 +340,8 @@ export class LocalControlPlane implements ControlPlane {
         '  }',
         '  chain post {',
         '    type nat hook postrouting priority srcnat;',
+        // Replies of drained connections keep their private source: the peer's edge un-NATs them.
+        `    meta mark ${DRAIN_MARK} accept`,
         ...fips.map((f) => `    oifname "wan0" ip saddr ${f.privateIp} snat to ${f.address}`),
         '  }',
         '  chain forward {',
@@ -346,6 +354,66 @@ export class LocalControlPlane implements ControlPlane {
         // Pair by pair: with br_netfilter, traffic bridged inside one network shows here with the
         // bridge as both its in and out device, and must pass.
         ...bridges.flatMap((a) => bridges.filter((b) => b !== a).map((b) => `    iifname "${a}" oifname "${b}" drop`)),
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+    });
+  }
+
+  async openPublicConnections(container: string): Promise<PublicConnection[]> {
+    const fips = (await this.floatingIps()).filter((f) => f.container === container);
+    if (!fips.length) return [];
+    // This worker runs in the edge's namespace: /proc/net is the edge's connection tracking.
+    const table = await readFile('/proc/net/nf_conntrack', 'utf8').catch(() => '');
+    const open: PublicConnection[] = [];
+    for (const line of table.split('\n')) {
+      if (!/ tcp /.test(line) || !/ ESTABLISHED /.test(line)) continue;
+      const fields = [...line.matchAll(/(src|dst|sport|dport)=(\S+)/g)].map((m) => m[2]!);
+      const [src, dst, sport, , replySrc, , replySport] = fields;
+      if (!src || !dst || !replySrc || !fips.some((f) => f.address === dst && f.privateIp === replySrc)) continue;
+      open.push({ client: src, clientPort: Number(sport), privateIp: replySrc, port: Number(replySport) });
+    }
+    return open;
+  }
+
+  async routeRepliesVia(container: string, connections: PublicConnection[], peerPublicIp: string): Promise<void> {
+    await this.state.update((s) => {
+      if (connections.length) s.drains[container] = { peer: peerPublicIp, connections };
+      else delete s.drains[container];
+    });
+    await this.applyDrains();
+  }
+
+  /**
+   * Marks the replies of drained connections as they enter the edge from a VI's network, and
+   * routes marked packets to the peer's edge over the WAN (one routing table per peer). Rebuilt
+   * from the recorded drains, so a retry converges.
+   */
+  private async applyDrains(): Promise<void> {
+    const netns = this.cfg.netns;
+    const drains = Object.values((await this.state.read()).drains);
+    await run('nft', ['delete', 'table', 'ip', DRAIN_TABLE], { netns, allowFailure: true });
+    const peers = [...new Set(drains.map((d) => d.peer))];
+    const tableOf = (peer: string) => DRAIN_ROUTE_TABLE_BASE + Number(peer.split('.')[3]);
+    for (const peer of peers) {
+      await ip(['route', 'replace', 'default', 'via', peer, 'dev', 'wan0', 'table', String(tableOf(peer))], netns);
+      const rules = (await ip(['rule', 'show'], netns)).stdout;
+      const mark = `0x${(DRAIN_MARK_BASE + Number(peer.split('.')[3])).toString(16)}`;
+      if (!rules.includes(`fwmark ${mark} lookup ${tableOf(peer)}`)) await ip(['rule', 'add', 'fwmark', mark, 'lookup', String(tableOf(peer))], netns);
+    }
+    if (!drains.length) return;
+    await run('nft', ['-f', '-'], {
+      netns,
+      input: [
+        `table ip ${DRAIN_TABLE} {`,
+        '  chain pre {',
+        '    type filter hook prerouting priority mangle;',
+        ...drains.flatMap((d) =>
+          d.connections.map(
+            (c) => `    iifname "br-*" ip saddr ${c.privateIp} tcp sport ${c.port} ip daddr ${c.client} tcp dport ${c.clientPort} meta mark set ${DRAIN_MARK_BASE + Number(d.peer.split('.')[3])}`,
+          ),
+        ),
         '  }',
         '}',
         '',

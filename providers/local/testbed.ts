@@ -241,7 +241,8 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
     // The host (Temporal) is reached through the WAN's router.
     await ip(['route', 'add', hostLink, 'via', opts.wanGateway], cfg.netns);
     // The edge routes between the WAN and the VIs' networks for floating IPs (its nftables decide what may pass).
-    await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0'], { netns: cfg.netns });
+    // (Drained replies come back in and leave through wan0: no redirects, no reverse-path filter.)
+    await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.default.send_redirects=0'], { netns: cfg.netns });
     await shapeLink('wan0', opts.wanRateMbit, cfg.netns);
     await shapeLink(wanPort, opts.wanRateMbit, wanNs);
     for (const key of [cfg.sshHostKeyPath, cfg.transferKeyPath]) {
