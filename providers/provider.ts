@@ -52,10 +52,11 @@ export interface ControlPlane {
   /** Outside TCP connections open through the container's floating IP here (the edge's connection tracking). */
   openPublicConnections(container: string): Promise<PublicConnection[]>;
   /**
-   * Drain, at the destination: the replies of these connections — opened through the peer's
-   * floating IP, unknown to this edge — leave through the peer's edge, which holds their NAT
-   * (else the client would get them from another address and drop them). Replaces the
-   * container's earlier list; an empty list removes it.
+   * Drain, at the destination: while connections opened through the peer's floating IP are open
+   * (these, unknown to this edge), what the container sends out — but replies of this cloud's own
+   * floating IP — leaves through the peer's edge, which holds their NAT (else a client would get
+   * replies from another address and drop them). Replaces the container's earlier list; an
+   * empty list ends it.
    */
   routeRepliesVia(container: string, connections: PublicConnection[], peerPublicIp: string): Promise<void>;
 

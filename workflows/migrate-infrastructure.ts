@@ -483,8 +483,13 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         // Undone after the containers are back at the source (compensations run in reverse): the
         // names point at the source's addresses again, whether or not a switch went through (a
         // DNS call that timed out may still have been applied).
+        // Only once a switch was attempted: a DNS service that is down must not hold up a rollback that never touched it.
+        let switchAttempted = false;
         for (const { dnsCloud, zone, records } of redirectRecords(steps, (name) => steps.find((s) => s.container.name === name)?.container.floatingIp?.address)) {
-          compensations.push({ what: `point ${records.map((r) => r.name).join(', ')} back to ${plan.source}`, undo: () => undoing(dnsCloud).setDnsRecords({ zone, records }) });
+          compensations.push({
+            what: `point ${records.map((r) => r.name).join(', ')} back to ${plan.source}`,
+            undo: () => (switchAttempted ? undoing(dnsCloud).setDnsRecords({ zone, records }) : Promise.resolve()),
+          });
         }
         const endpoints = await phase('prepare', label, () =>
           settleAll(steps, (step) => {
@@ -530,6 +535,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
           await phase('redirect', label, async () => {
             const started = Date.now();
             for (const { dnsCloud, zone, records } of toDestination) {
+              switchAttempted = true;
               await on(dnsCloud, { scheduleToCloseMs: DNS_SWITCH_MS }).setDnsRecords({ zone, records });
               note(`DNS ${zone} at ${dnsCloud}: ${records.map((r) => `${r.name} → ${r.addresses.join(', ')}`).join('; ')}`);
             }

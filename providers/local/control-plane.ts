@@ -365,7 +365,9 @@ export class LocalControlPlane implements ControlPlane {
     const fips = (await this.floatingIps()).filter((f) => f.container === container);
     if (!fips.length) return [];
     // This worker runs in the edge's namespace: /proc/net is the edge's connection tracking.
-    const table = await readFile('/proc/net/nf_conntrack', 'utf8').catch(() => '');
+    const table = await readFile('/proc/net/nf_conntrack', 'utf8').catch((err: Error) => {
+      throw new Error(`${this.cfg.name} cannot read its connection tracking (/proc/net/nf_conntrack: ${err.message}): open outside connections cannot be drained; plan option drainTimeoutSeconds: 0 moves without draining`);
+    });
     const open: PublicConnection[] = [];
     for (const line of table.split('\n')) {
       if (!/ tcp /.test(line) || !/ ESTABLISHED /.test(line)) continue;
@@ -386,9 +388,10 @@ export class LocalControlPlane implements ControlPlane {
   }
 
   /**
-   * Marks the replies of drained connections as they enter the edge from a VI's network, and
-   * routes marked packets to the peer's edge over the WAN (one routing table per peer). Rebuilt
-   * from the recorded drains, so a retry converges.
+   * Marks what a drained container sends out (but replies of this edge's own NAT) as it enters
+   * the edge from a VI's network, and routes marked packets to the peer's edge over the WAN (one
+   * routing table per peer), never SNATed here. Rebuilt from the recorded drains, so a retry
+   * converges.
    */
   private async applyDrains(): Promise<void> {
     const netns = this.cfg.netns;
@@ -403,15 +406,19 @@ export class LocalControlPlane implements ControlPlane {
       if (!rules.includes(`fwmark ${mark} lookup ${tableOf(peer)}`)) await ip(['rule', 'add', 'fwmark', mark, 'lookup', String(tableOf(peer))], netns);
     }
     if (!drains.length) return;
+    const subnets = (await this.listNetworks()).map((n) => n.cidr);
     await run('nft', ['-f', '-'], {
       netns,
       input: [
         `table ip ${DRAIN_TABLE} {`,
         '  chain pre {',
         '    type filter hook prerouting priority mangle;',
+        // Everything the container sends out that is not a reply of this edge's own NAT: replies
+        // of the connections open through the old address, and of new ones that clients with a
+        // cached name still open there during the drain (the peer's edge NATs them all).
         ...drains.flatMap((d) =>
-          d.connections.map(
-            (c) => `    iifname "br-*" ip saddr ${c.privateIp} tcp sport ${c.port} ip daddr ${c.client} tcp dport ${c.clientPort} meta mark set ${DRAIN_MARK_BASE + Number(d.peer.split('.')[3])}`,
+          [...new Set(d.connections.map((c) => c.privateIp))].map(
+            (privateIp) => `    iifname "br-*" ip saddr ${privateIp} ip daddr != { ${subnets.join(', ')} } ct status & dnat == 0 meta mark set ${DRAIN_MARK_BASE + Number(d.peer.split('.')[3])}`,
           ),
         ),
         '  }',

@@ -174,6 +174,11 @@ export async function setWanRate(record: TestbedRecord, cloud: string, rateMbit:
   await shapeLink(`w${index}`, rateMbit, wanNamespace(record.options.id));
 }
 
+/** Files `ip netns exec` uses in the outside world's namespace (its resolv.conf). */
+function outsideEtc(id: string): string {
+  return path.join('/etc/netns', `${id}-out`);
+}
+
 /** The WAN's namespace: the testbed's "Internet" between the clouds. */
 export function wanNamespace(id: string): string {
   return `${id}-wan`;
@@ -281,6 +286,9 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
   await writeFile(cloudConfigPath(opts.stateDir, dnsCloud.name), JSON.stringify(dnsCloud, null, 2));
   await writeTestbed(record);
   log(`cloud ${dnsCloud.name}: PowerDNS on ${dnsServer.dns.server}:53 serving ${zones.join(', ')} (pid ${dnsServer.pid})`);
+  // The outside world's resolver is that server (`ip netns exec` binds this file over /etc/resolv.conf).
+  await mkdir(outsideEtc(opts.id), { recursive: true });
+  await writeFile(path.join(outsideEtc(opts.id), 'resolv.conf'), `nameserver ${dnsServer.dns.server}\n`);
   return record;
 }
 
@@ -324,6 +332,7 @@ export async function testbedDown(stateDir: string, idHint?: string, log: (line:
   if (namespaces.length) log(`removed namespaces ${namespaces.join(', ')}`);
   await ip(['link', 'del', `${id}-wan`], undefined, true);
   await removeCgroups(id);
+  await rm(outsideEtc(id), { recursive: true, force: true });
   await rm(stateDir, { recursive: true, force: true });
   log(`testbed "${id}" is down`);
 }

@@ -25,7 +25,7 @@ describe('public endpoints: a user outside keeps its connection through the move
   let statusBefore: ClientStatus;
   let addressBefore: string;
   let report: MigrationReport;
-  const duringDrain: { newAddress?: string[]; newAnswer?: string; repliesAtDrainStart?: number } = {};
+  const duringDrain: { newAddress?: string[]; newAnswer?: string; oldAddressAnswer?: string; repliesAtDrainStart?: number } = {};
 
   before(async () => {
     stack = await E2eStack.start({ id: 'mvpub', ballastMiB: 0 });
@@ -40,6 +40,8 @@ describe('public endpoints: a user outside keeps its connection through the move
     duringDrain.repliesAtDrainStart = (await outside.status()).replies;
     duringDrain.newAddress = await resolveFromOutside(stack.record, NAME);
     duringDrain.newAnswer = duringDrain.newAddress[0] ? await getFromOutside(stack.record, duringDrain.newAddress[0]) : '';
+    // A user whose resolver still caches the old address (within the TTL) opens a new connection there.
+    duringDrain.oldAddressAnswer = await getFromOutside(stack.record, addressBefore!);
     report = await handle.result();
   });
 
@@ -54,6 +56,7 @@ describe('public endpoints: a user outside keeps its connection through the move
     assert.deepEqual(duringDrain.newAddress, [web.floatingIp?.destination], 'the name did not resolve to the new address during the drain');
     assert.equal(duringDrain.newAnswer, '1\n', 'a new outside connection to the new address was not served');
     assert.ok(report.dnsSwitchMs !== undefined && report.dnsSwitchMs >= 0, 'the report has no DNS switch time');
+    assert.equal(duringDrain.oldAddressAnswer, '1\n', 'a new connection to the old address (a cached name) was not served during the drain');
   });
 
   it('kept the outside user on its one connection through the cut-over and during the drain, through the old address', async () => {
