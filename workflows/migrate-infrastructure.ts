@@ -580,13 +580,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
               const report = containers.find((c) => c.name === m.step.container.name);
               if (report) report.drain = { connections: m.connections!.length, closed: m.connections!.length - left, ms: Date.now() - started };
               note(`${m.step.container.name}: ${m.connections!.length} outside connection(s) drained through ${plan.source}'s old address, ${left} still open at the end`);
-              try {
-                await src.undo.releasePublicAddress(m.step);
-                await dst.undo.routeReplies({ ...m.step, connections: [], peerPublicIp: sourcePublicIp });
-              } catch (err) {
-                warnings.push(`could not end the drain of ${m.step.container.name}: ${describe(err)}`);
-              }
             }
+            await endDrains();
           }),
         );
       }
@@ -606,6 +601,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     });
   } catch (err) {
     const reason = abortReason ?? (isCancellation(err) ? 'the migration was cancelled' : describe(err));
+    // Groups committed before the failure stay moved: their old addresses go now, undrained.
+    await CancellationScope.nonCancellable(() => endDrains());
     await CancellationScope.nonCancellable(() => rollBack(reason));
   }
 
@@ -629,6 +626,18 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     warnings,
     events,
   };
+
+  /** Releases the old floating IPs of drained containers and stops routing their traffic back (each once). */
+  async function endDrains(): Promise<void> {
+    for (const m of draining.splice(0)) {
+      try {
+        await src.undo.releasePublicAddress(m.step);
+        await dst.undo.routeReplies({ ...m.step, connections: [], peerPublicIp: sourcePublicIp });
+      } catch (err) {
+        warnings.push(`could not end the drain of ${m.step.container.name}: ${describe(err)}`);
+      }
+    }
+  }
 
   /**
    * A broken fence: the destination copy may be alive, so the source stays frozen with its image.
