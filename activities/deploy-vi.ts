@@ -6,7 +6,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { allocateAddresses, fqdn, parseCidr, recordName, type UsedAddresses, type ViSpec } from '../lib/vi-spec';
+import { allocateAddresses, cidrContains, cidrsOverlap, fqdn, recordName, type UsedAddresses, type ViSpec } from '../lib/vi-spec';
 import type { ContainerSpec, IngressRule, NetworkSpec, PublicName } from '../lib/types';
 import type { Cloud } from '../providers/provider';
 
@@ -89,11 +89,8 @@ async function findConflicts(cloud: Cloud, vi: ViSpec): Promise<{ problems: stri
     const existing = networksHere.find((e) => e.name === n.name);
     if (existing && existing.vi !== vi.name) problems.push(`network ${n.name} already exists in ${cloud.name}${existing.vi ? ` for VI ${existing.vi}` : ''}`);
     else if (existing && existing.cidr !== n.cidr) problems.push(`network ${n.name} of VI ${vi.name} exists in ${cloud.name} with ${existing.cidr}, not ${n.cidr}`);
-    const mine = parseCidr(n.cidr)!;
     for (const other of networksHere.filter((e) => e.name !== n.name)) {
-      const theirs = parseCidr(other.cidr)!;
-      const overlap = mine.net < theirs.net + 2 ** (32 - theirs.prefix) && theirs.net < mine.net + 2 ** (32 - mine.prefix);
-      if (overlap) problems.push(`networks.${n.name}: ${n.cidr} overlaps ${other.name} (${other.cidr}) in ${cloud.name}`);
+      if (cidrsOverlap(n.cidr, other.cidr)) problems.push(`networks.${n.name}: ${n.cidr} overlaps ${other.name} (${other.cidr}) in ${cloud.name}`);
     }
     let salt = 0;
     let vni = existing?.vni ?? networkVni(vi.name, n.name);
@@ -126,13 +123,11 @@ async function findConflicts(cloud: Cloud, vi: ViSpec): Promise<{ problems: stri
       if (macHolder) problems.push(`containers.${c.name}: MAC ${a.mac} is already ${macHolder}'s in ${cloud.name}`);
     }
   }
-  const range = parseCidr(controlPlane.floatingIpRange())!;
   const held = await controlPlane.floatingIps();
   for (const c of vi.containers) {
     const wanted = c.floatingIp?.address;
     if (!wanted) continue;
-    const value = parseCidr(`${wanted}/32`)!.net;
-    if (value < range.net || value >= range.net + 2 ** (32 - range.prefix)) problems.push(`containers.${c.name}.floatingIp.address: ${wanted} is outside ${cloud.name}'s floating-IP range ${controlPlane.floatingIpRange()}`);
+    if (!cidrContains(controlPlane.floatingIpRange(), wanted)) problems.push(`containers.${c.name}.floatingIp.address: ${wanted} is outside ${cloud.name}'s floating-IP range ${controlPlane.floatingIpRange()}`);
     const owner = held.find((f) => f.address === wanted && f.container !== c.name);
     if (owner) problems.push(`containers.${c.name}.floatingIp.address: ${wanted} is already ${owner.container}'s in ${cloud.name}`);
   }

@@ -309,6 +309,18 @@ export function parseCidr(text: string): { net: number; prefix: number; hostBits
   return { net, prefix, hostBits: value - net };
 }
 
+/** Whether two CIDRs share an address (false when either is malformed). */
+export function cidrsOverlap(a: string, b: string): boolean {
+  const x = parseCidr(a);
+  const y = parseCidr(b);
+  return !!x && !!y && overlaps(x, y);
+}
+
+/** Whether an IPv4 address lies inside a CIDR. */
+export function cidrContains(cidr: string, address: string): boolean {
+  return cidrsOverlap(cidr, `${address}/32`);
+}
+
 function overlaps(a: { net: number; prefix: number }, b: { net: number; prefix: number }): boolean {
   const aEnd = a.net + 2 ** (32 - a.prefix);
   const bEnd = b.net + 2 ** (32 - b.prefix);

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
-import { intToIp, ipToInt, parseCidr } from '../../lib/vi-spec';
+import { cidrContains, intToIp, parseCidr } from '../../lib/vi-spec';
 import type { CloudEndpoint, ContainerSpec, DnsRecord, IngressRule, NetworkSpec, PublicConnection, TransferEndpoint } from '../../lib/types';
 import { PowerDnsApi } from './powerdns-api';
 import type { ControlPlane } from '../provider';
@@ -287,8 +287,7 @@ export class LocalControlPlane implements ControlPlane {
       if (held) throw new Error(`${input.container} already has floating IP ${held[0]} in ${this.cfg.name}, not ${input.address}`);
       let chosen = input.address;
       if (chosen) {
-        const value = ipToInt(chosen);
-        if (value < range.net || value >= range.net + size) throw new Error(`floating IP ${chosen} is outside ${this.cfg.name}'s range ${this.cfg.floatingRange}`);
+        if (!cidrContains(this.cfg.floatingRange, chosen)) throw new Error(`floating IP ${chosen} is outside ${this.cfg.name}'s range ${this.cfg.floatingRange}`);
         const owner = s.floatingIps[chosen];
         if (owner) throw new Error(`floating IP ${chosen} is already ${owner.container}'s in ${this.cfg.name}`);
       } else {

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { ip } from '../../lib/exec';
-import { intToIp, parseCidr } from '../../lib/vi-spec';
+import { cidrsOverlap, intToIp, parseCidr } from '../../lib/vi-spec';
 
 export interface HostNetworkFacts {
   /** The host's own addresses with their prefixes, e.g. "192.0.2.2/24 on eth0". */
@@ -29,31 +29,19 @@ export async function readHostNetworkFacts(): Promise<HostNetworkFacts> {
   return { addresses, routes, resolvers };
 }
 
-function range(cidr: string): { from: number; to: number } {
-  const parsed = parseCidr(cidr);
-  if (!parsed) throw new Error(`${cidr} is not an IPv4 CIDR`);
-  return { from: parsed.net, to: parsed.net + 2 ** (32 - parsed.prefix) - 1 };
-}
-
-function overlap(a: string, b: string): boolean {
-  const x = range(a);
-  const y = range(b);
-  return x.from <= y.to && y.from <= x.to;
-}
-
 /** Every way `cidr` (named `what`) would collide with the host; empty when it is safe. */
 export function hostConflicts(what: string, cidr: string, facts: HostNetworkFacts): string[] {
   const problems: string[] = [];
   for (const a of facts.addresses) {
     const { net, prefix } = parseCidr(a.cidr)!;
     const subnet = `${intToIp(net)}/${prefix}`;
-    if (overlap(cidr, subnet)) problems.push(`${what} ${cidr} overlaps the host's address ${a.cidr} on ${a.dev}`);
+    if (cidrsOverlap(cidr, subnet)) problems.push(`${what} ${cidr} overlaps the host's address ${a.cidr} on ${a.dev}`);
   }
   for (const r of facts.routes) {
-    if (overlap(cidr, r.dst)) problems.push(`${what} ${cidr} overlaps the host's route to ${r.dst} (dev ${r.dev})`);
+    if (cidrsOverlap(cidr, r.dst)) problems.push(`${what} ${cidr} overlaps the host's route to ${r.dst} (dev ${r.dev})`);
   }
   for (const resolver of facts.resolvers) {
-    if (overlap(cidr, `${resolver}/32`)) problems.push(`${what} ${cidr} contains the host's resolver ${resolver}`);
+    if (cidrsOverlap(cidr, `${resolver}/32`)) problems.push(`${what} ${cidr} contains the host's resolver ${resolver}`);
   }
   return problems;
 }

@@ -3,7 +3,7 @@ import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
 import { readPidFile, stopPid, waitFor } from '../../lib/processes';
-import { intToIp, parseCidr } from '../../lib/vi-spec';
+import { cidrsOverlap, intToIp, parseCidr } from '../../lib/vi-spec';
 import { cloudConfigPath, type LocalCloudConfig } from './cloud-config';
 import { startDnsServer } from './dns-server';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
@@ -101,14 +101,8 @@ async function validate(opts: TestbedOptions): Promise<void> {
   linkEnds(hostLink); // its shape
   const wan = `${opts.wanGateway}/${opts.wanPrefixLength}`;
   const problems = hostConflicts('the host link', hostLink, await readHostNetworkFacts());
-  const wanRange = parseCidr(wan);
-  const linkRange = parseCidr(hostLink)!;
-  if (!wanRange) problems.push(`the WAN ${wan} is not an IPv4 CIDR`);
-  else {
-    const wanNet = { from: wanRange.net, to: wanRange.net + 2 ** (32 - wanRange.prefix) - 1 };
-    const link = { from: linkRange.net, to: linkRange.net + 2 ** (32 - linkRange.prefix) - 1 };
-    if (wanNet.from <= link.to && link.from <= wanNet.to) problems.push(`the WAN ${wan} overlaps the host link ${hostLink}`);
-  }
+  if (!parseCidr(wan)) problems.push(`the WAN ${wan} is not an IPv4 CIDR`);
+  else if (cidrsOverlap(wan, hostLink)) problems.push(`the WAN ${wan} overlaps the host link ${hostLink}`);
   if (problems.length) throw new Error(`testbed "${opts.id}" would collide with the host's own network:\n  - ${problems.join('\n  - ')}\n(choose other ranges: --host-link, --wan-gateway)`);
   validateNames(opts);
 }
