@@ -98,13 +98,13 @@ export async function waitForDbRows(record: TestbedRecord, cloud: string, atLeas
 }
 
 /**
- * Starts a client holding one connection to `target`: in the clients' port of `cloud`, or in the
- * outside world (the testbed's Internet) when `cloud` is "outside".
+ * Starts a client holding one connection to `target`: in the clients' port of `cloud` (or the
+ * port named `fromPort`), or in the outside world (the testbed's Internet) when `cloud` is "outside".
  */
-export async function startDemoClient(record: TestbedRecord, cloud: string, target: ClientTarget = kvTarget): Promise<DemoClient> {
+export async function startDemoClient(record: TestbedRecord, cloud: string, target: ClientTarget = kvTarget, fromPort = clientPort.name): Promise<DemoClient> {
   const dir = record.options.stateDir;
   const statusFile = path.join(dir, `${target.name}-status.json`);
-  const netns = cloud === 'outside' ? record.outside.netns : openLocalCloud(dir, cloud).controlPlane.portNetns(clientPort.name);
+  const netns = cloud === 'outside' ? record.outside.netns : openLocalCloud(dir, cloud).controlPlane.portNetns(fromPort);
   const pid = await startService({
     name: `demo ${target.name}`,
     argv: ['nsenter', `--net=/run/netns/${netns}`, process.execPath, path.join(__dirname, 'client.js'), target.ip, String(target.port), statusFile, target.protocol],

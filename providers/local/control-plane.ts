@@ -177,6 +177,7 @@ export class LocalControlPlane implements ControlPlane {
       await ip(['addr', 'add', `${iface.ip}/${prefixLength(network.cidr)}`, 'dev', dev], netns);
       await ip(['link', 'set', dev, 'up'], netns);
       await ip(['link', 'set', veth, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], edge);
+      await this.claimMac(veth, iface.mac);
       if (index === 0) await ip(['route', 'replace', 'default', 'via', gatewayIp(network.cidr), 'dev', dev], netns);
     }
     await this.applyIngressRules(netns, container);
@@ -224,9 +225,21 @@ export class LocalControlPlane implements ControlPlane {
   async setPortEnabled(containerName: string, enabled: boolean): Promise<void> {
     const port = (await this.state.read()).ports[containerName];
     if (!port) throw new Error(`no port for ${containerName} in ${this.cfg.name}`);
-    for (const index of port.interfaces.keys()) {
-      await ip(['link', 'set', names.hostVeth(containerName, index), enabled ? 'up' : 'down'], this.cfg.netns);
+    for (const [index, iface] of port.interfaces.entries()) {
+      const veth = names.hostVeth(containerName, index);
+      await ip(['link', 'set', veth, enabled ? 'up' : 'down'], this.cfg.netns);
+      if (enabled) await this.claimMac(veth, iface.mac);
     }
+  }
+
+  /**
+   * The bridge sends the port's MAC to this port from now on. A MAC learned elsewhere (the VXLAN
+   * side, while the container ran in a peer cloud) would otherwise keep its traffic going there
+   * until the entry ages out (5 min), since a server that only answers never teaches the bridge.
+   * Dynamic: unplugging the port forgets it, and the traffic floods to the peer again.
+   */
+  private async claimMac(veth: string, mac: string): Promise<void> {
+    await run('bridge', ['fdb', 'replace', mac, 'dev', veth, 'master', 'dynamic'], { netns: this.cfg.netns });
   }
 
   async removePort(containerName: string): Promise<void> {
