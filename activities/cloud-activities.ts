@@ -29,6 +29,9 @@ import { runAttempt, type Attempt } from './attempt';
 import { claimContainers, releaseClaims, type WorkflowLiveness } from './claims';
 import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
 import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
+import { compareReceived, probeLink, readReceivedRecord, streamImage } from './image-stream';
+import { readHostRates, recordHostRate } from './host-rates';
+import type { RateSample } from '../lib/prediction';
 import { receiveVolumeRound, sendVolumeRound } from './volumes';
 import { DeployConflict, deployVi, removeVi, withFloatingIp, type DeployOutcome, type RemoveOutcome } from './deploy-vi';
 import { parseViSpec, ViSpecError, type ViSpec } from '../lib/vi-spec';
@@ -331,6 +334,22 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       return checks;
     },
 
+    /**
+     * Source, before a group's freeze: what its prediction needs from here — the memory each
+     * member's processes hold, this host's earlier dumps, and the link to the destination,
+     * measured through the image stream with `probeBytes` of filler.
+     */
+    async measureForPrediction(input: { migrationId: string; containers: ContainerSpec[]; endpoint: TransferEndpoint; probeBytes: number }, attempt: Attempt): Promise<{ memberBytes: number[]; dumps: RateSample[]; link: { bytes: number; ms: number } }> {
+      const memberBytes = await Promise.all(input.containers.map((c) => runtime.memoryBytes(c.name)));
+      const link = await probeLink({ endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, signal: attempt.signal, bytes: input.probeBytes });
+      return { memberBytes, dumps: (await readHostRates(cloud.stateDir)).dumps, link };
+    },
+
+    /** Destination, before a group's freeze: how fast this host restored in earlier migrations. */
+    async restoreRates(_input: Record<string, never>): Promise<RateSample[]> {
+      return (await readHostRates(cloud.stateDir)).restores;
+    },
+
     /** Source: the rootfs, as a tar stream (read-only: before the freeze; writable: inside it). */
     async sendRootfs(input: ContainerStep & { endpoint: TransferEndpoint }, attempt: Attempt): Promise<ArtifactReceipt> {
       const dir = path.join(runtime.bundleDir(input.container.name), 'rootfs');
@@ -367,16 +386,20 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     /**
      * Source: freeze and dump the container (CRIU, established TCP kept), then unplug its port so
      * the network looks for the MAC elsewhere. From here the process exists only as this image.
-     * A retry finishes what an earlier attempt left: a dump that completed (CRIU's log says so)
-     * is recorded, a container left frozen by a dump that died is thawed and dumped again.
+     * With an endpoint that takes a stream, the image goes to the destination while CRIU writes
+     * it, and the result says what was sent. A retry finishes what an earlier attempt left: a
+     * dump that completed (CRIU's log says so) is recorded and its stream resumed; a container
+     * left frozen by a dump that died is thawed and dumped again, and streamed again from zero.
      */
-    async checkpoint(input: ContainerStep & { keepTcp: boolean }, attempt: Attempt): Promise<CheckpointResult> {
+    async checkpoint(input: ContainerStep & { keepTcp: boolean; endpoint?: TransferEndpoint }, attempt: Attempt): Promise<CheckpointResult> {
       const name = input.container.name;
       const imageDir = checkpointDir(input);
       const doneMarker = path.join(migrationDir(input.migrationId, name), 'checkpoint.done.json');
       const recorded = await readJson<CheckpointResult>(doneMarker);
+      const stream = input.endpoint?.streamPort ? input.endpoint : undefined;
       let status = await runtime.status(name);
       let durationMs = recorded?.durationMs ?? 0;
+      let streaming: Promise<ArtifactReceipt> | undefined;
       if (!recorded) {
         if (status === 'paused') {
           log(`${name} was left frozen by an earlier dump attempt: thawing it before dumping again`);
@@ -385,29 +408,51 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         }
         if (status === 'running') {
           await controlPlane.setResetGuard(name, true);
+          // Everything in the image directory from here on is this dump's (a stream may follow it).
+          await rm(imageDir, { recursive: true, force: true });
+          await mkdir(imageDir, { recursive: true });
           const started = Date.now();
           // A cancel does not stop a dump half-way; a stall (hung CRIU) still does.
-          await attempt.uninterruptible(async () => {
+          const dump = attempt.uninterruptible(async () => {
             // Fault point "checkpoint:during-dump": tests kill the worker while runc and CRIU dump.
             const dumpStarted = attempt.nextChild().then(() => attempt.fault('checkpoint:during-dump'));
             await Promise.all([runtime.checkpoint(name, imageDir, input.keepTcp), dumpStarted]);
           });
+          if (stream) {
+            streaming = streamImage({ dir: imageDir, endpoint: stream, privateKeyPath: cloud.transferKeyPath, attempt, restart: true, dumping: dump });
+            streaming.catch(() => undefined); // awaited below; a broken stream must not go unhandled meanwhile
+          }
+          try {
+            await dump;
+          } catch (err) {
+            await streaming?.catch(() => undefined);
+            throw err;
+          }
           durationMs = Date.now() - started;
+          await recordHostRate(cloud.stateDir, 'dumps', { bytes: await directoryBytes(imageDir), ms: durationMs });
           await attempt.fault('checkpoint:after-dump');
         } else if (!(await runtime.checkpointComplete(imageDir))) {
           throw ApplicationFailure.nonRetryable(`container ${name} is ${status} in ${cloud.name} and has no complete checkpoint`, 'CheckpointFailed');
         }
       }
       await controlPlane.setPortEnabled(name, false);
-      const result: CheckpointResult = recorded ?? { imageDir, imageBytes: await directoryBytes(imageDir), durationMs };
+      const result: CheckpointResult = recorded ? { imageDir: recorded.imageDir, imageBytes: recorded.imageBytes, durationMs: recorded.durationMs } : { imageDir, imageBytes: await directoryBytes(imageDir), durationMs };
       await writeFile(doneMarker, JSON.stringify(result));
       log(`checkpointed ${name}: ${result.imageBytes} bytes in ${result.durationMs} ms`);
-      return result;
+      if (!stream) return result;
+      // The dump was done by an earlier attempt: its stream resumes where the destination's copy ends.
+      const sent = await (streaming ?? streamImage({ dir: imageDir, endpoint: stream, privateKeyPath: cloud.transferKeyPath, attempt }));
+      return { ...result, sent };
     },
 
-    /** Source: the image's files (resumed on retry); `only` resends files that arrived corrupt. */
+    /**
+     * Source: the image's files (resumed on retry); `only` resends files that arrived corrupt.
+     * Streamed into the destination's worker, which hashes them as they arrive, where the peer
+     * offers it; else pushed over sftp and re-read at the destination.
+     */
     async sendCheckpoint(input: ContainerStep & { endpoint: TransferEndpoint; imageDir: string; only?: string[] }, attempt: Attempt): Promise<ArtifactReceipt> {
-      return pushFlatDirectory({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, attempt, only: input.only });
+      const push = input.endpoint.streamPort ? streamImage : pushFlatDirectory;
+      return push({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, attempt, only: input.only });
     },
 
     /**
@@ -437,7 +482,9 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         const imageDir = path.join(incomingDir(input), 'checkpoint');
         const started = Date.now();
         if (!image.files || manifestDigest(image.files) !== image.sha256) throw ApplicationFailure.nonRetryable('the image manifest does not match its digest', 'DigestMismatch');
-        const verified = await verifyFiles(imageDir, image.files, { signal: attempt.signal, onProgress: () => attempt.progress() });
+        // A streamed image was hashed by this worker as it arrived: compared, not read again.
+        const received = await readReceivedRecord(incomingDir(input));
+        const verified = received ? await compareReceived(imageDir, image.files, received) : await verifyFiles(imageDir, image.files, { signal: attempt.signal, onProgress: () => attempt.progress() });
         if (verified.bad.length) {
           // Restoring would read the same bad bytes: the workflow sends these files again.
           throw ApplicationFailure.create({
@@ -447,7 +494,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
             details: [{ kind: 'checkpoint', badFiles: verified.bad.map((b) => b.name), problems: verified.bad.map((b) => b.problem) } satisfies DigestMismatchDetails],
           });
         }
-        check = { kind: 'checkpoint', files: image.files.length, verifiedBytes: verified.verifiedBytes, recomputedSha256: manifestDigest(image.files), verifyMs: Date.now() - started };
+        check = { kind: 'checkpoint', files: image.files.length, verifiedBytes: verified.verifiedBytes, recomputedSha256: manifestDigest(image.files), verifyMs: Date.now() - started, method: received ? 'in-flight' : 'at-rest' };
         await writeFile(checkRecord, JSON.stringify(check));
         await attempt.fault('restore:before-criu');
         const { netnsPath } = await controlPlane.ensurePort(container);
@@ -456,6 +503,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
         durationMs = Date.now() - restoreStarted;
         await writeFile(restoreRecord, JSON.stringify({ durationMs }));
+        await recordHostRate(cloud.stateDir, 'restores', { bytes: image.bytes, ms: durationMs });
         await attempt.fault('restore:after-criu');
       }
       await controlPlane.setPortEnabled(container.name, true);

@@ -196,6 +196,7 @@ export async function deployVi(cloud: Cloud, input: ViSpec, progress: (line: str
     }
     progress(`starting ${spec.name} (${spec.args.join(' ')})`);
     const { netnsPath } = await controlPlane.ensurePort(spec);
+    await controlPlane.setPortEnabled(spec.name, true);
     await runtime.run(spec, rootfs, netnsPath);
     const placed = await withFloatingIp(cloud, spec);
     await controlPlane.registerContainer(placed);

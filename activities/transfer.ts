@@ -44,15 +44,18 @@ function previous(attempt: Attempt, kind: ArtifactKind): TransferHeartbeat | und
  */
 export class Corrupter extends Transform {
   armed = false;
+
+  /** The chunk, or a copy with one byte flipped when armed (once). */
+  apply(chunk: Buffer): Buffer {
+    if (!this.armed || chunk.length === 0) return chunk;
+    this.armed = false;
+    const copy = Buffer.from(chunk);
+    copy[copy.length >> 1] ^= 0xff;
+    return copy;
+  }
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null, data?: Buffer) => void): void {
-    if (this.armed && chunk.length > 0) {
-      this.armed = false;
-      const copy = Buffer.from(chunk);
-      copy[copy.length >> 1] ^= 0xff;
-      done(null, copy);
-      return;
-    }
-    done(null, chunk);
+    done(null, this.apply(chunk));
   }
 }
 

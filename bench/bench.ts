@@ -103,6 +103,7 @@ async function startStack(wanMbit: number, logDir: string, withPodman: boolean):
     // The probes' port stays on the VI's network at the source for the whole benchmark.
     await deployVi(source, benchVi(1, 1));
     await source.controlPlane.ensurePort(probePort);
+    await source.controlPlane.setPortEnabled(probePort.name, true);
     await removeVi(source, BENCH_VI, { deleteVolumes: true });
     const destination = openLocalCloud(stateDir, DESTINATION);
     const wan = await WanMeter.open(record, SOURCE, DESTINATION);
@@ -169,12 +170,15 @@ async function runOnce(stack: Stack, c: BenchCase, system: System, run: number):
       const report = await handle.result();
       const times = await historyTimes(handle);
       result.freezeMs = report.groups[0]?.frozenMs ?? NaN;
+      result.predictedMs = report.groups[0]?.predicted?.ms;
       result.totalMs = times.wallMs;
       result.overheadMs = times.overheadMs;
       result.phases = phasesOf(report);
       result.imageBytes = report.containers.reduce((sum, r) => sum + r.imageBytes, 0);
+      // The image crosses the link while CRIU writes it (checkpoint) and after (transfer: resends, writable rootfs, volumes).
+      const checkpoint = report.phases.find((p) => p.phase === 'checkpoint');
       const transfer = report.phases.find((p) => p.phase === 'transfer');
-      if (transfer) window = [transfer.startedAt, transfer.startedAt + transfer.durationMs];
+      if (checkpoint && transfer) window = [checkpoint.startedAt, transfer.startedAt + transfer.durationMs];
     } else if (system === 'floor') {
       if (c.members !== 1) throw new Error('the floor moves one container');
       const times = await floorMove(stack.source, stack.destination, memberName(0), stack.tmp);
@@ -231,7 +235,7 @@ async function main(): Promise<void> {
           say(
             `${c.label} ${system} run ${run}: ` +
               (r.error ? `FAILED: ${r.error}` : `blackout ${r.blackoutMs} ms, freeze ${r.freezeMs} ms, total ${Math.round(r.totalMs)} ms, WAN ${(r.wanBytes / 1048576).toFixed(1)} MiB at ${r.transferMbit.toFixed(0)} Mbit/s, ` +
-                `CPU ${r.cpuSeconds.toFixed(1)} s${r.overheadMs !== undefined ? `, overhead ${Math.round(r.overheadMs)} ms` : ''}; connection ${r.connectionsKept ? 'kept' : 'LOST'}, memory ${r.memoryIntact ? 'intact' : 'DAMAGED'}, ${r.placedAtDestination ? 'at destination' : 'MISPLACED'}`),
+                `CPU ${r.cpuSeconds.toFixed(1)} s${r.overheadMs !== undefined ? `, overhead ${Math.round(r.overheadMs)} ms, predicted ${r.predictedMs} ms` : ''}; connection ${r.connectionsKept ? 'kept' : 'LOST'}, memory ${r.memoryIntact ? 'intact' : 'DAMAGED'}, ${r.placedAtDestination ? 'at destination' : 'MISPLACED'}`),
           );
           await writeFile(path.join(opts.out, 'results.json'), JSON.stringify({ options: opts, results }, null, 2));
         }

@@ -29,6 +29,8 @@ export interface RunResult {
   transferMbit: number;
   /** MigraVI: wall time minus the time any activity ran (Temporal's history). */
   overheadMs?: number;
+  /** MigraVI: the blackout the workflow predicted before the freeze. */
+  predictedMs?: number;
   /** CPU seconds the whole machine used during the run (/proc/stat). */
   cpuSeconds: number;
   /** Every probe kept its connection (same local port, counter +1 each time, no reset). */
@@ -62,6 +64,8 @@ export interface Summary {
   totalMs: Stat;
   transferMbit: Stat;
   overheadPct: Stat;
+  /** (predicted − measured freeze) / measured freeze, in %. */
+  predictionErrorPct: Stat;
   cpuSeconds: Stat;
   wanMiB: Stat;
   imageMiB: Stat;
@@ -84,6 +88,7 @@ export function summarize(results: RunResult[], cases: BenchCase[], systems: Sys
         totalMs: of((r) => r.totalMs),
         transferMbit: of((r) => r.transferMbit),
         overheadPct: of((r) => (r.overheadMs === undefined ? NaN : (100 * r.overheadMs) / r.totalMs)),
+        predictionErrorPct: of((r) => (r.predictedMs === undefined ? NaN : (100 * (r.predictedMs - r.freezeMs)) / r.freezeMs)),
         cpuSeconds: of((r) => r.cpuSeconds),
         wanMiB: of((r) => r.wanBytes / 1048576),
         imageMiB: of((r) => r.imageBytes / 1048576),
@@ -98,13 +103,13 @@ const fmt = (s: Stat, digits = 0) => (s.n ? `${s.median.toFixed(digits)} (${s.mi
 
 export function resultsTable(summaries: Summary[], cases: BenchCase[]): string {
   const lines = [
-    '| case | system | blackout ms | freeze ms | total ms | image MiB | WAN MiB | transfer Mbit/s | overhead % | CPU s | failed runs |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| case | system | blackout ms | freeze ms | prediction error % | total ms | image MiB | WAN MiB | transfer Mbit/s | overhead % | CPU s | failed runs |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const s of summaries) {
     const label = cases.find((c) => c.id === s.case)?.label ?? s.case;
     lines.push(
-      `| ${label} | ${s.system} | ${fmt(s.blackoutMs)} | ${fmt(s.freezeMs)} | ${fmt(s.totalMs)} | ${fmt(s.imageMiB)} | ${fmt(s.wanMiB)} | ${fmt(s.transferMbit)} | ${fmt(s.overheadPct, 1)} | ${fmt(s.cpuSeconds, 1)} | ${s.failures} |`,
+      `| ${label} | ${s.system} | ${fmt(s.blackoutMs)} | ${fmt(s.freezeMs)} | ${fmt(s.predictionErrorPct)} | ${fmt(s.totalMs)} | ${fmt(s.imageMiB)} | ${fmt(s.wanMiB)} | ${fmt(s.transferMbit)} | ${fmt(s.overheadPct, 1)} | ${fmt(s.cpuSeconds, 1)} | ${s.failures} |`,
     );
   }
   return lines.join('\n');

@@ -39,7 +39,7 @@ export function formatReport(
   lines.push('');
   for (const c of report.containers) {
     const imageCheck = c.checks.find((k) => k.kind === 'checkpoint');
-    lines.push(`  ${c.name}: frozen ${ms(c.frozenMs)} (CRIU dump ${ms(c.checkpointMs)}; at destination: verify ${ms(imageCheck?.verifyMs ?? 0)}, CRIU restore ${ms(c.restoreMs)}), image ${mib(c.imageBytes)}`);
+    lines.push(`  ${c.name}: frozen ${ms(c.frozenMs)} (CRIU dump ${ms(c.checkpointMs)}; at destination: verify ${ms(imageCheck?.verifyMs ?? 0)} ${imageCheck?.method === 'in-flight' ? '(digests computed as the bytes arrived)' : '(re-read at rest)'}, CRIU restore ${ms(c.restoreMs)}), image ${mib(c.imageBytes)}`);
     for (const a of c.artifacts) {
       const rate = ((a.wireBytes * 8) / 1e6 / Math.max(a.durationMs / 1000, 0.001)).toFixed(0);
       lines.push(`    ${a.kind.padEnd(10)} ${mib(a.bytes).padStart(10)} sent as ${mib(a.wireBytes)} on the link in ${ms(a.durationMs).padStart(8)}  ${rate} Mbit/s`);
@@ -57,6 +57,10 @@ export function formatReport(
   for (const g of report.groups) {
     const members = report.containers.filter((c) => g.containers.includes(c.name)).map((c) => `${c.name} ${ms(c.frozenMs)}`);
     lines.push(`  group ${g.containers.join(', ')}: frozen together for ${ms(g.frozenMs)} (${members.join(', ')})`);
+    if (g.predicted) {
+      const p = g.predicted;
+      lines.push(`    predicted before the freeze: ${ms(p.ms)} (dump ${ms(p.dumpMs)}, transfer ${ms(p.transferMs)} at ${p.linkMbit} Mbit/s, restore ${ms(p.restoreMs)}; ${p.basis}): ${g.frozenMs >= p.ms ? '+' : ''}${Math.round((100 * (g.frozenMs - p.ms)) / p.ms)} % measured`);
+    }
   }
   lines.push(`  bytes written to the WAN link for artifacts (all attempts): ${report.bytesMoved} (${mib(report.bytesMoved)})`);
   for (const e of report.events) lines.push(`  event: ${e}`);

@@ -21,7 +21,9 @@ export async function deployDemoVi(record: TestbedRecord, cloud: string, ballast
 
 /** The demo clients' port on the VI's network (not part of the VI: it stands for its users). */
 export async function plugClientPort(record: TestbedRecord, cloud: string): Promise<void> {
-  await openLocalCloud(record.options.stateDir, cloud).controlPlane.ensurePort(clientPort);
+  const { controlPlane } = openLocalCloud(record.options.stateDir, cloud);
+  await controlPlane.ensurePort(clientPort);
+  await controlPlane.setPortEnabled(clientPort.name, true);
 }
 
 export interface DemoClient {

@@ -32,7 +32,7 @@ const CATEGORY_OF: Record<string, TimeCategory> = {
 export const CATEGORIES: TimeCategory[] = ['container migration', 'network replication', 'inter-cloud communication and copies', 'redirect', 'others'];
 
 /**
- * Sums the phases per category; "others" holds the remaining phases (inventory, pre-flight,
+ * Sums the phases per category; "others" holds the remaining phases (inventory, pre-flight, predict,
  * release, waiting for approval) and the orchestration time between phases (wall time not inside
  * any phase). Phases do not overlap (the workflow runs them one after the other).
  */

@@ -1,4 +1,5 @@
 /** Values passed between the workflow and the activities. Plain data: they go through Temporal's history. */
+import type { BlackoutPrediction } from './prediction';
 import type { CategoryTime } from './report-categories';
 
 /** A private (tenant) network of the VI. */
@@ -120,6 +121,8 @@ export interface TransferEndpoint {
   hostKeySha256: string;
   /** Remote directory for this container's artifacts. */
   directory: string;
+  /** The destination worker's image receiver, reached through the SSH connection (activities/image-stream.ts). */
+  streamPort?: number;
 }
 
 export type ArtifactKind = 'rootfs' | 'checkpoint' | 'volume';
@@ -147,6 +150,8 @@ export interface ArtifactReceipt {
   /** Of the tar stream, or of the manifest ("name bytes sha256" lines) when sent as files. */
   sha256: string;
   files?: FileDigest[];
+  /** Digests the destination computed as the bytes arrived (a streamed image), to compare with `files`. */
+  receivedFiles?: FileDigest[];
   durationMs: number;
 }
 
@@ -188,6 +193,8 @@ export interface CheckpointResult {
   imageDir: string;
   imageBytes: number;
   durationMs: number;
+  /** The image as it was streamed to the destination while CRIU wrote it (when the checkpoint was given an endpoint). */
+  sent?: ArtifactReceipt;
 }
 
 /** What the destination found when it re-hashed an artifact at rest. */
@@ -200,6 +207,8 @@ export interface ArtifactCheck {
   /** Digest recomputed at the destination (manifest of the recomputed file digests, or of the tar). */
   recomputedSha256: string;
   verifyMs: number;
+  /** How the destination computed it: reading the files back at rest, or hashing the bytes as they arrived. */
+  method?: 'at-rest' | 'in-flight';
 }
 
 export interface RestoreResult {
@@ -246,6 +255,10 @@ export interface GroupReport {
   containers: string[];
   /** From the first checkpoint's start to the last restore's end: the group's blackout. */
   frozenMs: number;
+  /** What the workflow predicted before the freeze (lib/prediction.ts). */
+  predicted?: BlackoutPrediction;
+  /** Filler sent through the image stream to measure the link for the prediction (counted in bytesMoved). */
+  linkProbeBytes?: number;
 }
 
 export interface MigrationReport {

@@ -29,7 +29,8 @@ export interface ControlPlane {
 
   /**
    * A port with the container's fixed IP and MAC on its network, its ingress rules enforced
-   * (OpenStack: a security group); returns the netns path to run in.
+   * (OpenStack: a security group); returns the netns path to run in. A new port is unplugged
+   * until setPortEnabled(true); an existing one keeps its state.
    */
   ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }>;
   removePort(containerName: string): Promise<void>;
@@ -94,6 +95,8 @@ export interface HostRuntime {
   restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void>;
   /** Removes the container and its bundle; safe when it is already gone. */
   remove(name: string): Promise<void>;
+  /** Memory the container's processes hold that a checkpoint writes out (anonymous and shared pages). */
+  memoryBytes(name: string): Promise<number>;
   /** Directory holding this container's bundle (config and rootfs). */
   bundleDir(name: string): string;
   /** Checks the kernel and CRIU can checkpoint here; returns problems found (empty when fine). */
@@ -107,6 +110,8 @@ export interface Cloud {
   runtime: HostRuntime;
   /** Local directory where this cloud keeps migration artifacts. */
   workDir: string;
+  /** Local directory for what this worker learns across migrations (its host's dump and restore rates). */
+  stateDir: string;
   /** Where this cloud keeps the volumes of containers moved into it (one directory per container). */
   volumesDir: string;
   /** Private key this cloud uses to push artifacts to peers (never leaves the worker). */

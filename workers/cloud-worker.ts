@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createCloudActivities } from '../activities/cloud-activities';
+import { startImageReceiver } from '../activities/image-stream';
 import { cloudTaskQueue } from '../lib/plan';
 import { openLocalCloud } from '../providers/local/local-cloud';
 
@@ -34,6 +35,9 @@ async function main(): Promise<void> {
       return (err as Error).name === 'WorkflowNotFoundError' ? false : undefined;
     }
   };
+  // Images streamed by peers arrive here (through this cloud's sshd), hashed as they arrive.
+  const { streamPort } = cloud.controlPlane.transferEndpoint(cloud.workDir);
+  const receiver = streamPort ? await startImageReceiver({ root: cloud.workDir, port: streamPort, log: (line) => console.log(`[${cloud.name}] ${line}`) }) : undefined;
   const worker = await Worker.create({
     connection,
     namespace: values.namespace,
@@ -46,6 +50,7 @@ async function main(): Promise<void> {
   });
   console.log(`cloud worker ready: ${cloud.name} (${cloud.controlPlane.endpoint.publicIp}), task queue ${taskQueue} on ${values.temporal}`);
   await worker.run();
+  receiver?.close();
   await connection.close();
   await clientConnection.close();
 }

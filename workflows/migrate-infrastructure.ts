@@ -3,7 +3,7 @@
  * routes each activity to the worker that lives in the right cloud (one task queue per cloud),
  * records a compensation before every step that changes something, and exposes progress.
  *
- * Stages: inventory → pre-flight → network → per group of containers: prepare → pre-copy →
+ * Stages: inventory → pre-flight → network → per group of containers: prepare → pre-copy → predict →
  * approval gate → freeze (checkpoints) → transfer → restore (= commit of the group) → release.
  * Within a group the steps run for every member at once (transfers a few at a time).
  *
@@ -35,6 +35,7 @@ import {
 import type { CloudActivities, ContainerStep, DigestMismatchDetails } from '../activities/cloud-activities';
 import { cloudTaskQueue, parsePlan, planGroups, PlanError, type MigrationPlan } from '../lib/plan';
 import { categorize } from '../lib/report-categories';
+import { predictBlackout } from '../lib/prediction';
 import type {
   ArtifactCheck,
   ArtifactReceipt,
@@ -92,7 +93,9 @@ function on(cloud: string, opts: Partial<ActivityOptions> & { scheduleToCloseMs:
 function describe(err: unknown): string {
   if (err instanceof ActivityFailure) {
     if (err.cause instanceof TimeoutFailure) {
-      return `${err.activityType} timed out (${err.cause.timeoutType}): is the worker of that cloud running and reachable?`;
+      // Out of time after failed attempts: the last one says why (e.g. the peer was unreachable).
+      const last = err.cause.cause?.message;
+      return `${err.activityType} timed out (${err.cause.timeoutType})${last ? `, last attempt: ${last}` : ': is the worker of that cloud running and reachable?'}`;
     }
     if (isCancellation(err)) return `${err.activityType} was cancelled`;
     return `${err.activityType} failed: ${err.cause?.message ?? err.message}`;
@@ -162,6 +165,9 @@ interface Compensation {
   /** The container step a fence is about (to retry the discard). */
   step?: ContainerStep;
 }
+
+/** Filler sent through the image stream just before a freeze to measure the link (~70 ms at 1 Gbit/s). */
+const LINK_PROBE_BYTES = 8 << 20;
 
 /** How long the DNS switch may take (retries included) before the group is rolled back. */
 const DNS_SWITCH_MS = 20_000;
@@ -395,7 +401,20 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       const name = step.container.name;
       compensations.push({ what: `resume ${name} at ${plan.source}`, undo: () => src.undo.resumeAtSource({ ...step, keepTcp }).then((how) => note(`${name} resumed at ${plan.source} (${how})`)) });
     }
-    const images = await phase('checkpoint', label, () => settleAll(members, (m) => on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp })));
+    // Each image streams to the destination while CRIU writes it (the checkpoint returns what it sent).
+    const images = await phase('checkpoint', label, () =>
+      settleAll(members, async (m) => {
+        try {
+          const image = await on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp, endpoint: m.endpoint });
+          progress.bytesMoved += image.sent?.wireBytes ?? 0;
+          if (image.sent?.resumedBytes) note(`${m.step.container.name}: checkpoint transfer resumed after a failed attempt; ${image.sent.resumedBytes} bytes were not sent again`);
+          return image;
+        } catch (err) {
+          progress.bytesMoved += wireBytesOfFailure(err);
+          throw err;
+        }
+      }),
+    );
     // Outside connections open through a floating IP are frozen now: their replies, once the
     // container runs at the destination, must leave through the source's edge (which holds
     // their NAT). Set up before the restore, while nothing can send.
@@ -413,7 +432,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     const sent = await phase('transfer', label, async () => {
       progress.transferTotalBytes = images.reduce((sum, image) => sum + image.imageBytes, 0);
       const result = await settleAll(members, async (m, i) => {
-        const checkpointSent = await sendCheckpoint(m.step, m.endpoint, images[i]!.imageDir, remaining());
+        const checkpointSent = images[i]!.sent ?? (await sendCheckpoint(m.step, m.endpoint, images[i]!.imageDir, remaining()));
         const frozenStubs = { src: on(plan.source, { scheduleToCloseMs: remaining() }), dst: on(plan.destination, { scheduleToCloseMs: remaining() }) };
         const rootfs = m.preCopied ?? (await copyRootfs(m.step, m.endpoint, frozenStubs));
         m.resends += rootfs.resends;
@@ -520,6 +539,28 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
           resends: 0,
         }));
         for (const m of members) m.resends += m.preCopied?.resends ?? 0;
+        // The blackout predicted from what was measured just now; over the budget, no freeze.
+        let linkProbeBytes = 0;
+        const predicted = await phase('predict', label, async () => {
+          const [measured, restores] = await Promise.all([
+            src.probe.measureForPrediction({ migrationId, containers: steps.map((s) => s.container), endpoint: endpoints[0]!, probeBytes: LINK_PROBE_BYTES }),
+            dst.probe.restoreRates({}),
+          ]);
+          progress.bytesMoved += measured.link.bytes;
+          linkProbeBytes = measured.link.bytes;
+          return predictBlackout({ memberBytes: measured.memberBytes, linkBytesPerMs: measured.link.bytes / measured.link.ms, dumps: measured.dumps, restores });
+        });
+        note(
+          `${label}: blackout predicted ${(predicted.ms / 1000).toFixed(2)} s (image ~${Math.round(predicted.imageBytes / 1048576)} MiB: dump ${predicted.dumpMs} ms, ` +
+            `transfer ${predicted.transferMs} ms at ${predicted.linkMbit} Mbit/s, restore ${predicted.restoreMs} ms; ${predicted.basis})`,
+        );
+        if (predicted.ms > budgetMs) {
+          throw ApplicationFailure.nonRetryable(
+            `the blackout of ${label} is predicted at ${(predicted.ms / 1000).toFixed(1)} s, over the plan's blackoutBudgetSeconds (${options.blackoutBudgetSeconds} s): ` +
+              `stopping before the freeze (image ~${Math.round(predicted.imageBytes / 1048576)} MiB, link ${predicted.linkMbit} Mbit/s, dump ${predicted.dumpMs} ms, transfer ${predicted.transferMs} ms, restore ${predicted.restoreMs} ms)`,
+            'BlackoutBudgetExceeded',
+          );
+        }
         if (!approved) {
           progress.state = 'awaiting-approval';
           progress.phase = 'awaiting approval';
@@ -547,7 +588,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         // for it. Nothing done so far is to be undone any more.
         compensations.length = 0;
         containers.push(...group.reports);
-        groups.push({ containers: names, frozenMs: group.frozenMs });
+        groups.push({ containers: names, frozenMs: group.frozenMs, predicted, linkProbeBytes });
         draining.push(...members.filter((m) => m.connections?.length));
         await CancellationScope.nonCancellable(() =>
           phase('release', label, () =>

@@ -25,6 +25,9 @@ export interface LocalCloudConfig {
   dns?: { server: string; apiUrl: string; apiKeyPath: string };
 }
 
+/** Where a cloud's worker receives streamed images, on its loopback (its sshd forwards peers there). */
+export const IMAGE_STREAM_PORT = 7600;
+
 export function cloudConfigPath(stateDir: string, cloud: string): string {
   return path.join(stateDir, 'clouds', cloud, 'cloud.json');
 }

@@ -7,7 +7,7 @@ import { cidrContains, intToIp, parseCidr } from '../../lib/vi-spec';
 import type { CloudEndpoint, ContainerSpec, DnsRecord, IngressRule, NetworkSpec, PublicConnection, TransferEndpoint } from '../../lib/types';
 import { PowerDnsApi } from './powerdns-api';
 import type { ControlPlane } from '../provider';
-import { names, type LocalCloudConfig } from './cloud-config';
+import { IMAGE_STREAM_PORT, names, type LocalCloudConfig } from './cloud-config';
 import { CloudStateStore } from './cloud-state';
 
 const VXLAN_PORT = '4789';
@@ -176,8 +176,9 @@ export class LocalControlPlane implements ControlPlane {
       await ip(['link', 'set', dev, 'address', iface.mac, 'mtu', String(network.mtu)], netns);
       await ip(['addr', 'add', `${iface.ip}/${prefixLength(network.cidr)}`, 'dev', dev], netns);
       await ip(['link', 'set', dev, 'up'], netns);
-      await ip(['link', 'set', veth, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], edge);
-      await this.claimMac(veth, iface.mac);
+      // Created unplugged: a port with the container's address but no process behind it would
+      // answer its peers with resets (or take a migrating container's traffic) if plugged early.
+      await ip(['link', 'set', veth, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'down'], edge);
       if (index === 0) await ip(['route', 'replace', 'default', 'via', gatewayIp(network.cidr), 'dev', dev], netns);
     }
     await this.applyIngressRules(netns, container);
@@ -456,6 +457,6 @@ export class LocalControlPlane implements ControlPlane {
     // The host key is public; its digest lets the sender verify it talks to this cloud.
     const publicKey = readFileSync(`${this.cfg.sshHostKeyPath}.pub`, 'utf8').trim().split(/\s+/)[1]!;
     const hostKeySha256 = createHash('sha256').update(Buffer.from(publicKey, 'base64')).digest('base64');
-    return { host: this.cfg.publicIp, port: this.cfg.sshPort, username: 'root', hostKeySha256, directory };
+    return { host: this.cfg.publicIp, port: this.cfg.sshPort, username: 'root', hostKeySha256, directory, streamPort: IMAGE_STREAM_PORT };
   }
 }

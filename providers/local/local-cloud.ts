@@ -23,6 +23,7 @@ export function openLocalCloud(stateDir: string, name: string): LocalCloud {
       cgroupPrefix: `/${config.testbedId}/${config.name}`,
     }),
     workDir: path.join(config.dir, 'migrations'),
+    stateDir: config.dir,
     volumesDir: path.join(config.dir, 'volumes'),
     transferKeyPath: config.transferKeyPath,
   };

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ip, run } from '../../lib/exec';
 import { readPidFile, stopPid, waitFor } from '../../lib/processes';
 import { cidrsOverlap, intToIp, parseCidr } from '../../lib/vi-spec';
-import { cloudConfigPath, type LocalCloudConfig } from './cloud-config';
+import { cloudConfigPath, IMAGE_STREAM_PORT, type LocalCloudConfig } from './cloud-config';
 import { startDnsServer } from './dns-server';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
 
@@ -142,9 +142,11 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
       'UsePAM no',
       'StrictModes no',
       'Subsystem sftp internal-sftp',
-      // Peers may only push files: no shell, no commands, no tunnels.
+      // Peers may only push files and stream images to this cloud's worker: no shell, no
+      // commands, no other tunnel.
       'ForceCommand internal-sftp',
-      'AllowTcpForwarding no',
+      'AllowTcpForwarding local',
+      `PermitOpen 127.0.0.1:${IMAGE_STREAM_PORT}`,
       'AllowAgentForwarding no',
       'X11Forwarding no',
       'PermitTTY no',

@@ -183,6 +183,21 @@ export class RuncRuntime implements HostRuntime {
     await rm(this.bundleDir(name), { recursive: true, force: true });
   }
 
+  /** From the container's memory cgroup: anonymous plus shared memory (cgroup v1 "rss"+"shmem", v2 "anon"+"shmem"). */
+  async memoryBytes(name: string): Promise<number> {
+    const cgroup = `${this.opts.cgroupPrefix}/${name}`;
+    for (const [file, fields] of [
+      [path.join('/sys/fs/cgroup/memory', cgroup, 'memory.stat'), ['rss', 'shmem']],
+      [path.join('/sys/fs/cgroup', cgroup, 'memory.stat'), ['anon', 'shmem']],
+    ] as const) {
+      const text = await readFile(file, 'utf8').catch(() => undefined);
+      if (!text) continue;
+      const stat = Object.fromEntries(text.split('\n').map((line) => line.split(' ')).map(([k, v]) => [k, Number(v)]));
+      return fields.reduce((sum, f) => sum + (stat[f] ?? 0), 0);
+    }
+    throw new Error(`no memory cgroup for container ${name} (${cgroup})`);
+  }
+
   async preflight(): Promise<string[]> {
     const problems: string[] = [];
     const check = await run(this.opts.criuPath, ['check'], { allowFailure: true });

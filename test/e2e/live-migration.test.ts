@@ -83,7 +83,7 @@ describe('live migration between two embedded clouds (end to end)', function () 
     it('runs the container in cloud-b only, and leaves nothing of it in cloud-a', async () => {
       await stack.assertOnlyAt('cloud-b');
       // The service answers a new connection at its old address, now from cloud-b.
-      const reply = await run('busybox', ['sh', '-c', 'printf "GET\\n" | timeout 5 nc 192.0.2.10 7000'], { netns: stack.cloud('cloud-a').controlPlane.portNetns('client') });
+      const reply = await run('busybox', ['sh', '-c', 'printf "GET\\n" | timeout 5 busybox nc 192.0.2.10 7000'], { netns: stack.cloud('cloud-a').controlPlane.portNetns('client') });
       assert.match(reply.stdout.trim(), /^\d+$/);
       assert.ok(Number(reply.stdout) >= (await stack.client.status()).lastValue! - 1);
     });
@@ -104,7 +104,7 @@ describe('live migration between two embedded clouds (end to end)', function () 
     });
 
     it('reports phase timings that fit in the wall time, and exposed progress while running', () => {
-      assert.deepEqual(report.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'checkpoint', 'transfer', 'restore', 'release', 'release-networks']);
+      assert.deepEqual(report.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'predict', 'checkpoint', 'transfer', 'restore', 'release', 'release-networks']);
       const sum = report.phases.reduce((s, p) => s + p.durationMs, 0);
       assert.ok(sum > 0 && sum <= report.wallMs, `phases sum to ${sum} ms, workflow wall time ${report.wallMs} ms`);
       assert.ok(report.wallMs <= wallMs, `workflow wall ${report.wallMs} ms > client-measured ${wallMs} ms`);

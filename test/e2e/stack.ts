@@ -212,7 +212,7 @@ export class E2eStack {
   /** The service re-reads its whole memory ballast: "OK <MiB>" when every word is intact. */
   async kvSelfCheck(): Promise<string> {
     const netns = this.cloud('cloud-a').controlPlane.portNetns('client');
-    const reply = await run('busybox', ['sh', '-c', `printf "CHECK\\n" | timeout 5 nc ${KV_IP} ${KV_PORT}`], { netns });
+    const reply = await run('busybox', ['sh', '-c', `printf "CHECK\\n" | timeout 5 busybox nc ${KV_IP} ${KV_PORT}`], { netns });
     return reply.stdout.trim();
   }
 

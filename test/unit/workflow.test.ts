@@ -54,6 +54,9 @@ function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): Clou
     releaseNetworks: async () => inventory.networks,
     prepareDestination: async () => ({ host: '203.0.113.12', port: 22, username: 'root', hostKeySha256: 'x', directory: '/in' }),
     discardPrepared: async () => undefined,
+    // 1 MiB of memory, the link probed at 8 MiB in 80 ms (~840 Mbit/s), no history: default host rates.
+    measureForPrediction: async () => ({ memberBytes: [1 << 20], dumps: [], link: { bytes: 8 << 20, ms: 80 } }),
+    restoreRates: async () => [],
     sendRootfs: async () => receipt('rootfs', 1000, 1000),
     receiveRootfs: async () => ({ ...check('rootfs', 1000), unpackMs: 1 }),
     checkpoint: async () => ({ imageDir: '/img', imageBytes: 5000, durationMs: 7 }),
@@ -157,7 +160,9 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   it('runs the phases in order, each on the right cloud, and reports what the activities measured', async () => {
     const { result, calls, error } = await migrate(plan);
     assert.equal(error, undefined);
-    assert.deepEqual(calls.filter((c) => !c.endsWith(':preflight')).slice(0, -4), [
+    // The prediction's two measurements run at once, in either order.
+    assert.deepEqual(calls.filter((c) => /:(measureForPrediction|restoreRates)$/.test(c)).sort(), ['cloud-a:measureForPrediction', 'cloud-b:restoreRates']);
+    assert.deepEqual(calls.filter((c) => !/:(preflight|measureForPrediction|restoreRates)$/.test(c)).slice(0, -4), [
       'cloud-a:inventory',
       'cloud-a:claimContainers',
       'cloud-b:replicateNetworks',
@@ -175,9 +180,12 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.deepEqual(calls.slice(-4, -2).sort(), ['cloud-a:releaseSource', 'cloud-b:cleanupReceived']);
     assert.deepEqual(calls.slice(-2), ['cloud-a:releaseNetworks', 'cloud-b:unstretchNetworks']);
     assert.ok(result);
-    // Bytes on the link, attempts included: 1000 (rootfs) + 7000 (image, resent part included).
-    assert.equal(result.bytesMoved, 8000);
-    assert.deepEqual(result.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'checkpoint', 'transfer', 'restore', 'release', 'release-networks']);
+    // Bytes on the link, attempts included: 1000 (rootfs) + 7000 (image, resent part included) + the 8 MiB link probe.
+    assert.equal(result.bytesMoved, 8000 + (8 << 20));
+    // Predicted from 1 MiB of memory and ~840 Mbit/s with default host rates (lib/prediction.ts).
+    assert.equal(result.groups[0]?.predicted?.linkMbit, 839);
+    assert.match(result.events.join('\n'), /blackout predicted 0\.\d\d s .*default dump rate/);
+    assert.deepEqual(result.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'predict', 'checkpoint', 'transfer', 'restore', 'release', 'release-networks']);
     const sum = result.phases.reduce((s, p) => s + p.durationMs, 0);
     assert.ok(sum <= result.wallMs, `phases sum ${sum} ms > wall ${result.wallMs} ms`);
     // The checks are the destination's own results, not restated from what was sent.
@@ -186,6 +194,19 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
       ['checkpoint', 5000, 'cd'.repeat(32)],
     ]);
     assert.deepEqual(result.warnings, []);
+  });
+
+  it('stops before the freeze when the predicted blackout exceeds the plan\'s budget, saying why', async () => {
+    const { error, calls } = await migrate(
+      { ...plan, options: { blackoutBudgetSeconds: 5 } },
+      // 2 GiB of memory over a link probed at ~84 Mbit/s: minutes, not 5 s.
+      { overrides: { 'cloud-a:measureForPrediction': async () => ({ memberBytes: [2 * 2 ** 30], dumps: [], link: { bytes: 8 << 20, ms: 800 } }) } },
+    );
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /blackout of kv is predicted at \d+\.\d s, over the plan's blackoutBudgetSeconds \(5 s\): stopping before the freeze \(image ~2048 MiB, link 84 Mbit\/s/);
+    assert.match(String(error.cause?.message), /rolled back: the VI runs at the source/);
+    assert.ok(!calls.includes('cloud-a:checkpoint'), 'froze despite the prediction');
+    assert.ok(calls.includes('cloud-b:discardPrepared'), 'left the prepared destination behind');
   });
 
   it('rolls back in reverse order when the restore fails, fencing the destination before resuming the source', async () => {
@@ -289,7 +310,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.deepEqual(sends, [undefined, ['pages-1.img']]);
     assert.deepEqual(calls.filter((c) => /sendCheckpoint|restore$/.test(c)), ['cloud-a:sendCheckpoint', 'cloud-b:restore', 'cloud-a:sendCheckpoint', 'cloud-b:restore']);
     assert.equal(result.containers[0]?.resends, 1);
-    assert.equal(result.bytesMoved, 1000 + 5000 + 4000);
+    assert.equal(result.bytesMoved, 1000 + 5000 + 4000 + (8 << 20)); // rootfs, image, resent pages, link probe
     assert.match(result.events.join('\n'), /checkpoint arrived corrupt.*sending pages-1\.img again/);
   });
 

@@ -1,0 +1,92 @@
+/**
+ * The blackout of a group, predicted before its freeze from what was measured just before: the
+ * memory its processes hold (what CRIU will write), the link rate (a probe through the same image
+ * stream), and the rates at which this source host dumped and the destination host restored in
+ * earlier migrations (defaults from PLATFORM.md until they have some). Deterministic: the
+ * workflow computes it from activity results.
+ */
+
+/** One earlier dump or restore on a host: the image size and how long CRIU took. */
+export interface RateSample {
+  bytes: number;
+  ms: number;
+}
+
+export interface PredictionInputs {
+  /** Memory each member's processes hold (anonymous and shared pages: what an image contains). */
+  memberBytes: number[];
+  /** Bytes per millisecond measured through the image stream just before. */
+  linkBytesPerMs: number;
+  dumps: RateSample[];
+  restores: RateSample[];
+}
+
+export interface BlackoutPrediction {
+  ms: number;
+  dumpMs: number;
+  transferMs: number;
+  restoreMs: number;
+  /** Dispatch of the frozen steps between workers (measured on these machines: ~50 ms a step). */
+  orchestrationMs: number;
+  imageBytes: number;
+  linkMbit: number;
+  /** Where the host rates came from: earlier moves on these hosts, or the defaults. */
+  basis: string;
+}
+
+/** The fixed part of a dump (the freezer cgroup is polled every 100 ms) and of a restore. */
+const DUMP_FIXED_MS = 150;
+const RESTORE_FIXED_MS = 120;
+/** Defaults, measured on these machines (PLATFORM.md): ~200 MB dumped in 140 ms, restored in 120 ms. */
+const DEFAULT_DUMP_BYTES_PER_MS = 1_400_000;
+const DEFAULT_RESTORE_BYTES_PER_MS = 600_000;
+/** An image holds a little more than the memory: the process tree, files, sockets. */
+const METADATA_BYTES_PER_MEMBER = 300 * 1024;
+const ORCHESTRATION_MS = 150;
+/** Samples below this size say little about the per-byte rate. */
+const MIN_SAMPLE_BYTES = 8 << 20;
+
+/** Median bytes per ms above the fixed part, over the samples big enough to tell. */
+export function bytesPerMs(samples: RateSample[], fixedMs: number, fallback: number): { rate: number; from: number } {
+  const rates = samples
+    .filter((s) => s.bytes >= MIN_SAMPLE_BYTES && s.ms > fixedMs)
+    .map((s) => s.bytes / (s.ms - fixedMs))
+    .sort((a, b) => a - b);
+  if (!rates.length) return { rate: fallback, from: 0 };
+  const mid = rates.length >> 1;
+  return { rate: rates.length % 2 ? rates[mid]! : (rates[mid - 1]! + rates[mid]!) / 2, from: rates.length };
+}
+
+/**
+ * Dump, transfer and restore in sequence for the whole group: the members' dumps share the
+ * source's cores, their images share the link, their restores the destination's cores.
+ */
+export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
+  if (!(inputs.linkBytesPerMs > 0)) throw new Error(`a link rate is needed to predict (got ${inputs.linkBytesPerMs})`);
+  const imageBytes = inputs.memberBytes.reduce((sum, b) => sum + b + METADATA_BYTES_PER_MEMBER, 0);
+  const dump = bytesPerMs(inputs.dumps, DUMP_FIXED_MS, DEFAULT_DUMP_BYTES_PER_MS);
+  const restore = bytesPerMs(inputs.restores, RESTORE_FIXED_MS, DEFAULT_RESTORE_BYTES_PER_MS);
+  const dumpMs = DUMP_FIXED_MS + imageBytes / dump.rate;
+  const transferMs = imageBytes / inputs.linkBytesPerMs;
+  const restoreMs = RESTORE_FIXED_MS + imageBytes / restore.rate;
+  const ms = dumpMs + transferMs + restoreMs + ORCHESTRATION_MS;
+  const basis = [
+    dump.from ? `dump rate from ${dump.from} earlier dump(s) at the source` : 'default dump rate',
+    restore.from ? `restore rate from ${restore.from} earlier restore(s) at the destination` : 'default restore rate',
+  ].join(', ');
+  return {
+    ms: Math.round(ms),
+    dumpMs: Math.round(dumpMs),
+    transferMs: Math.round(transferMs),
+    restoreMs: Math.round(restoreMs),
+    orchestrationMs: ORCHESTRATION_MS,
+    imageBytes,
+    linkMbit: Math.round((inputs.linkBytesPerMs * 8) / 1000),
+    basis,
+  };
+}
+
+/** Adds a sample to a host's list, keeping the latest few. */
+export function withSample(samples: RateSample[], sample: RateSample, keep = 10): RateSample[] {
+  return [...samples, sample].slice(-keep);
+}
