@@ -506,7 +506,8 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         await recordHostRate(cloud.stateDir, 'restores', { bytes: image.bytes, ms: durationMs });
         await attempt.fault('restore:after-criu');
       }
-      await controlPlane.setPortEnabled(container.name, true);
+      // A retry that found it running completes what the earlier attempt may not have done; this one plugged the port already.
+      if (completedEarlierAttempt) await controlPlane.setPortEnabled(container.name, true);
       await controlPlane.setResetGuard(container.name, false);
       const registered = container.floatingIp ? await withFloatingIp(cloud, { ...container, floatingIp: { network: container.floatingIp.network } }) : container;
       await controlPlane.registerContainer(registered);

@@ -77,27 +77,29 @@ export class WanMeter {
   }
 }
 
-/** The counter of the latest sample taken at or before `at` (samples are in time order). */
-function counterAt(samples: Sample[], at: number, key: 'sourceTx' | 'destinationRx'): number {
-  let value = samples[0]![key];
-  for (const s of samples) {
-    if (s.at > at) break;
-    value = s[key];
-  }
-  return value;
-}
-
 export function wanBytes(samples: Sample[]): { sourceTx: number; destinationRx: number } {
   const first = samples[0]!;
   const last = samples[samples.length - 1]!;
   return { sourceTx: last.sourceTx - first.sourceTx, destinationRx: last.destinationRx - first.destinationRx };
 }
 
-/** Mbit/s the destination received within [from, to] (a transfer's window), as the interface counted it. */
+/**
+ * Mbit/s the destination received while bytes flowed within [from, to] (a transfer's window), as
+ * the interface counted it: from the sample before the first increase to the last increase.
+ */
 export function throughputMbit(samples: Sample[], from: number, to: number): number {
-  if (to - from < 50) return NaN; // too short a window for 20 ms samples to say anything
-  const bytes = counterAt(samples, to, 'destinationRx') - counterAt(samples, from, 'destinationRx');
-  return (bytes * 8) / ((to - from) / 1000) / 1e6;
+  const inWindow = samples.filter((s) => s.at >= from && s.at <= to);
+  let first = -1;
+  let last = -1;
+  for (let i = 1; i < inWindow.length; i++) {
+    if (inWindow[i]!.destinationRx > inWindow[i - 1]!.destinationRx + 64 * 1024) {
+      if (first < 0) first = i - 1;
+      last = i;
+    }
+  }
+  if (first < 0 || inWindow[last]!.at - inWindow[first]!.at < 40) return NaN; // too short for 20 ms samples to say anything
+  const bytes = inWindow[last]!.destinationRx - inWindow[first]!.destinationRx;
+  return (bytes * 8) / ((inWindow[last]!.at - inWindow[first]!.at) / 1000) / 1e6;
 }
 
 /** CPU seconds the whole machine spent (all cores, user + system + interrupts), from /proc/stat. */

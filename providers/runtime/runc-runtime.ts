@@ -153,8 +153,9 @@ export class RuncRuntime implements HostRuntime {
   }
 
   async restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void> {
-    if ((await this.status(spec.name)) === 'running') return;
-    await this.runcDelete(spec.name);
+    const status = await this.status(spec.name);
+    if (status === 'running') return;
+    if (status !== 'absent') await this.runcDelete(spec.name); // a stopped one left by a failed attempt
     const bundle = this.bundleDir(spec.name);
     await this.writeBundleConfig(spec, netnsPath);
     const workDir = `${imageDir}.work`;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { unionMs } from '../../bench/history';
+import { throughputMbit } from '../../bench/observers';
 import { stat, summarize, verdicts, type BenchCase, type RunResult } from '../../bench/results';
 
 const run = (over: Partial<RunResult>): RunResult => ({
@@ -18,6 +19,13 @@ describe('benchmark arithmetic', () => {
     assert.equal(unionMs([[0, 10], [5, 20], [30, 40]]), 30);
     assert.equal(unionMs([[30, 40], [0, 10]]), 20);
     assert.equal(unionMs([]), 0);
+  });
+
+  it('link use counts the time bytes flowed in the window, not the idle part around it', () => {
+    // Idle for 200 ms, then 12.5 MB in 100 ms (1 Gbit/s), then idle again.
+    const samples = [0, 100, 200, 220, 240, 260, 280, 300, 400].map((at) => ({ at, sourceTx: 0, destinationRx: at <= 200 ? 0 : Math.min(at - 200, 100) * 125_000 }));
+    assert.equal(Math.round(throughputMbit(samples, 0, 400)), 1000);
+    assert.ok(Number.isNaN(throughputMbit(samples, 300, 400)), 'a window without traffic has no rate');
   });
 
   it('a failed run (lost connection, damaged memory) never enters the medians, and is counted', () => {
