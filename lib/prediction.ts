@@ -19,6 +19,8 @@ export interface PredictionInputs {
   linkBytesPerMs: number;
   dumps: RateSample[];
   restores: RateSample[];
+  /** The image streams while CRIU writes it (the dump and the transfer overlap), else one after the other. */
+  streamed: boolean;
 }
 
 export interface BlackoutPrediction {
@@ -58,8 +60,9 @@ export function bytesPerMs(samples: RateSample[], fixedMs: number, fallback: num
 }
 
 /**
- * Dump, transfer and restore in sequence for the whole group: the members' dumps share the
- * source's cores, their images share the link, their restores the destination's cores.
+ * Dump and transfer (overlapped when the image streams while it is written), then restore, for
+ * the whole group: the members' dumps share the source's cores, their images share the link,
+ * their restores the destination's cores.
  */
 export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
   if (!(inputs.linkBytesPerMs > 0)) throw new Error(`a link rate is needed to predict (got ${inputs.linkBytesPerMs})`);
@@ -69,7 +72,7 @@ export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
   const dumpMs = DUMP_FIXED_MS + imageBytes / dump.rate;
   const transferMs = imageBytes / inputs.linkBytesPerMs;
   const restoreMs = RESTORE_FIXED_MS + imageBytes / restore.rate;
-  const ms = dumpMs + transferMs + restoreMs + ORCHESTRATION_MS;
+  const ms = (inputs.streamed ? Math.max(dumpMs, transferMs) : dumpMs + transferMs) + restoreMs + ORCHESTRATION_MS;
   const basis = [
     dump.from ? `dump rate from ${dump.from} earlier dump(s) at the source` : 'default dump rate',
     restore.from ? `restore rate from ${restore.from} earlier restore(s) at the destination` : 'default restore rate',

@@ -548,7 +548,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
           ]);
           progress.bytesMoved += measured.link.bytes;
           linkProbeBytes = measured.link.bytes;
-          return predictBlackout({ memberBytes: measured.memberBytes, linkBytesPerMs: measured.link.bytes / measured.link.ms, dumps: measured.dumps, restores });
+          return predictBlackout({ memberBytes: measured.memberBytes, linkBytesPerMs: measured.link.bytes / measured.link.ms, dumps: measured.dumps, restores, streamed: !!endpoints[0]!.streamPort });
         });
         note(
           `${label}: blackout predicted ${(predicted.ms / 1000).toFixed(2)} s (image ~${Math.round(predicted.imageBytes / 1048576)} MiB: dump ${predicted.dumpMs} ms, ` +
