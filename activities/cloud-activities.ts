@@ -400,6 +400,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       let status = await runtime.status(name);
       let durationMs = recorded?.durationMs ?? 0;
       let streaming: Promise<ArtifactReceipt> | undefined;
+      let imageBytes = recorded?.imageBytes ?? 0;
       if (!recorded) {
         if (status === 'paused') {
           log(`${name} was left frozen by an earlier dump attempt: thawing it before dumping again`);
@@ -429,14 +430,16 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
             throw err;
           }
           durationMs = Date.now() - started;
-          await recordHostRate(cloud.stateDir, 'dumps', { bytes: await directoryBytes(imageDir), ms: durationMs });
+          imageBytes = await directoryBytes(imageDir);
+          await recordHostRate(cloud.stateDir, 'dumps', { bytes: imageBytes, ms: durationMs });
           await attempt.fault('checkpoint:after-dump');
         } else if (!(await runtime.checkpointComplete(imageDir))) {
           throw ApplicationFailure.nonRetryable(`container ${name} is ${status} in ${cloud.name} and has no complete checkpoint`, 'CheckpointFailed');
         }
       }
       await controlPlane.setPortEnabled(name, false);
-      const result: CheckpointResult = recorded ? { imageDir: recorded.imageDir, imageBytes: recorded.imageBytes, durationMs: recorded.durationMs } : { imageDir, imageBytes: await directoryBytes(imageDir), durationMs };
+      if (!recorded && !imageBytes) imageBytes = await directoryBytes(imageDir); // a dump an earlier attempt completed
+      const result: CheckpointResult = { imageDir: recorded?.imageDir ?? imageDir, imageBytes, durationMs };
       await writeFile(doneMarker, JSON.stringify(result));
       log(`checkpointed ${name}: ${result.imageBytes} bytes in ${result.durationMs} ms`);
       if (!stream) return result;

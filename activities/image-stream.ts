@@ -24,7 +24,7 @@ import type { ArtifactReceipt, FileDigest, TransferEndpoint, TransferHeartbeat }
 import { DigestCounter, manifestDigest, type VerifyResult } from './artifacts';
 import type { Attempt } from './attempt';
 import { withSftp } from './sftp-sessions';
-import { Corrupter } from './transfer';
+import { Corrupter, hashPrefix } from './transfer';
 
 const FRAME_BYTES = 1 << 20;
 const MAX_LINE_BYTES = 1 << 20;
@@ -363,7 +363,7 @@ export async function sendImage(channel: Duplex, opts: SendOptions & { directory
         const size = (await stat(path.join(opts.dir, name))).size;
         if (offset > size) throw new Error(`${name}: the destination holds ${offset} bytes of a ${size}-byte file`);
         // The destination keeps what an earlier attempt delivered; its digest covers it all.
-        for await (const chunk of createReadStream(path.join(opts.dir, name), { start: 0, end: offset - 1, highWaterMark: FRAME_BYTES })) counter.absorb(chunk as Buffer);
+        await hashPrefix(path.join(opts.dir, name), offset, counter, attempt.signal);
         resumedBytes += offset;
         delivered += offset;
       }

@@ -181,7 +181,7 @@ export async function pushFlatDirectory(opts: PushOptions): Promise<ArtifactRece
 }
 
 /** Feeds the first `end` bytes of a file into `counter`'s hash (not counted as sent). */
-async function hashPrefix(file: string, end: number, counter: DigestCounter, signal: AbortSignal): Promise<number> {
+export async function hashPrefix(file: string, end: number, counter: DigestCounter, signal: AbortSignal): Promise<number> {
   let read = 0;
   await new Promise<void>((resolve, reject) => {
     createReadStream(file, { highWaterMark: 1 << 20, end: end - 1, signal })
