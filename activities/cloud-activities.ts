@@ -6,7 +6,7 @@
  * attempt: progress heartbeats, stall detection, superseding, fault points).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type {
@@ -19,6 +19,8 @@ import type {
   Inventory,
   PublicConnection,
   NetworkSpec,
+  PageSource,
+  PostCopyReport,
   RestoreResult,
   ResumeOutcome,
   TransferEndpoint,
@@ -26,6 +28,7 @@ import type {
 } from '../lib/types';
 import type { Cloud } from '../providers/provider';
 import { runAttempt, type Attempt } from './attempt';
+import { waitFor } from '../lib/processes';
 import { claimContainers, releaseClaims, type WorkflowLiveness } from './claims';
 import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
 import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
@@ -33,6 +36,9 @@ import { compareReceived, probeLink, readReceivedRecord, streamImage } from './i
 import { readHostRates, recordHostRate } from './host-rates';
 import type { RateSample } from '../lib/prediction';
 import { receiveVolumeRound, sendVolumeRound } from './volumes';
+import { closePageForward, connectPageServer, openPageForward } from './page-forward';
+import { PageServerClient } from '../providers/runtime/criu-pages';
+import { isPortFree } from './ports';
 import { DeployConflict, deployVi, removeVi, withFloatingIp, type DeployOutcome, type RemoveOutcome } from './deploy-vi';
 import { parseViSpec, ViSpecError, type ViSpec } from '../lib/vi-spec';
 
@@ -72,6 +78,80 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
 
   const readJson = async <T>(file: string): Promise<T | undefined> =>
     existsSync(file) ? (JSON.parse(await readFile(file, 'utf8')) as T) : undefined;
+
+  let portAllocations: Promise<unknown> = Promise.resolve();
+  /** The page server port of a container's image: the one it was given, else the first free one this cloud's sshd opens to peers. */
+  const pageServerPort = (step: ContainerStep, endpoint: TransferEndpoint): Promise<number> => {
+    // One allocation at a time (a group's members check out in parallel); a port recorded for
+    // another container stays its own even while its server is not running (it may restart).
+    const allocation = portAllocations.then(async () => {
+      const file = path.join(migrationDir(step.migrationId, step.container.name), 'page-server.port');
+      const recorded = await readJson<number>(file);
+      if (recorded) return recorded;
+      const taken = new Set<number>();
+      for (const other of (await readdir(cloud.workDir, { recursive: true }).catch(() => [] as string[])).filter((f) => path.basename(f) === 'page-server.port')) {
+        taken.add(Number(await readFile(path.join(cloud.workDir, other), 'utf8').catch(() => '0')));
+      }
+      for (const port of endpoint.pageServerPorts ?? []) {
+        if (!taken.has(port) && (await isPortFree(port))) {
+          await writeFile(file, JSON.stringify(port));
+          return port;
+        }
+      }
+      throw ApplicationFailure.retryable(`no free page-server port in ${cloud.name} (${(endpoint.pageServerPorts ?? []).join(', ') || 'none offered'})`, 'NoPageServerPort');
+    });
+    portAllocations = allocation.catch(() => undefined);
+    return allocation;
+  };
+
+  /** Post-copy, source: sends the image without its lazy memory, then serves that memory from here. */
+  const sendForPostCopy = async (step: ContainerStep, endpoint: TransferEndpoint, attempt: Attempt, newDump: boolean): Promise<Pick<CheckpointResult, 'sent' | 'sentDir' | 'postCopy'>> => {
+    const imageDir = checkpointDir(step);
+    const sentDir = `${imageDir}.eager`;
+    const { lazyBytes, eagerBytes } = await runtime.splitForPostCopy(imageDir, sentDir);
+    const sent = await streamImage({ dir: sentDir, endpoint, privateKeyPath: cloud.transferKeyPath, attempt, restart: newDump });
+    const own = controlPlane.transferEndpoint(imageDir);
+    const port = await pageServerPort(step, own);
+    await runtime.servePages(imageDir, port);
+    log(`${step.container.name}: sent ${eagerBytes} bytes of memory in the freeze; ${lazyBytes} bytes served from 127.0.0.1:${port} after the restore`);
+    return { sent, sentDir, postCopy: { endpoint: own, port, lazyBytes, eagerBytes } };
+  };
+
+  /**
+   * Post-copy, destination: the received eager part made restorable, a forward to the source's
+   * page server that lets the guard take hold before the first page moves, then the lazy restore.
+   */
+  const restoreLazily = async (input: ContainerStep & { keepTcp: boolean; postCopy?: PageSource }, imageDir: string, netnsPath: string): Promise<void> => {
+    const { postCopy } = input;
+    const container = placedHere(input.container);
+    await runtime.joinForPostCopy(imageDir);
+    let held = 0;
+    let holdFailure: unknown;
+    const key = `${input.migrationId}/${container.name}`;
+    closePageForward(key); // an earlier attempt's
+    const localPort = await openPageForward(key, postCopy!.endpoint, cloud.transferKeyPath, postCopy!.port, async () => {
+      try {
+        held = await runtime.holdLazyMemory(imageDir);
+      } catch (err) {
+        holdFailure = err;
+        throw err;
+      }
+    });
+    await runtime.restoreLazy(container, imageDir, netnsPath, input.keepTcp, localPort);
+    // The daemon connects once it has every process's userfaultfd: from then on the guard holds them.
+    try {
+      await waitFor('the userfaultfd guard to hold the restored memory', async () => {
+        if (holdFailure) throw holdFailure;
+        if (held > 0) return true;
+        const state = await runtime.lazyMemoryState(container.name, imageDir);
+        if (state.daemon === 'completed') return true; // nothing was lazy
+        if (state.daemon === 'failed') throw new Error(`CRIU's lazy-pages daemon ended before its first page:\n${await readFile(path.join(`${imageDir}.work`, 'lazy-pages.log'), 'utf8').then((t) => t.split('\n').slice(-8).join('\n')).catch(() => '')}`);
+        return false;
+      }, 10_000, 2);
+    } catch (err) {
+      throw ApplicationFailure.nonRetryable(`${container.name}: post-copy restore at ${cloud.name} is not safe: ${(err as Error).message}`, 'PostCopyLost');
+    }
+  };
 
   const activities = {
     /** Source side: which containers exist, on which networks, with which addresses. */
@@ -391,12 +471,14 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      * dump that completed (CRIU's log says so) is recorded and its stream resumed; a container
      * left frozen by a dump that died is thawed and dumped again, and streamed again from zero.
      */
-    async checkpoint(input: ContainerStep & { keepTcp: boolean; endpoint?: TransferEndpoint }, attempt: Attempt): Promise<CheckpointResult> {
+    async checkpoint(input: ContainerStep & { keepTcp: boolean; endpoint?: TransferEndpoint; postCopy?: boolean }, attempt: Attempt): Promise<CheckpointResult> {
       const name = input.container.name;
       const imageDir = checkpointDir(input);
       const doneMarker = path.join(migrationDir(input.migrationId, name), 'checkpoint.done.json');
       const recorded = await readJson<CheckpointResult>(doneMarker);
-      const stream = input.endpoint?.streamPort ? input.endpoint : undefined;
+      // Post-copy: the complete image stays here (durable) and only its eager part is sent.
+      const postCopy = input.postCopy && input.endpoint?.streamPort ? input.endpoint : undefined;
+      const stream = input.endpoint?.streamPort && !postCopy ? input.endpoint : undefined;
       let status = await runtime.status(name);
       let durationMs = recorded?.durationMs ?? 0;
       let streaming: Promise<ArtifactReceipt> | undefined;
@@ -442,6 +524,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       const result: CheckpointResult = { imageDir: recorded?.imageDir ?? imageDir, imageBytes, durationMs };
       await writeFile(doneMarker, JSON.stringify(result));
       log(`checkpointed ${name}: ${result.imageBytes} bytes in ${result.durationMs} ms`);
+      if (postCopy) return { ...result, ...(await sendForPostCopy(input, postCopy, attempt, !recorded)) };
       if (!stream) return result;
       // The dump was done by an earlier attempt: its stream resumes where the destination's copy ends.
       const sent = await (streaming ?? streamImage({ dir: imageDir, endpoint: stream, privateKeyPath: cloud.transferKeyPath, attempt }));
@@ -458,13 +541,20 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       return push({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, attempt, only: input.only });
     },
 
+    /** Post-copy, source: the page server of a container's image runs (started again if it had stopped). */
+    async servePages(input: ContainerStep & { port: number }): Promise<void> {
+      const imageDir = checkpointDir(input);
+      if (!(await runtime.checkpointComplete(imageDir))) throw ApplicationFailure.nonRetryable(`the image of ${input.container.name} is not complete in ${cloud.name}: its memory cannot be served`, 'PageSourceGone');
+      await runtime.servePages(imageDir, input.port);
+    },
+
     /**
      * Destination: check every received byte against the sender's digest, then restore into the
      * prepared port (plugged in now: the source's is unplugged) and lift the reset guard. A retry
      * that finds the container running (an earlier attempt restored it) completes the remaining
      * steps and reports the check that attempt recorded — never a check that did not happen.
      */
-    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean }, attempt: Attempt): Promise<RestoreResult> {
+    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean; postCopy?: PageSource }, attempt: Attempt): Promise<RestoreResult> {
       const { image } = input;
       const container = placedHere(input.container);
       const dir = migrationDir(input.migrationId, container.name);
@@ -503,9 +593,10 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         const { netnsPath } = await controlPlane.ensurePort(container);
         await controlPlane.setPortEnabled(container.name, true);
         const restoreStarted = Date.now();
-        await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
+        if (input.postCopy) await restoreLazily(input, imageDir, netnsPath);
+        else await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
         durationMs = Date.now() - restoreStarted;
-        await writeFile(restoreRecord, JSON.stringify({ durationMs }));
+        await writeFile(restoreRecord, JSON.stringify({ durationMs, restoredAt: Date.now() }));
         await recordHostRate(cloud.stateDir, 'restores', { bytes: image.bytes, ms: durationMs });
         await attempt.fault('restore:after-criu');
       }
@@ -519,6 +610,59 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     },
 
     /**
+     * Post-copy, destination: waits until every lazy page of the restored container is in its
+     * memory, as the kernel shows it. If the lazy-pages daemon or its page source is lost, the
+     * guard keeps the processes stalled (never on zeros) and this worker copies the missing
+     * pages in itself from the source's page server; when that server cannot be reached, it fails
+     * with PageSourceLost so the workflow restarts it at the source and calls again.
+     */
+    async awaitPostCopy(input: ContainerStep & { postCopy: PageSource; recoveries: string[] }, attempt: Attempt): Promise<PostCopyReport> {
+      const name = input.container.name;
+      const imageDir = path.join(incomingDir(input), 'checkpoint');
+      const restoredAt = (await readJson<{ restoredAt?: number }>(path.join(migrationDir(input.migrationId, name), 'restore.done.json')))?.restoredAt ?? Date.now();
+      const recoveries = [...input.recoveries];
+      let rescuedPages = 0;
+      let nothingLeftToFill = false;
+      for (;;) {
+        attempt.progress();
+        const state = await runtime.lazyMemoryState(name, imageDir);
+        if (!state.running) throw ApplicationFailure.nonRetryable(`${name} stopped at ${cloud.name} before all of its memory had arrived`, 'PostCopyFailed');
+        if (state.daemon === 'failed' && !state.guarded) {
+          throw ApplicationFailure.nonRetryable(`${name}: CRIU's lazy-pages daemon at ${cloud.name} was lost and no guard holds its memory: ${state.missingPages} pages may read as zeros`, 'PostCopyLost');
+        }
+        if (state.daemon === 'failed' && state.missingPages > 0 && !nothingLeftToFill) {
+          await attempt.fault('post-copy:before-fill');
+          let source: Awaited<ReturnType<typeof connectPageServer>>;
+          try {
+            source = await connectPageServer(input.postCopy.endpoint, cloud.transferKeyPath, input.postCopy.port);
+          } catch (err) {
+            throw ApplicationFailure.create({ message: `${name}: the page server at ${input.postCopy.endpoint.host} is unreachable (${(err as Error).message}); ${state.missingPages} pages wait, the process is stalled safely`, type: 'PageSourceLost', nonRetryable: true });
+          }
+          try {
+            const filled = await runtime.fillLazyMemory(name, imageDir, new PageServerClient(source.stream), () => attempt.progress());
+            rescuedPages += filled.copied;
+            nothingLeftToFill = filled.copied === 0; // what is still absent, the process dropped
+            recoveries.push(`CRIU's lazy-pages daemon was lost with ${state.missingPages} pages missing; the worker copied ${filled.copied} in from the source's image`);
+          } catch (err) {
+            throw ApplicationFailure.create({ message: `${name}: filling the missing pages failed (${(err as Error).message})`, type: 'PageSourceLost', nonRetryable: true });
+          } finally {
+            source.close();
+          }
+          continue;
+        }
+        if (state.daemon !== 'running') {
+          // Every lazy page is in (CRIU's daemon or this worker copied it); pages still absent were dropped by the process itself.
+          await runtime.endLazyRestore(imageDir);
+          closePageForward(`${input.migrationId}/${name}`);
+          const report: PostCopyReport = { windowMs: Date.now() - restoredAt, lazyBytes: input.postCopy.lazyBytes, rescuedPages, droppedPages: state.missingPages, recoveries };
+          log(`${name}: all memory in ${report.windowMs} ms after the restore (${rescuedPages} pages copied by the worker, ${state.missingPages} dropped by the process)`);
+          return report;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
+
+    /**
      * Destination, fence before the source may resume: no copy of the container runs here. Stops
      * a restore still running on this worker first (attempt.ts), then proves the container gone.
      */
@@ -529,6 +673,8 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       }
       await controlPlane.setPortEnabled(name, false).catch(() => undefined); // no port: nothing plugged
       await runtime.remove(name);
+      closePageForward(`${input.migrationId}/${name}`);
+      await runtime.endLazyRestore(path.join(incomingDir(input), 'checkpoint'));
       await controlPlane.unregisterContainer(name);
       const status = await runtime.status(name);
       if (status !== 'absent') throw ApplicationFailure.retryable(`${name} is still ${status} in ${cloud.name} after removal`, 'FenceFailed');
@@ -542,6 +688,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     async resumeAtSource(input: ContainerStep & { keepTcp: boolean }): Promise<ResumeOutcome> {
       const { container } = input;
       const imageDir = checkpointDir(input);
+      await runtime.stopServingPages(imageDir);
       const status = await runtime.status(container.name);
       let outcome: ResumeOutcome = 'was-running';
       if (status === 'paused') {
@@ -568,6 +715,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       const { container } = input;
       // While connections open through it drain, the floating IP stays (NATed to the container, now at the peer).
       if (!input.keepFloatingIp) await controlPlane.releaseFloatingIp(container.name);
+      await runtime.stopServingPages(checkpointDir(input));
       await runtime.remove(container.name);
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);

@@ -7,7 +7,7 @@
  * (overhead), the runtimes (placement) and the migrated processes (memory check).
  *
  *   bash scripts/bench.sh [--wan-mbit 1000] [--sizes 16,64,256,1024] [--vi-sizes 4,16] [--runs 3]
- *                         [--systems migravi,floor,podman] [--out DIR] [--publish DIR]
+ *                         [--systems migravi,postcopy,floor,podman] [--out DIR] [--publish DIR]
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -36,7 +36,7 @@ const HOST_LINK = '198.18.0.12/30';
 const TEMPORAL_PORT = 7263;
 const SOURCE = 'cloud-a';
 const DESTINATION = 'cloud-b';
-const SYSTEMS: System[] = ['migravi', 'floor', 'podman'];
+const SYSTEMS: System[] = ['migravi', 'postcopy', 'floor', 'podman'];
 
 function say(line: string): void {
   console.log(`[bench] ${line}`);
@@ -55,7 +55,7 @@ function parseOptions() {
       sizes: { type: 'string', default: '16,64,256,1024' },
       'vi-sizes': { type: 'string', default: '4,16' },
       runs: { type: 'string', default: '3' },
-      systems: { type: 'string', default: 'migravi,floor,podman' },
+      systems: { type: 'string', default: 'migravi,postcopy,floor,podman' },
       out: { type: 'string' },
       publish: { type: 'string' },
     },
@@ -165,8 +165,10 @@ async function runOnce(stack: Stack, c: BenchCase, system: System, run: number):
     const cpuBefore = await machineCpuSeconds();
     await stack.wan.start();
     let window: [number, number] = [NaN, NaN];
-    if (system === 'migravi') {
-      const handle = await startMigration(stack.temporal, { name: `bench-${tag}`, vi: BENCH_VI, source: SOURCE, destination: DESTINATION, options: { drainTimeoutSeconds: 0 } });
+    let windowEnd = NaN;
+    if (system === 'migravi' || system === 'postcopy') {
+      const postCopy = system === 'postcopy';
+      const handle = await startMigration(stack.temporal, { name: `bench-${tag}`, vi: BENCH_VI, source: SOURCE, destination: DESTINATION, options: { drainTimeoutSeconds: 0, postCopy } });
       const report = await handle.result();
       const times = await historyTimes(handle);
       result.freezeMs = report.groups[0]?.frozenMs ?? NaN;
@@ -179,6 +181,13 @@ async function runOnce(stack: Stack, c: BenchCase, system: System, run: number):
       const checkpoint = report.phases.find((p) => p.phase === 'checkpoint');
       const transfer = report.phases.find((p) => p.phase === 'transfer');
       if (checkpoint && transfer) window = [checkpoint.startedAt, transfer.startedAt + transfer.durationMs];
+      // Post-copy: the memory crosses after the restore, in the post-copy phase.
+      const pages = report.phases.find((p) => p.phase === 'post-copy');
+      if (postCopy && pages) {
+        window = [pages.startedAt, pages.startedAt + pages.durationMs];
+        windowEnd = window[1];
+        result.windowMs = Math.max(...report.containers.map((r) => r.postCopy?.windowMs ?? NaN));
+      }
     } else if (system === 'floor') {
       if (c.members !== 1) throw new Error('the floor moves one container');
       const times = await floorMove(stack.source, stack.destination, memberName(0), stack.tmp);
@@ -198,6 +207,11 @@ async function runOnce(stack: Stack, c: BenchCase, system: System, run: number):
     result.transferMbit = throughputMbit(samples, window[0], window[1]);
     const after = await Promise.all(probes.map((p) => p.waitForReplies(50)));
     result.blackoutMs = Math.max(...after.map((s) => s.maxGapMs));
+    if (Number.isFinite(windowEnd)) {
+      // Answers while the pages arrive: the slow gaps after the blackout ended, up to the window's end (none: all under 25 ms).
+      const inWindow = after.flatMap((s) => (s.slowGaps ?? []).filter((g) => g.endedAt > (s.maxGapEndedAt ?? Infinity) && g.endedAt <= windowEnd + 50));
+      result.windowGapMs = Math.max(25, ...inWindow.map((g) => g.ms));
+    }
     result.connectionsKept = after.every((s, i) => s.localPort === before[i]!.localPort && s.discontinuities === 0 && !s.error);
     const checks = await Promise.all(Array.from({ length: c.members }, (_, i) => memoryCheck(probeNetns, memberIp(i), 7000)));
     result.memoryIntact = checks.every((answer) => answer === `OK ${c.ballastMiB}`);
@@ -227,7 +241,7 @@ async function main(): Promise<void> {
   const results: RunResult[] = [];
   try {
     for (const c of opts.cases) {
-      const systems = c.members === 1 ? opts.systems : opts.systems.filter((s) => s === 'migravi');
+      const systems = c.members === 1 ? opts.systems : opts.systems.filter((s) => s === 'migravi' || s === 'postcopy');
       for (let run = 1; run <= opts.runs; run++) {
         for (const system of systems) {
           const r = await runOnce(stack, c, system, run);

@@ -1,6 +1,7 @@
 /** What one benchmark run measured, the medians over runs, the ratios and the issue's targets. */
 
-export type System = 'migravi' | 'floor' | 'podman';
+/** MigraVI (streamed image), MigraVI with post-copy, the hand-run floor, Podman. */
+export type System = 'migravi' | 'postcopy' | 'floor' | 'podman';
 
 export interface BenchCase {
   id: string;
@@ -31,6 +32,10 @@ export interface RunResult {
   overheadMs?: number;
   /** MigraVI: the blackout the workflow predicted before the freeze. */
   predictedMs?: number;
+  /** Post-copy: from the restore until every page was in (the destination's report). */
+  windowMs?: number;
+  /** Post-copy: the probe's longest gap after the blackout, inside the window (its answers while pages arrive). */
+  windowGapMs?: number;
   /** CPU seconds the whole machine used during the run (/proc/stat). */
   cpuSeconds: number;
   /** Every probe kept its connection (same local port, counter +1 each time, no reset). */
@@ -67,6 +72,8 @@ export interface Summary {
   /** (predicted − measured freeze) / measured freeze, in %. */
   predictionErrorPct: Stat;
   cpuSeconds: Stat;
+  windowMs: Stat;
+  windowGapMs: Stat;
   wanMiB: Stat;
   imageMiB: Stat;
   failures: number;
@@ -90,6 +97,8 @@ export function summarize(results: RunResult[], cases: BenchCase[], systems: Sys
         overheadPct: of((r) => (r.overheadMs === undefined ? NaN : (100 * r.overheadMs) / r.totalMs)),
         predictionErrorPct: of((r) => (r.predictedMs === undefined ? NaN : (100 * (r.predictedMs - r.freezeMs)) / r.freezeMs)),
         cpuSeconds: of((r) => r.cpuSeconds),
+        windowMs: of((r) => r.windowMs ?? NaN),
+        windowGapMs: of((r) => r.windowGapMs ?? NaN),
         wanMiB: of((r) => r.wanBytes / 1048576),
         imageMiB: of((r) => r.imageBytes / 1048576),
         failures: all.length - good.length,
@@ -103,13 +112,13 @@ const fmt = (s: Stat, digits = 0) => (s.n ? `${s.median.toFixed(digits)} (${s.mi
 
 export function resultsTable(summaries: Summary[], cases: BenchCase[]): string {
   const lines = [
-    '| case | system | blackout ms | freeze ms | prediction error % | total ms | image MiB | WAN MiB | transfer Mbit/s | overhead % | CPU s | failed runs |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| case | system | blackout ms | freeze ms | prediction error % | total ms | post-copy window ms (longest gap in it) | image MiB | WAN MiB | transfer Mbit/s | overhead % | CPU s | failed runs |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const s of summaries) {
     const label = cases.find((c) => c.id === s.case)?.label ?? s.case;
     lines.push(
-      `| ${label} | ${s.system} | ${fmt(s.blackoutMs)} | ${fmt(s.freezeMs)} | ${fmt(s.predictionErrorPct)} | ${fmt(s.totalMs)} | ${fmt(s.imageMiB)} | ${fmt(s.wanMiB)} | ${fmt(s.transferMbit)} | ${fmt(s.overheadPct, 1)} | ${fmt(s.cpuSeconds, 1)} | ${s.failures} |`,
+      `| ${label} | ${s.system} | ${fmt(s.blackoutMs)} | ${fmt(s.freezeMs)} | ${fmt(s.predictionErrorPct)} | ${fmt(s.totalMs)} | ${s.windowMs.n ? `${fmt(s.windowMs)} (${fmt(s.windowGapMs)})` : '–'} | ${fmt(s.imageMiB)} | ${fmt(s.wanMiB)} | ${fmt(s.transferMbit)} | ${fmt(s.overheadPct, 1)} | ${fmt(s.cpuSeconds, 1)} | ${s.failures} |`,
     );
   }
   return lines.join('\n');
@@ -146,6 +155,19 @@ export function verdicts(summaries: Summary[], cases: BenchCase[], linkMbit: num
     }
     if (m && c.ballastMiB === 1024) {
       out.push({ target: '1 GiB: client-seen blackout ≤ 1 s', value: `${m.blackoutMs.median.toFixed(0)} ms`, met: Number.isFinite(m.blackoutMs.median) ? m.blackoutMs.median <= 1000 : undefined });
+    }
+    const pc = get(c.id, 'postcopy');
+    if (pc && floor) {
+      const limit = c.ballastMiB >= 256 ? 0.9 : 1.15;
+      const r = ratio(pc.blackoutMs.median, floor.blackoutMs.median);
+      out.push({ target: `${c.label}, post-copy: blackout ≤ ${limit}× the floor's`, value: `${r.toFixed(2)}×`, met: Number.isFinite(r) ? r <= limit : undefined });
+    }
+    if (pc && podman) {
+      const r = ratio(pc.blackoutMs.median, podman.blackoutMs.median);
+      out.push({ target: `${c.label}, post-copy: blackout below Podman's`, value: `${r.toFixed(2)}×`, met: Number.isFinite(r) ? r < 1 : undefined });
+    }
+    if (pc && c.ballastMiB === 1024) {
+      out.push({ target: '1 GiB, post-copy: client-seen blackout ≤ 1 s', value: `${pc.blackoutMs.median.toFixed(0)} ms`, met: Number.isFinite(pc.blackoutMs.median) ? pc.blackoutMs.median <= 1000 : undefined });
     }
   }
   const one = cases.find((c) => c.members === 1 && c.ballastMiB === 64);

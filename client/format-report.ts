@@ -47,6 +47,14 @@ export function formatReport(
     for (const k of c.checks) {
       lines.push(`    checked at ${report.destination}: ${k.kind} ${k.files} file(s), ${mib(k.verifiedBytes)} re-hashed, sha256 ${k.recomputedSha256.slice(0, 16)}… = sender's`);
     }
+    if (c.postCopy) {
+      const p = c.postCopy;
+      lines.push(
+        `    post-copy: ${mib(p.lazyBytes)} of memory followed the restore in ${ms(p.windowMs)} (pages fetched on demand from the source's image)` +
+          (p.rescuedPages ? `; ${p.rescuedPages} pages copied in by the worker after: ${p.recoveries.join('; ')}` : '') +
+          (p.droppedPages ? `; ${p.droppedPages} pages the process dropped meanwhile` : ''),
+      );
+    }
     if (c.volumes) {
       const v = c.volumes;
       lines.push(`    volumes (${v.volumes}): ${mib(v.preBytes)} in ${v.preEntries} entries copied while it ran; inside the freeze ${mib(v.finalBytes)} in ${v.finalEntries} changed entries (+${v.deletedEntries} deleted), ${ms(v.finalMs)}`);

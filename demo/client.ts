@@ -23,6 +23,8 @@ export interface ClientStatus {
   maxGapEndedAt?: number;
   /** The latest gaps longer than 100 ms (the blackouts), with when each ended: per-migration blackouts. */
   longGaps: Array<{ endedAt: number; ms: number }>;
+  /** The latest gaps longer than 25 ms (a normal one is the 10 ms pause plus a round trip): slow answers, e.g. during a post-copy window. */
+  slowGaps?: Array<{ endedAt: number; ms: number }>;
   lastReplyAt?: number;
   error?: string;
   closed: boolean;
@@ -73,6 +75,10 @@ function main(): void {
       if (status.lastReplyAt !== undefined && now - status.lastReplyAt > 100) {
         status.longGaps.push({ endedAt: now, ms: now - status.lastReplyAt });
         if (status.longGaps.length > 100) status.longGaps.shift();
+      }
+      if (status.lastReplyAt !== undefined && now - status.lastReplyAt > 25) {
+        (status.slowGaps ??= []).push({ endedAt: now, ms: now - status.lastReplyAt });
+        if (status.slowGaps.length > 500) status.slowGaps.shift();
       }
       if (status.lastValue !== undefined && value !== status.lastValue + 1) status.discontinuities++;
       status.firstValue ??= value;

@@ -57,9 +57,15 @@ export const migrationPlanSchema = z
          * old address is released. 0: released at once.
          */
         drainTimeoutSeconds: z.number().int().min(0).max(86_400).default(60),
+        /**
+         * Post-copy: the container restarts at the destination as soon as its process state has
+         * arrived; its memory follows on demand (CRIU lazy pages) from a complete image kept at the
+         * source until every page is in, so the blackout no longer grows with the memory size.
+         */
+        postCopy: z.boolean().default(false),
       })
       .strict()
-      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false, parallelTransfers: 4, drainTimeoutSeconds: 60 }),
+      .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false, parallelTransfers: 4, drainTimeoutSeconds: 60, postCopy: false }),
   })
   .strict()
   .superRefine((plan, ctx) => {

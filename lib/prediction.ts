@@ -21,6 +21,11 @@ export interface PredictionInputs {
   restores: RateSample[];
   /** The image streams while CRIU writes it (the dump and the transfer overlap), else one after the other. */
   streamed: boolean;
+  /**
+   * Post-copy: the whole image is written locally, then only its process state (no lazy memory)
+   * crosses the link and is restored; the memory follows after the blackout.
+   */
+  postCopy?: boolean;
 }
 
 export interface BlackoutPrediction {
@@ -45,6 +50,8 @@ const DEFAULT_RESTORE_BYTES_PER_MS = 600_000;
 /** An image holds a little more than the memory: the process tree, files, sockets. */
 const METADATA_BYTES_PER_MEMBER = 300 * 1024;
 const ORCHESTRATION_MS = 150;
+/** Post-copy: the lazy-pages daemon, the guard and the forward to the page server (measured: ~100 ms). */
+const LAZY_SETUP_MS = 100;
 /** Samples below this size say little about the per-byte rate. */
 const MIN_SAMPLE_BYTES = 8 << 20;
 
@@ -70,9 +77,12 @@ export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
   const dump = bytesPerMs(inputs.dumps, DUMP_FIXED_MS, DEFAULT_DUMP_BYTES_PER_MS);
   const restore = bytesPerMs(inputs.restores, RESTORE_FIXED_MS, DEFAULT_RESTORE_BYTES_PER_MS);
   const dumpMs = DUMP_FIXED_MS + imageBytes / dump.rate;
-  const transferMs = imageBytes / inputs.linkBytesPerMs;
-  const restoreMs = RESTORE_FIXED_MS + imageBytes / restore.rate;
-  const ms = (inputs.streamed ? Math.max(dumpMs, transferMs) : dumpMs + transferMs) + restoreMs + ORCHESTRATION_MS;
+  // Post-copy sends and restores the process state only (the eager part: metadata, stacks).
+  const frozenBytes = inputs.postCopy ? inputs.memberBytes.length * METADATA_BYTES_PER_MEMBER : imageBytes;
+  const transferMs = frozenBytes / inputs.linkBytesPerMs;
+  const restoreMs = RESTORE_FIXED_MS + (inputs.postCopy ? LAZY_SETUP_MS : 0) + frozenBytes / restore.rate;
+  const overlapped = inputs.streamed && !inputs.postCopy;
+  const ms = (overlapped ? Math.max(dumpMs, transferMs) : dumpMs + transferMs) + restoreMs + ORCHESTRATION_MS;
   const basis = [
     dump.from ? `dump rate from ${dump.from} earlier dump(s) at the source` : 'default dump rate',
     restore.from ? `restore rate from ${restore.from} earlier restore(s) at the destination` : 'default restore rate',

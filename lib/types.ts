@@ -123,6 +123,8 @@ export interface TransferEndpoint {
   directory: string;
   /** The destination worker's image receiver, reached through the SSH connection (activities/image-stream.ts). */
   streamPort?: number;
+  /** Loopback ports where this cloud's sshd lets peers reach its post-copy page servers. */
+  pageServerPorts?: number[];
 }
 
 export type ArtifactKind = 'rootfs' | 'checkpoint' | 'volume';
@@ -195,6 +197,35 @@ export interface CheckpointResult {
   durationMs: number;
   /** The image as it was streamed to the destination while CRIU wrote it (when the checkpoint was given an endpoint). */
   sent?: ArtifactReceipt;
+  /** Post-copy: the directory that was sent (the image without its lazy memory). */
+  sentDir?: string;
+  /** Post-copy: the pages the destination fetches on demand, and where the source serves them. */
+  postCopy?: PageSource;
+}
+
+/** Post-copy, source side: a complete image kept at the source, its lazy pages served from there. */
+export interface PageSource {
+  /** The source's sshd: the destination reaches the page server through it. */
+  endpoint: TransferEndpoint;
+  /** Page server port on the source's loopback (sshd forwards peers there only). */
+  port: number;
+  /** Bytes of memory left out of what was sent in the freeze: fetched after the restore. */
+  lazyBytes: number;
+  /** Bytes of memory sent in the freeze (pages CRIU restores eagerly: stacks, shared memory). */
+  eagerBytes: number;
+}
+
+/** Post-copy, destination side: how the memory followed the restored container. */
+export interface PostCopyReport {
+  /** From the end of the restore until every lazy page was in (checked in /proc/PID/pagemap). */
+  windowMs: number;
+  lazyBytes: number;
+  /** Pages the worker itself copied in after the lazy-pages daemon or its page source was lost. */
+  rescuedPages: number;
+  /** Lazy pages not present at the end that the process itself had dropped (unmapped or discarded). */
+  droppedPages: number;
+  /** Page sources lost during the window (each one recovered: the image stayed at the source). */
+  recoveries: string[];
 }
 
 /** What the destination found when it re-hashed an artifact at rest. */
@@ -244,6 +275,8 @@ export interface ContainerReport {
   /** Times an artifact arrived corrupt (digest mismatch at the destination) and was sent again. */
   resends: number;
   volumes?: VolumeReport;
+  /** Post-copy: its memory arrived after the restore. */
+  postCopy?: PostCopyReport;
   /** Its public address before (source's range) and after (destination's range) the move. */
   floatingIp?: { source?: string; destination?: string };
   /** Outside connections open through its old floating IP at the freeze, forwarded until they closed or the drain timed out. */

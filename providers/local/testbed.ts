@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ip, run } from '../../lib/exec';
 import { readPidFile, stopPid, waitFor } from '../../lib/processes';
 import { cidrsOverlap, intToIp, parseCidr } from '../../lib/vi-spec';
-import { cloudConfigPath, IMAGE_STREAM_PORT, type LocalCloudConfig } from './cloud-config';
+import { cloudConfigPath, IMAGE_STREAM_PORT, PAGE_SERVER_PORTS, type LocalCloudConfig } from './cloud-config';
 import { startDnsServer } from './dns-server';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
 
@@ -142,11 +142,11 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
       'UsePAM no',
       'StrictModes no',
       'Subsystem sftp internal-sftp',
-      // Peers may only push files and stream images to this cloud's worker: no shell, no
-      // commands, no other tunnel.
+      // Peers may only push files, stream images to this cloud's worker and fetch post-copy pages
+      // from its page servers: no shell, no commands, no other tunnel.
       'ForceCommand internal-sftp',
       'AllowTcpForwarding local',
-      `PermitOpen 127.0.0.1:${IMAGE_STREAM_PORT}`,
+      `PermitOpen ${[IMAGE_STREAM_PORT, ...PAGE_SERVER_PORTS].map((port) => `127.0.0.1:${port}`).join(' ')}`,
       'AllowAgentForwarding no',
       'X11Forwarding no',
       'PermitTTY no',

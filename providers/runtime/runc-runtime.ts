@@ -5,7 +5,9 @@ import path from 'node:path';
 import { run, CommandError, trackChild, type RunResult } from '../../lib/exec';
 import { currentAttempt } from '../../lib/attempt-scope';
 import type { ContainerSpec } from '../../lib/types';
-import type { ContainerStatus, HostRuntime } from '../provider';
+import type { ContainerStatus, HostRuntime, LazyMemoryState } from '../provider';
+import { imageTasks, joinEagerPages, splitForPostCopy, type PageServerClient } from './criu-pages';
+import * as lazy from './lazy-restore';
 
 const DEFAULT_CAPABILITIES = [
   'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID', 'CAP_SETUID',
@@ -164,6 +166,81 @@ export class RuncRuntime implements HostRuntime {
     await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
       throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}`);
     });
+  }
+
+  async splitForPostCopy(imageDir: string, outDir: string): Promise<{ lazyBytes: number; eagerBytes: number }> {
+    return splitForPostCopy(imageDir, outDir);
+  }
+
+  async joinForPostCopy(dir: string): Promise<void> {
+    await joinEagerPages(dir);
+  }
+
+  async servePages(imageDir: string, port: number): Promise<void> {
+    await lazy.servePages(this.opts.criuPath, imageDir, port);
+  }
+
+  async stopServingPages(imageDir: string): Promise<void> {
+    await lazy.stopServingPages(imageDir);
+  }
+
+  /**
+   * Post-copy restore: the lazy-pages daemon and the guard first, then `runc restore
+   * --lazy-pages` with the daemon's work directory (CRIU hands it the processes' userfaultfds).
+   */
+  async restoreLazy(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean, pageServerPort: number): Promise<void> {
+    const status = await this.status(spec.name);
+    if (status === 'running') return;
+    if (status !== 'absent') await this.runcDelete(spec.name);
+    await lazy.endLazyRestore(imageDir); // what a failed attempt left
+    await this.writeBundleConfig(spec, netnsPath);
+    await lazy.startLazyPages(this.opts.criuPath, imageDir, pageServerPort);
+    const workDir = `${imageDir}.work`;
+    const args = ['restore', '--detach', '--lazy-pages', '--image-path', imageDir, '--work-path', workDir, '--bundle', this.bundleDir(spec.name), ...(keepTcp ? ['--tcp-established'] : []), spec.name];
+    await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
+      await lazy.endLazyRestore(imageDir);
+      throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\n${await criuLogTail(workDir, 'lazy-pages.log')}`);
+    });
+  }
+
+  async holdLazyMemory(imageDir: string): Promise<number> {
+    const held = (await lazy.holdUserfaultfds(imageDir)).length;
+    // One userfaultfd per restored process with memory (each has a pagemap): all, or it is not safe.
+    const tasks = (await imageTasks(imageDir)).length;
+    if (held < tasks) throw new Error(`the guard holds ${held} userfaultfd(s) of ${tasks} restored processes`);
+    return held;
+  }
+
+  async lazyMemoryState(name: string, imageDir: string): Promise<LazyMemoryState> {
+    const daemon = await lazy.lazyDaemonState(imageDir);
+    const guarded = await lazy.guardAlive(imageDir);
+    const pid = await this.initPid(name);
+    // Reading every page's entry costs CPU the window needs: only once the daemon has ended.
+    const missing = pid && daemon !== 'running' ? await lazy.missingPages(imageDir, pid) : [];
+    return {
+      daemon,
+      guarded,
+      running: pid !== undefined,
+      missingPages: missing.reduce((sum, m) => sum + m.runs.reduce((s, r) => s + r.pages, 0), 0),
+    };
+  }
+
+  async fillLazyMemory(name: string, imageDir: string, source: PageServerClient, onProgress: () => void): Promise<lazy.FillResult> {
+    const pid = await this.initPid(name);
+    if (!pid) throw new Error(`${name} does not run: no memory to fill`);
+    return lazy.fillMissingPages(imageDir, pid, source, onProgress);
+  }
+
+  async endLazyRestore(imageDir: string): Promise<void> {
+    await lazy.endLazyRestore(imageDir);
+  }
+
+  /** The host PID of the container's first process, while it runs. */
+  private async initPid(name: string): Promise<number | undefined> {
+    const result = await this.runc(['state', name], true);
+    if (result.exitCode !== 0) return undefined;
+    const state = JSON.parse(result.stdout) as { status: string; pid: number };
+    return state.status === 'running' && state.pid > 0 ? state.pid : undefined;
   }
 
   async resume(name: string): Promise<void> {

@@ -53,13 +53,13 @@ export class E2eStack {
     this.pids = parts.pids;
   }
 
-  static async start(opts: { id: string; ballastMiB: number }): Promise<E2eStack> {
+  static async start(opts: { id: string; ballastMiB: number; wanRateMbit?: number }): Promise<E2eStack> {
     const stateDir = path.join(testbedsDir, opts.id);
     await testbedDown(stateDir, opts.id); // leftovers of an interrupted run
     const tmp = await mkdtemp(path.join(os.tmpdir(), `migravi-${opts.id}-`));
     const faultFile = path.join(tmp, 'faults.json');
     const env = { ...process.env, MIGRAVI_FAULT_FILE: faultFile };
-    const record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: '203.0.113.129', wanPrefixLength: 25, wanRateMbit: 1000, criuPath, hostLink: E2E_HOST_LINK });
+    const record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: '203.0.113.129', wanPrefixLength: 25, wanRateMbit: opts.wanRateMbit ?? 1000, criuPath, hostLink: E2E_HOST_LINK });
     let temporalPid: number | undefined;
     let connection: Connection | undefined;
     let stack: E2eStack;

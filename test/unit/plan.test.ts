@@ -5,7 +5,7 @@ import { parsePlanText } from '../../lib/plan-file';
 describe('migration plan', () => {
   it('accepts a minimal plan and fills in the defaults', () => {
     const plan = parsePlan({ name: 'demo', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
-    assert.deepEqual(plan.options, { keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false, parallelTransfers: 4, drainTimeoutSeconds: 60 });
+    assert.deepEqual(plan.options, { keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false, parallelTransfers: 4, drainTimeoutSeconds: 60, postCopy: false });
   });
 
   it('reads YAML and JSON alike', () => {

@@ -25,6 +25,16 @@ describe('blackout prediction', () => {
     assert.match(p.basis, /dump rate from 1 earlier dump\(s\) at the source, default restore rate/);
   });
 
+  it('post-copy: the dump stays whole, but only the process state crosses the link and is restored in the freeze', () => {
+    const streamed = predictBlackout({ memberBytes: [1024 * MiB], linkBytesPerMs: 125_000, dumps: [], restores: [], streamed: true });
+    const postCopy = predictBlackout({ memberBytes: [1024 * MiB], linkBytesPerMs: 125_000, dumps: [], restores: [], streamed: true, postCopy: true });
+    assert.equal(postCopy.dumpMs, streamed.dumpMs);
+    assert.equal(postCopy.transferMs, Math.round((300 * 1024) / 125_000));
+    assert.ok(postCopy.restoreMs < streamed.restoreMs);
+    assert.ok(Math.abs(postCopy.ms - (postCopy.dumpMs + postCopy.transferMs + postCopy.restoreMs + postCopy.orchestrationMs)) <= 2);
+    assert.ok(postCopy.ms < streamed.ms / 3, `${postCopy.ms} ms post-copy vs ${streamed.ms} ms streamed for 1 GiB at 1 Gbit/s`);
+  });
+
   it('keeps the latest samples only', () => {
     let samples = [{ bytes: 1, ms: 1 }];
     for (let i = 2; i <= 12; i++) samples = withSample(samples, { bytes: i, ms: i });

@@ -1,0 +1,97 @@
+/**
+ * Post-copy, destination: the way from CRIU's lazy-pages daemon to the source's page server. The
+ * daemon connects to a listener on this worker's loopback; each connection rides an SSH channel
+ * to the source's sshd, which opens it only to its page-server ports (PermitOpen) — the same
+ * authenticated, encrypted path as the image stream, in the other direction.
+ *
+ * The daemon connects only once it has received every restored process's userfaultfd, and
+ * fetches nothing before that connection: `beforeFirstByte` lets the guard take hold of them all
+ * right then, so no page is ever copied in while a loss of the daemon could still read as zeros.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import SftpClient from 'ssh2-sftp-client';
+import type { TransferEndpoint } from '../lib/types';
+
+interface Forward {
+  server: net.Server;
+  ssh: SftpClient;
+  port: number;
+}
+
+const forwards = new Map<string, Forward>();
+
+async function connectSsh(endpoint: TransferEndpoint, privateKeyPath: string): Promise<SftpClient> {
+  const ssh = new SftpClient('migravi-pages');
+  await ssh.connect({
+    host: endpoint.host,
+    port: endpoint.port,
+    username: endpoint.username,
+    privateKey: await readFile(privateKeyPath),
+    readyTimeout: 4_000,
+    keepaliveInterval: 1_000,
+    keepaliveCountMax: 3,
+    hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64') === endpoint.hostKeySha256,
+    // Pages come in as fast as the link allows only with a cipher Node decrypts natively (AES-GCM).
+    algorithms: { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr'] },
+  });
+  return ssh;
+}
+
+function channel(ssh: SftpClient, port: number): Promise<Duplex> {
+  const client = (ssh as unknown as { client: { forwardOut(a: string, b: number, c: string, d: number, cb: (err: Error | undefined, ch: Duplex) => void): void } }).client;
+  return new Promise((resolve, reject) => client.forwardOut('127.0.0.1', 0, '127.0.0.1', port, (err, ch) => (err ? reject(err) : resolve(ch))));
+}
+
+/** Opens (once per key) a loopback listener forwarding to the source's page server; returns its local port. */
+export async function openPageForward(key: string, endpoint: TransferEndpoint, privateKeyPath: string, remotePort: number, beforeFirstByte: () => Promise<void>): Promise<number> {
+  const existing = forwards.get(key);
+  if (existing) return existing.port;
+  const ssh = await connectSsh(endpoint, privateKeyPath);
+  const server = net.createServer((local) => {
+    local.pause();
+    local.on('error', () => undefined);
+    void (async () => {
+      try {
+        await beforeFirstByte();
+        const remote = await channel(ssh, remotePort);
+        remote.on('error', () => local.destroy());
+        local.on('close', () => remote.destroy());
+        remote.on('close', () => local.destroy());
+        local.pipe(remote).pipe(local);
+        local.resume();
+      } catch {
+        local.destroy(); // the daemon sees its page source gone: the guard keeps the memory safe
+      }
+    })();
+  });
+  await new Promise<void>((resolve, reject) => server.listen(0, '127.0.0.1', resolve).once('error', reject));
+  const port = (server.address() as net.AddressInfo).port;
+  const forward = { server, ssh, port };
+  forwards.set(key, forward);
+  // A broken SSH connection ends the forward: the next attempt opens a new one.
+  ssh.on('close', () => closePageForward(key, forward));
+  return port;
+}
+
+export function closePageForward(key: string, only?: Forward): void {
+  const forward = forwards.get(key);
+  if (!forward || (only && forward !== only)) return;
+  forwards.delete(key);
+  forward.server.close();
+  void forward.ssh.end().catch(() => undefined);
+}
+
+/** A direct connection to the source's page server (to fill pages the daemon never copied). */
+export async function connectPageServer(endpoint: TransferEndpoint, privateKeyPath: string, remotePort: number): Promise<{ stream: Duplex; close: () => void }> {
+  const ssh = await connectSsh(endpoint, privateKeyPath);
+  try {
+    const stream = await channel(ssh, remotePort);
+    return { stream, close: () => void ssh.end().catch(() => undefined) };
+  } catch (err) {
+    void ssh.end().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Post-copy end to end, nothing mocked: the demo service (64 MiB of memory ballast) moves with
+ * `postCopy`, so it restarts at the destination before its memory has crossed the link (100 Mbit/s
+ * here: the window lasts seconds, long enough to break things inside it). Then the two ways a
+ * page source dies mid-window — CRIU's lazy-pages daemon at the destination, the page server at
+ * the source — are done for real (kill -9 by PID): the memory must still re-read intact, the
+ * connection stay open, and the report say what was recovered.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { followMigration, startMigration } from '../../client/migravi-client';
+import type { ClientStatus } from '../../demo/client';
+import { isAlive, waitFor } from '../../lib/processes';
+import type { MigrationReport } from '../../lib/types';
+import { E2eStack } from './stack';
+
+const BALLAST_MIB = 64;
+
+/** Every file named `name` under a directory tree. */
+async function findFiles(dir: string, name: string): Promise<string[]> {
+  if (!existsSync(dir)) return [];
+  return (await readdir(dir, { recursive: true })).filter((f) => path.basename(f) === name).map((f) => path.join(dir, f));
+}
+
+describe('post-copy migration (end to end)', function () {
+  this.timeout(300_000);
+  let stack: E2eStack;
+
+  before(async () => {
+    stack = await E2eStack.start({ id: 'mvpost', ballastMiB: BALLAST_MIB, wanRateMbit: 100 });
+  });
+
+  after(async function () {
+    const unhappy = this.test?.parent?.suites.flatMap((suite) => suite.tests).some((t) => t.state !== 'passed') ?? true;
+    await stack?.stop(unhappy);
+  });
+
+  /** Migrates kv; `duringWindow` runs once the restore is done and the memory is still arriving. */
+  async function migrate(name: string, source: string, destination: string, duringWindow?: () => Promise<void>) {
+    const before = await stack.client.waitForReplies(20);
+    const tx0 = await stack.wanTxBytes(source);
+    const handle = await startMigration(stack.temporal, { name, source, destination, containers: ['kv'], options: { postCopy: true } });
+    let inWindow: Promise<void> | undefined;
+    const report = await followMigration(handle, (p) => {
+      if (p.phase === 'post-copy' && duringWindow && !inWindow) inWindow = duringWindow();
+    }, 50);
+    await inWindow;
+    return { report, statusBefore: before, wanTx: (await stack.wanTxBytes(source)) - tx0 };
+  }
+
+  describe('cloud-a -> cloud-b', () => {
+    let report: MigrationReport;
+    let statusBefore: ClientStatus;
+    let wanTx: number;
+
+    before(async () => {
+      ({ report, statusBefore, wanTx } = await migrate('post-1', 'cloud-a', 'cloud-b'));
+    });
+
+    it('runs it in cloud-b only, the connection kept and every memory word intact', async () => {
+      await stack.assertOnlyAt('cloud-b');
+      await stack.assertConnectionKept(statusBefore, 50);
+      assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+
+    it('restores before the memory arrives: the freeze sends only the process state, the pages follow', () => {
+      const c = report.containers[0]!;
+      assert.ok(c.postCopy, 'no post-copy report');
+      assert.ok(c.postCopy.lazyBytes >= BALLAST_MIB * 1048576, `only ${c.postCopy.lazyBytes} B were left for after the restore`);
+      const sent = c.artifacts.find((a) => a.kind === 'checkpoint')!;
+      assert.ok(sent.bytes < 8 * 1048576, `the freeze sent ${sent.bytes} B of image`);
+      assert.ok(c.postCopy.windowMs > 0);
+      assert.equal(c.postCopy.rescuedPages, 0);
+      assert.deepEqual(report.phases.map((p) => p.phase).filter((p) => ['checkpoint', 'restore', 'post-copy', 'release'].includes(p)), ['checkpoint', 'restore', 'post-copy', 'release']);
+      // The kernel's counters: the memory did cross the link, after the restore.
+      assert.ok(wanTx >= BALLAST_MIB * 1048576, `the source's WAN interface sent only ${wanTx} B`);
+    });
+
+    it('leaves no page server, lazy-pages daemon or guard behind', async () => {
+      for (const cloud of ['cloud-a', 'cloud-b']) {
+        for (const file of ['page-server.pid', 'lazy-pages.pid', 'uffd-guard.pid']) {
+          assert.deepEqual(await findFiles(stack.cloud(cloud).workDir, file), [], `${cloud} kept ${file}`);
+        }
+      }
+    });
+  });
+
+  describe('cloud-b -> cloud-a, CRIU\'s lazy-pages daemon killed mid-window', () => {
+    let report: MigrationReport;
+    let statusBefore: ClientStatus;
+    let killed: number | undefined;
+
+    before(async () => {
+      ({ report, statusBefore } = await migrate('post-2', 'cloud-b', 'cloud-a', async () => {
+        const [pidFile] = await findFiles(stack.cloud('cloud-a').workDir, 'lazy-pages.pid');
+        assert.ok(pidFile, 'no lazy-pages daemon at the destination');
+        killed = Number(await readFile(pidFile, 'utf8'));
+        process.kill(killed, 'SIGKILL');
+      }));
+    });
+
+    it('killed the daemon while pages were still missing', async () => {
+      assert.ok(killed);
+      await waitFor('the killed daemon to be gone', () => !isAlive(killed!), 5_000);
+      const c = report.containers[0]!;
+      assert.ok(c.postCopy!.rescuedPages > 0, 'the worker copied no page in: was the daemon killed too late?');
+      assert.match(c.postCopy!.recoveries.join('\n'), /lazy-pages daemon was lost/);
+    });
+
+    it('still moves it whole: in cloud-a only, connection kept, memory intact (no zero pages)', async () => {
+      await stack.assertOnlyAt('cloud-a');
+      await stack.assertConnectionKept(statusBefore, 50);
+      assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+  });
+
+  describe('cloud-a -> cloud-b, the source\'s page server killed mid-window', () => {
+    let report: MigrationReport;
+    let statusBefore: ClientStatus;
+
+    before(async () => {
+      ({ report, statusBefore } = await migrate('post-3', 'cloud-a', 'cloud-b', async () => {
+        const [pidFile] = await findFiles(stack.cloud('cloud-a').workDir, 'page-server.pid');
+        assert.ok(pidFile, 'no page server at the source');
+        process.kill(Number(await readFile(pidFile, 'utf8')), 'SIGKILL');
+      }));
+    });
+
+    it('restarts the page source and fills the missing pages: in cloud-b only, connection kept, memory intact', async () => {
+      const c = report.containers[0]!;
+      assert.ok(c.postCopy!.rescuedPages > 0, 'no page was copied in after the page server died');
+      assert.match(report.events.join('\n'), /starting its page server at cloud-a again/);
+      await stack.assertOnlyAt('cloud-b');
+      await stack.assertConnectionKept(statusBefore, 50);
+      assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+  });
+});
