@@ -6,7 +6,7 @@
  * attempt: progress heartbeats, stall detection, superseding, fault points).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, realpath, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type {
@@ -28,7 +28,7 @@ import type {
 } from '../lib/types';
 import type { Cloud } from '../providers/provider';
 import { runAttempt, type Attempt } from './attempt';
-import { waitFor } from '../lib/processes';
+import { stepTimes, waitFor } from '../lib/processes';
 import { claimContainers, releaseClaims, type WorkflowLiveness } from './claims';
 import { directoryBytes, manifestDigest, sha256File, unpackTar, verifyFiles } from './artifacts';
 import { artifactFileName, pushDirectoryAsTar, pushFlatDirectory } from './transfer';
@@ -36,9 +36,10 @@ import { compareReceived, probeLink, readReceivedRecord, streamImage } from './i
 import { readHostRates, recordHostRate } from './host-rates';
 import type { RateSample } from '../lib/prediction';
 import { receiveVolumeRound, sendVolumeRound } from './volumes';
-import { closePageForward, connectPageServer, openPageForward } from './page-forward';
+import { closePageForward, connectPageServer, NoPageServer, openPageForward } from './page-forward';
 import { PageServerClient } from '../providers/runtime/criu-pages';
 import { isPortFree } from './ports';
+import { availableMemory, freeBytes } from './host-memory';
 import { DeployConflict, deployVi, removeVi, withFloatingIp, type DeployOutcome, type RemoveOutcome } from './deploy-vi';
 import { parseViSpec, ViSpecError, type ViSpec } from '../lib/vi-spec';
 
@@ -66,8 +67,14 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
   const incomingDir = (step: ContainerStep) => path.join(migrationDir(step.migrationId, step.container.name), 'incoming');
   const log = (message: string) => Context.current().log.info(`[${cloud.name}] ${message}`);
 
-  /** Drops a container's migration files, and the migration's directory once it is empty. */
+  /** Drops a container's migration files (an image kept in memory too), and the migration's directory once it is empty. */
   const removeStepFiles = async (step: { migrationId: string; container: { name: string } }) => {
+    const inMemory = await readlink(checkpointDir(step as ContainerStep)).catch(() => undefined);
+    if (inMemory) {
+      await rm(inMemory, { recursive: true, force: true });
+      await rm(`${inMemory}.eager`, { recursive: true, force: true });
+      await rmdir(path.dirname(inMemory)).catch(() => undefined); // the migration's, once its last image is gone
+    }
     await rm(migrationDir(step.migrationId, step.container.name), { recursive: true, force: true });
     await rmdir(path.join(cloud.workDir, step.migrationId)).catch(() => undefined); // other containers' files may remain
   };
@@ -78,6 +85,43 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
 
   const readJson = async <T>(file: string): Promise<T | undefined> =>
     existsSync(file) ? (JSON.parse(await readFile(file, 'utf8')) as T) : undefined;
+
+  /**
+   * A fresh, empty image directory. A post-copy image is written to memory (tmpfs, behind a link)
+   * when the host has room for it twice over: the dump is the freeze's longest step, and at
+   * memory speed it no longer waits for a disk.
+   */
+  const emptyImageDir = async (step: ContainerStep, postCopy: boolean): Promise<void> => {
+    const imageDir = checkpointDir(step);
+    const old = await readlink(imageDir).catch(() => undefined);
+    if (old) await rm(old, { recursive: true, force: true });
+    if (old) await rm(`${old}.eager`, { recursive: true, force: true });
+    await rm(imageDir, { recursive: true, force: true });
+    if (postCopy && cloud.memoryDir) {
+      const needed = 2 * (await runtime.memoryBytes(step.container.name).catch(() => Infinity));
+      const free = Math.min(await freeBytes(cloud.memoryDir), await availableMemory());
+      if (needed <= free) {
+        const inMemory = path.join(cloud.memoryDir, step.migrationId, step.container.name);
+        await rm(inMemory, { recursive: true, force: true });
+        await mkdir(inMemory, { recursive: true });
+        await mkdir(path.dirname(imageDir), { recursive: true });
+        await symlink(inMemory, imageDir);
+        return;
+      }
+      log(`${step.container.name}: not enough memory to keep its image in ${cloud.memoryDir} (${Math.round(needed / 1048576)} MiB needed, ${Math.round(free / 1048576)} MiB free): on disk`);
+    }
+    await mkdir(imageDir, { recursive: true });
+  };
+
+  /** After a restore, the peers of its connections retransmit now; best effort (they would anyway, later). */
+  const nudgePeers = async (name: string, imageDir: string, netnsPath: string): Promise<void> => {
+    try {
+      const nudged = await runtime.nudgePeers(imageDir, netnsPath);
+      if (nudged) log(`${name}: told the peers of ${nudged} connection(s) to retransmit now`);
+    } catch (err) {
+      log(`${name}: could not nudge its peers (${(err as Error).message}); they retransmit at the end of their back-off`);
+    }
+  };
 
   let portAllocations: Promise<unknown> = Promise.resolve();
   /** The page server port of a container's image: the one it was given, else the first free one this cloud's sshd opens to peers. */
@@ -107,13 +151,23 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
   /** Post-copy, source: sends the image without its lazy memory, then serves that memory from here. */
   const sendForPostCopy = async (step: ContainerStep, endpoint: TransferEndpoint, attempt: Attempt, newDump: boolean): Promise<Pick<CheckpointResult, 'sent' | 'sentDir' | 'postCopy'>> => {
     const imageDir = checkpointDir(step);
-    const sentDir = `${imageDir}.eager`;
+    // Next to the image itself (in memory when it is there): its files are hard links, not copies.
+    const sentDir = `${await realpath(imageDir)}.eager`;
+    const steps = stepTimes();
     const { lazyBytes, eagerBytes } = await runtime.splitForPostCopy(imageDir, sentDir);
-    const sent = await streamImage({ dir: sentDir, endpoint, privateKeyPath: cloud.transferKeyPath, attempt, restart: newDump });
+    steps.mark('split');
     const own = controlPlane.transferEndpoint(imageDir);
-    const port = await pageServerPort(step, own);
-    await runtime.servePages(imageDir, port);
-    log(`${step.container.name}: sent ${eagerBytes} bytes of memory in the freeze; ${lazyBytes} bytes served from 127.0.0.1:${port} after the restore`);
+    // The page server loads the image while the eager part crosses the link.
+    const [sent, port] = await Promise.all([
+      streamImage({ dir: sentDir, endpoint, privateKeyPath: cloud.transferKeyPath, attempt, restart: newDump }),
+      pageServerPort(step, own).then(async (port) => {
+        // Started, not awaited until it listens: the destination's forward waits for it while the restore runs.
+        await runtime.servePages(imageDir, port, { awaitListening: false });
+        return port;
+      }),
+    ]);
+    steps.mark('sent, page server up');
+    log(`${step.container.name}: sent ${eagerBytes} bytes of memory in the freeze; ${lazyBytes} bytes served from 127.0.0.1:${port} after the restore (${steps.summary()})`);
     return { sent, sentDir, postCopy: { endpoint: own, port, lazyBytes, eagerBytes } };
   };
 
@@ -124,7 +178,9 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
   const restoreLazily = async (input: ContainerStep & { keepTcp: boolean; postCopy?: PageSource }, imageDir: string, netnsPath: string): Promise<void> => {
     const { postCopy } = input;
     const container = placedHere(input.container);
+    const steps = stepTimes();
     await runtime.joinForPostCopy(imageDir);
+    steps.mark('join');
     let held = 0;
     let holdFailure: unknown;
     const key = `${input.migrationId}/${container.name}`;
@@ -137,7 +193,9 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         throw err;
       }
     });
+    steps.mark('forward');
     await runtime.restoreLazy(container, imageDir, netnsPath, input.keepTcp, localPort);
+    steps.mark('lazy restore');
     // The daemon connects once it has every process's userfaultfd: from then on the guard holds them.
     try {
       await waitFor('the userfaultfd guard to hold the restored memory', async () => {
@@ -151,6 +209,8 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     } catch (err) {
       throw ApplicationFailure.nonRetryable(`${container.name}: post-copy restore at ${cloud.name} is not safe: ${(err as Error).message}`, 'PostCopyLost');
     }
+    steps.mark('guard holds');
+    log(`${container.name}: lazy restore ${steps.summary()}`);
   };
 
   const activities = {
@@ -492,8 +552,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         if (status === 'running') {
           await controlPlane.setResetGuard(name, true);
           // Everything in the image directory from here on is this dump's (a stream may follow it).
-          await rm(imageDir, { recursive: true, force: true });
-          await mkdir(imageDir, { recursive: true });
+          await emptyImageDir(input, postCopy !== undefined);
           const started = Date.now();
           // A cancel does not stop a dump half-way; a stall (hung CRIU) still does.
           const dump = attempt.uninterruptible(async () => {
@@ -560,6 +619,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       const dir = migrationDir(input.migrationId, container.name);
       const checkRecord = path.join(dir, 'checkpoint.verified.json');
       const restoreRecord = path.join(dir, 'restore.done.json');
+      const steps = stepTimes();
       const status = await runtime.status(container.name);
       let check = await readJson<ArtifactCheck>(checkRecord);
       let durationMs = 0;
@@ -590,12 +650,24 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         check = { kind: 'checkpoint', files: image.files.length, verifiedBytes: verified.verifiedBytes, recomputedSha256: manifestDigest(image.files), verifyMs: Date.now() - started, method: received ? 'in-flight' : 'at-rest' };
         await writeFile(checkRecord, JSON.stringify(check));
         await attempt.fault('restore:before-criu');
+        steps.mark('verify');
         const { netnsPath } = await controlPlane.ensurePort(container);
-        await controlPlane.setPortEnabled(container.name, true);
+        steps.mark('port');
+        // The port is plugged while CRIU restores: the reset guard (on since prepareDestination)
+        // keeps the namespace from answering resets until the sockets are back.
+        const plugged = controlPlane.setPortEnabled(container.name, true);
+        plugged.catch(() => undefined); // awaited below, whatever the restore does
         const restoreStarted = Date.now();
-        if (input.postCopy) await restoreLazily(input, imageDir, netnsPath);
-        else await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
+        try {
+          if (input.postCopy) await restoreLazily(input, imageDir, netnsPath);
+          else await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
+        } finally {
+          await plugged;
+        }
         durationMs = Date.now() - restoreStarted;
+        steps.mark('CRIU (port plugged meanwhile)');
+        // The peers first: they wait for this; the rest does not hold anyone up.
+        if (input.keepTcp) await nudgePeers(container.name, imageDir, netnsPath);
         await writeFile(restoreRecord, JSON.stringify({ durationMs, restoredAt: Date.now() }));
         await recordHostRate(cloud.stateDir, 'restores', { bytes: image.bytes, ms: durationMs });
         await attempt.fault('restore:after-criu');
@@ -605,7 +677,8 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       await controlPlane.setResetGuard(container.name, false);
       const registered = container.floatingIp ? await withFloatingIp(cloud, { ...container, floatingIp: { network: container.floatingIp.network } }) : container;
       await controlPlane.registerContainer(registered);
-      log(`restored ${container.name} in ${durationMs} ms (verify ${check.verifyMs} ms)`);
+      steps.mark('peers nudged, guard off, registered');
+      log(`restored ${container.name} in ${durationMs} ms (verify ${check.verifyMs} ms; steps: ${steps.summary()})`);
       return { durationMs, check, completedEarlierAttempt, ...(registered.floatingIp?.address ? { floatingIp: registered.floatingIp.address } : {}) };
     },
 
@@ -636,7 +709,10 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
           try {
             source = await connectPageServer(input.postCopy.endpoint, cloud.transferKeyPath, input.postCopy.port);
           } catch (err) {
-            throw ApplicationFailure.create({ message: `${name}: the page server at ${input.postCopy.endpoint.host} is unreachable (${(err as Error).message}); ${state.missingPages} pages wait, the process is stalled safely`, type: 'PageSourceLost', nonRetryable: true });
+            // No page server there: the workflow starts it again. The source unreachable: this activity is retried as it is.
+            const message = `${name}: ${(err as Error).message}; ${state.missingPages} pages wait, the process is stalled safely`;
+            if (err instanceof NoPageServer) throw ApplicationFailure.create({ message, type: 'PageSourceLost', nonRetryable: true });
+            throw ApplicationFailure.retryable(message, 'PageSourceUnreachable');
           }
           try {
             const filled = await runtime.fillLazyMemory(name, imageDir, new PageServerClient(source.stream), () => attempt.progress());
@@ -701,6 +777,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         const { netnsPath } = await controlPlane.ensurePort(container);
         await controlPlane.setPortEnabled(container.name, true);
         await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
+        if (input.keepTcp) await nudgePeers(container.name, imageDir, netnsPath);
         outcome = 'restored-from-image';
       }
       await controlPlane.setPortEnabled(container.name, true);

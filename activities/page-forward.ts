@@ -17,7 +17,7 @@ import type { TransferEndpoint } from '../lib/types';
 
 interface Forward {
   server: net.Server;
-  ssh: SftpClient;
+  ssh: Promise<SftpClient>;
   port: number;
 }
 
@@ -45,18 +45,32 @@ function channel(ssh: SftpClient, port: number): Promise<Duplex> {
   return new Promise((resolve, reject) => client.forwardOut('127.0.0.1', 0, '127.0.0.1', port, (err, ch) => (err ? reject(err) : resolve(ch))));
 }
 
+/** The page server may still be loading its image when the daemon first connects: a few tries (up to ~3 s). */
+async function channelWhenListening(ssh: SftpClient, port: number): Promise<Duplex> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await channel(ssh, port);
+    } catch (err) {
+      if (attempt >= 60) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
 /** Opens (once per key) a loopback listener forwarding to the source's page server; returns its local port. */
 export async function openPageForward(key: string, endpoint: TransferEndpoint, privateKeyPath: string, remotePort: number, beforeFirstByte: () => Promise<void>): Promise<number> {
   const existing = forwards.get(key);
   if (existing) return existing.port;
-  const ssh = await connectSsh(endpoint, privateKeyPath);
+  // The SSH handshake (~0.1 s) runs while the restore starts: the daemon connects only later.
+  const ssh = connectSsh(endpoint, privateKeyPath);
+  ssh.catch(() => undefined); // a failed handshake fails the daemon's connection (below)
   const server = net.createServer((local) => {
     local.pause();
     local.on('error', () => undefined);
     void (async () => {
       try {
         await beforeFirstByte();
-        const remote = await channel(ssh, remotePort);
+        const remote = await channelWhenListening(await ssh, remotePort);
         remote.on('error', () => local.destroy());
         local.on('close', () => remote.destroy());
         remote.on('close', () => local.destroy());
@@ -72,7 +86,10 @@ export async function openPageForward(key: string, endpoint: TransferEndpoint, p
   const forward = { server, ssh, port };
   forwards.set(key, forward);
   // A broken SSH connection ends the forward: the next attempt opens a new one.
-  ssh.on('close', () => closePageForward(key, forward));
+  ssh.then(
+    (client) => client.on('close', () => closePageForward(key, forward)),
+    () => closePageForward(key, forward),
+  );
   return port;
 }
 
@@ -81,10 +98,17 @@ export function closePageForward(key: string, only?: Forward): void {
   if (!forward || (only && forward !== only)) return;
   forwards.delete(key);
   forward.server.close();
-  void forward.ssh.end().catch(() => undefined);
+  void forward.ssh.then((client) => client.end()).catch(() => undefined);
 }
 
-/** A direct connection to the source's page server (to fill pages the daemon never copied). */
+/** The source's sshd answered, but nothing listens on the page server's port: it must be started again. */
+export class NoPageServer extends Error {}
+
+/**
+ * A direct connection to the source's page server (to fill pages the daemon never copied). Fails
+ * with NoPageServer when the source is reachable but its page server is gone; any other failure
+ * means the source cannot be reached (a cut link, a dead host) and is worth retrying as is.
+ */
 export async function connectPageServer(endpoint: TransferEndpoint, privateKeyPath: string, remotePort: number): Promise<{ stream: Duplex; close: () => void }> {
   const ssh = await connectSsh(endpoint, privateKeyPath);
   try {
@@ -92,6 +116,6 @@ export async function connectPageServer(endpoint: TransferEndpoint, privateKeyPa
     return { stream, close: () => void ssh.end().catch(() => undefined) };
   } catch (err) {
     void ssh.end().catch(() => undefined);
-    throw err;
+    throw new NoPageServer(`no page server on ${endpoint.host}'s port ${remotePort}: ${(err as Error).message}`);
   }
 }

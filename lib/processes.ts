@@ -94,3 +94,17 @@ export async function startService(opts: {
   }
   return child.pid!;
 }
+
+/** Durations of consecutive steps, for a log line ("join 2 ms, forward 1 ms, …"). */
+export function stepTimes(): { mark(step: string): void; summary(): string } {
+  let last = Date.now();
+  const parts: string[] = [];
+  return {
+    mark(step) {
+      const now = Date.now();
+      parts.push(`${step} ${now - last} ms`);
+      last = now;
+    },
+    summary: () => parts.join(', '),
+  };
+}

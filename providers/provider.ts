@@ -97,6 +97,12 @@ export interface HostRuntime {
   status(name: string): Promise<ContainerStatus>;
   /** Creates and starts the container from its spec, rootfs (a directory or a tarball) and network namespace. */
   run(spec: ContainerSpec, rootfs: string, netnsPath: string): Promise<void>;
+  /**
+   * Right after a restore: makes the peers of the container's restored TCP connections
+   * retransmit now instead of at the end of their back-off (up to twice the freeze later).
+   * Returns how many connections were nudged.
+   */
+  nudgePeers(imageDir: string, netnsPath: string): Promise<number>;
   /** Thaws a container left frozen (paused), e.g. by a dump that was killed half-way. */
   resume(name: string): Promise<void>;
   /** Whether the dump into imageDir finished successfully (the image is complete and restorable). */
@@ -113,7 +119,7 @@ export interface HostRuntime {
   /** Post-copy, destination: makes the received part restorable (lazily) where it lies. */
   joinForPostCopy(dir: string): Promise<void>;
   /** Post-copy, source: serves the lazy pages of a complete image on the loopback's `port` (started again if it stopped). */
-  servePages(imageDir: string, port: number): Promise<void>;
+  servePages(imageDir: string, port: number, opts?: { awaitListening?: boolean }): Promise<void>;
   stopServingPages(imageDir: string): Promise<void>;
   /**
    * Post-copy, destination: starts the container from an image whose lazy pages are fetched
@@ -147,6 +153,12 @@ export interface Cloud {
   workDir: string;
   /** Local directory for what this worker learns across migrations (its host's dump and restore rates). */
   stateDir: string;
+  /**
+   * A memory-backed directory (tmpfs), when the host offers one: a post-copy image is written
+   * there at memory speed; it outlives every process (not the host, whose loss ends the
+   * container anyway).
+   */
+  memoryDir?: string;
   /** Where this cloud keeps the volumes of containers moved into it (one directory per container). */
   volumesDir: string;
   /** Private key this cloud uses to push artifacts to peers (never leaves the worker). */

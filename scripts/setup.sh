@@ -116,6 +116,10 @@ echo "criu check: looks good"
 gcc -O2 -Wall -Werror -o "$MIGRAVI_DEPS/bin/migravi-uffd-guard.tmp" "$ROOT/scripts/uffd-guard.c" \
   || die "gcc failed on scripts/uffd-guard.c"
 mv "$MIGRAVI_DEPS/bin/migravi-uffd-guard.tmp" "$MIGRAVI_DEPS/bin/migravi-uffd-guard"
+# After a restore: ICMP that ends the peers' TCP back-off at once (scripts/tcp-nudge.c).
+gcc -O2 -Wall -Werror -o "$MIGRAVI_DEPS/bin/migravi-tcp-nudge.tmp" "$ROOT/scripts/tcp-nudge.c" \
+  || die "gcc failed on scripts/tcp-nudge.c"
+mv "$MIGRAVI_DEPS/bin/migravi-tcp-nudge.tmp" "$MIGRAVI_DEPS/bin/migravi-tcp-nudge"
 if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ]; then
   sysctl -q -w fs.pipe-max-size=4194304 || die "could not raise fs.pipe-max-size to 4 MiB (CRIU's page server needs it)"
   echo "fs.pipe-max-size raised to 4194304 for CRIU's page server (post-copy)"

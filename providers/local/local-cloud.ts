@@ -23,8 +23,14 @@ export function openLocalCloud(stateDir: string, name: string): LocalCloud {
       cgroupPrefix: `/${config.testbedId}/${config.name}`,
     }),
     workDir: path.join(config.dir, 'migrations'),
+    memoryDir: memoryDirOf(config),
     stateDir: config.dir,
     volumesDir: path.join(config.dir, 'volumes'),
     transferKeyPath: config.transferKeyPath,
   };
+}
+
+/** The cloud's share of /dev/shm (a tmpfs on every Linux host), removed with its testbed. */
+export function memoryDirOf(config: { testbedId: string; name: string }): string {
+  return path.join('/dev/shm/migravi', `${config.testbedId}-${config.name}`);
 }

@@ -5,6 +5,7 @@ import { ip, run } from '../../lib/exec';
 import { readPidFile, stopPid, waitFor } from '../../lib/processes';
 import { cidrsOverlap, intToIp, parseCidr } from '../../lib/vi-spec';
 import { cloudConfigPath, IMAGE_STREAM_PORT, PAGE_SERVER_PORTS, type LocalCloudConfig } from './cloud-config';
+import { memoryDirOf } from './local-cloud';
 import { startDnsServer } from './dns-server';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
 
@@ -328,6 +329,7 @@ export async function testbedDown(stateDir: string, idHint?: string, log: (line:
   if (namespaces.length) log(`removed namespaces ${namespaces.join(', ')}`);
   await ip(['link', 'del', `${id}-wan`], undefined, true);
   await removeCgroups(id);
+  for (const cloud of record?.clouds ?? []) await rm(memoryDirOf({ testbedId: id, name: cloud.name }), { recursive: true, force: true });
   await rm(outsideEtc(id), { recursive: true, force: true });
   await rm(stateDir, { recursive: true, force: true });
   log(`testbed "${id}" is down`);

@@ -3,13 +3,14 @@
  * (sent inside the freeze) and which lazily (fetched afterwards), read from pagemap-PID.img; and
  * the page server protocol, to fetch pages a lost lazy-pages daemon never copied.
  *
- * Image format (criu/images/pagemap.proto): two magic words, then records "u32 length +
- * protobuf"; the first is pagemap_head {pages_id}, then pagemap_entry {vaddr, nr_pages, flags}.
+ * pagemap-PID.img (criu/images/pagemap.proto): pagemap_head {pages_id}, then pagemap_entry
+ * {vaddr, nr_pages, flags} records.
  * Pages flagged PE_PRESENT are stored in pages-<pages_id>.img in entry order.
  */
 import { copyFile, link, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import { num, readImageRecords } from './criu-image';
 
 export const PAGE_SIZE = 4096;
 const PE_LAZY = 1 << 1;
@@ -30,74 +31,22 @@ export interface TaskPages {
   entries: PagemapEntry[];
 }
 
-function varint(buf: Buffer, at: number): [bigint, number] {
-  let value = 0n;
-  let shift = 0n;
-  for (;;) {
-    const byte = buf[at++];
-    if (byte === undefined) throw new Error('truncated protobuf varint');
-    value |= BigInt(byte & 0x7f) << shift;
-    shift += 7n;
-    if (byte < 0x80) return [value, at];
-  }
-}
-
-/** The scalar fields of one protobuf message (enough for pagemap records). */
-function protobufFields(buf: Buffer): Map<number, bigint> {
-  const fields = new Map<number, bigint>();
-  for (let at = 0; at < buf.length; ) {
-    const [key, next] = varint(buf, at);
-    at = next;
-    const field = Number(key >> 3n);
-    switch (Number(key & 7n)) {
-      case 0: {
-        const [value, after] = varint(buf, at);
-        fields.set(field, value);
-        at = after;
-        break;
-      }
-      case 1:
-        fields.set(field, buf.readBigUInt64LE(at));
-        at += 8;
-        break;
-      case 5:
-        fields.set(field, BigInt(buf.readUInt32LE(at)));
-        at += 4;
-        break;
-      case 2: {
-        const [length, after] = varint(buf, at);
-        at = after + Number(length);
-        break;
-      }
-      default:
-        throw new Error(`unexpected protobuf wire type in CRIU image (key ${key})`);
-    }
-  }
-  return fields;
-}
-
 export async function readPagemap(file: string): Promise<{ pagesId: number; entries: PagemapEntry[] }> {
-  const buf = await readFile(file);
-  const records: Array<Map<number, bigint>> = [];
-  for (let at = 8; at < buf.length; ) {
-    const length = buf.readUInt32LE(at);
-    records.push(protobufFields(buf.subarray(at + 4, at + 4 + length)));
-    at += 4 + length;
-  }
-  const head = records.shift();
-  if (!head?.has(1)) throw new Error(`${file} has no pagemap head`);
+  const [head, ...records] = await readImageRecords(file);
+  const pagesId = head && num(head, 1);
+  if (pagesId === undefined) throw new Error(`${file} has no pagemap head`);
   let offset = 0;
   const entries = records.map((r): PagemapEntry => {
-    const pages = Number(r.get(5) ?? r.get(2) ?? 0n);
-    const flags = Number(r.get(4) ?? BigInt(PE_PRESENT));
-    const entry: PagemapEntry = { vaddr: Number(r.get(1) ?? 0n), pages, lazy: (flags & PE_LAZY) !== 0 };
+    const pages = num(r, 5) ?? num(r, 2) ?? 0;
+    const flags = num(r, 4) ?? PE_PRESENT;
+    const entry: PagemapEntry = { vaddr: num(r, 1) ?? 0, pages, lazy: (flags & PE_LAZY) !== 0 };
     if (flags & PE_PRESENT) {
       entry.offset = offset;
       offset += pages * PAGE_SIZE;
     }
     return entry;
   });
-  return { pagesId: Number(head.get(1)), entries };
+  return { pagesId, entries };
 }
 
 /** Every task of an image with its memory layout. */

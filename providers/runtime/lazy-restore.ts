@@ -82,7 +82,7 @@ async function tail(file: string, lines = 12): Promise<string> {
 // Source: the page server.
 
 /** Serves the lazy pages of a complete image on 127.0.0.1:port; nothing to do if it already does. */
-export async function servePages(criuPath: string, imageDir: string, port: number): Promise<void> {
+export async function servePages(criuPath: string, imageDir: string, port: number, awaitListening = true): Promise<void> {
   const f = files(imageDir);
   const running = await readPidFile(f.pageServerPid);
   if (running && isAlive(running)) return;
@@ -90,6 +90,7 @@ export async function servePages(criuPath: string, imageDir: string, port: numbe
   const logName = `page-server.${Date.now()}.log`;
   const pid = spawnDetached([criuPath, 'page-server', '--lazy-pages', '-D', imageDir, '--address', '127.0.0.1', '--port', String(port), '-o', path.join(f.work, logName), '-v2'], f.pageServerLog);
   await writeFile(f.pageServerPid, String(pid));
+  if (!awaitListening) return;
   // It loads the image into pipes (page cache, no copy: ~40 ms for 1 GiB), then listens.
   await waitFor('the page server to listen', async () => {
     if (!isAlive(pid)) throw new Error(`criu page-server exited before listening:\n${await tail(path.join(f.work, logName))}`);

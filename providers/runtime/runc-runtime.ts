@@ -8,6 +8,10 @@ import type { ContainerSpec } from '../../lib/types';
 import type { ContainerStatus, HostRuntime, LazyMemoryState } from '../provider';
 import { imageTasks, joinEagerPages, splitForPostCopy, type PageServerClient } from './criu-pages';
 import * as lazy from './lazy-restore';
+import { establishedConnections } from './criu-tcp';
+import { depsDir } from '../../lib/paths';
+
+const NUDGE_PATH = path.join(depsDir, 'bin', 'migravi-tcp-nudge');
 
 const DEFAULT_CAPABILITIES = [
   'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID', 'CAP_SETUID',
@@ -143,7 +147,7 @@ export class RuncRuntime implements HostRuntime {
   }
 
   async checkpoint(name: string, imageDir: string, keepTcp: boolean): Promise<void> {
-    await rm(imageDir, { recursive: true, force: true });
+    // The caller hands an empty directory (or a link to one: an image kept in memory).
     await mkdir(imageDir, { recursive: true });
     const workDir = `${imageDir}.work`;
     await mkdir(workDir, { recursive: true });
@@ -176,8 +180,8 @@ export class RuncRuntime implements HostRuntime {
     await joinEagerPages(dir);
   }
 
-  async servePages(imageDir: string, port: number): Promise<void> {
-    await lazy.servePages(this.opts.criuPath, imageDir, port);
+  async servePages(imageDir: string, port: number, opts: { awaitListening?: boolean } = {}): Promise<void> {
+    await lazy.servePages(this.opts.criuPath, imageDir, port, opts.awaitListening ?? true);
   }
 
   async stopServingPages(imageDir: string): Promise<void> {
@@ -241,6 +245,18 @@ export class RuncRuntime implements HostRuntime {
     if (result.exitCode !== 0) return undefined;
     const state = JSON.parse(result.stdout) as { status: string; pid: number };
     return state.status === 'running' && state.pid > 0 ? state.pid : undefined;
+  }
+
+  /**
+   * ICMP "host unreachable" quoting each peer's first unacknowledged byte, 15 times 1 ms apart,
+   * from the container's address (scripts/tcp-nudge.c says why this works and is safe).
+   */
+  async nudgePeers(imageDir: string, netnsPath: string): Promise<number> {
+    const connections = await establishedConnections(imageDir);
+    if (!connections.length) return 0;
+    const args = connections.map((c) => `${c.peer}:${c.peerPort}:${c.local}:${c.localPort}:${c.rcvNxt}`);
+    await run('nsenter', [`--net=${netnsPath}`, NUDGE_PATH, '15', '1000', ...args]);
+    return connections.length;
   }
 
   async resume(name: string): Promise<void> {

@@ -55,22 +55,34 @@ describe('live migration between two embedded clouds (end to end)', function () 
     let wallMs: number;
     let statusBefore: ClientStatus;
     let wanTx: number;
+    let icmp0: number;
+    let icmpReceived: number;
     const seenPhases: string[] = [];
 
     before(async () => {
       statusBefore = await stack.client.waitForReplies(50);
       const tx0 = await stack.wanTxBytes('cloud-a');
+      icmp0 = await stack.clientIcmpUnreachables();
       const started = Date.now();
       const handle = await startMigration(stack.temporal, { name: 'e2e', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
       report = await followMigration(handle, (p) => seenPhases.push(p.phase), 100);
       wallMs = Date.now() - started;
       wanTx = (await stack.wanTxBytes('cloud-a')) - tx0;
+      icmpReceived = (await stack.clientIcmpUnreachables()) - icmp0;
     });
 
     it('keeps the same client connection open, exchanging data after the move', async () => {
       const after = await stack.assertConnectionKept(statusBefore, 100);
       assert.equal(after.closed, false);
       assert.ok(after.lastReplyAt! > statusBefore.lastReplyAt!);
+    });
+
+    it("ends the client's retransmission back-off at the restore: its kernel got the nudge, and the connection is unharmed", async () => {
+      // ICMP host-unreachable quoting its connection (scripts/tcp-nudge.c): 15 sent; a soft error only.
+      assert.ok(icmpReceived >= 1, `the client's kernel counted ${icmpReceived} ICMP unreachable messages`);
+      const after = await stack.client.status();
+      assert.equal(after.error, undefined);
+      assert.equal(after.closed, false);
     });
 
     it('carries the service memory over: the counter continues and the ballast re-reads intact', async () => {

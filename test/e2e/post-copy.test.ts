@@ -8,10 +8,11 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { followMigration, startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
+import { run } from '../../lib/exec';
 import { isAlive, waitFor } from '../../lib/processes';
 import type { MigrationReport } from '../../lib/types';
 import { E2eStack } from './stack';
@@ -54,9 +55,15 @@ describe('post-copy migration (end to end)', function () {
     let report: MigrationReport;
     let statusBefore: ClientStatus;
     let wanTx: number;
+    let imageAt: string | undefined;
+    let imageFiles: string[] = [];
 
     before(async () => {
-      ({ report, statusBefore, wanTx } = await migrate('post-1', 'cloud-a', 'cloud-b'));
+      ({ report, statusBefore, wanTx } = await migrate('post-1', 'cloud-a', 'cloud-b', async () => {
+        const [link] = (await findFiles(stack.cloud('cloud-a').workDir, 'checkpoint')).filter((f) => !f.includes('.'));
+        imageAt = link ? await readlink(link) : undefined;
+        imageFiles = imageAt ? await readdir(imageAt) : [];
+      }));
     });
 
     it('runs it in cloud-b only, the connection kept and every memory word intact', async () => {
@@ -78,8 +85,14 @@ describe('post-copy migration (end to end)', function () {
       assert.ok(wanTx >= BALLAST_MIB * 1048576, `the source's WAN interface sent only ${wanTx} B`);
     });
 
-    it('leaves no page server, lazy-pages daemon or guard behind', async () => {
+    it('kept the image in memory at the source, and leaves no image, page server, lazy-pages daemon or guard behind', async () => {
+      // During the window the source's image was a link into its tmpfs share, holding the pages.
+      assert.ok(imageAt?.startsWith(stack.cloud('cloud-a').memoryDir! + '/'), `the image was at ${imageAt}`);
+      assert.ok(imageFiles.some((f) => /^pages-\d+\.img$/.test(f)), `the image in memory held ${imageFiles.join(', ')}`);
       for (const cloud of ['cloud-a', 'cloud-b']) {
+        const memoryDir = stack.cloud(cloud).memoryDir!;
+        const left = existsSync(memoryDir) ? await readdir(memoryDir, { recursive: true }) : [];
+        assert.deepEqual(left, [], `${cloud} kept ${memoryDir}/${left.join(', ')}`);
         for (const file of ['page-server.pid', 'lazy-pages.pid', 'uffd-guard.pid']) {
           assert.deepEqual(await findFiles(stack.cloud(cloud).workDir, file), [], `${cloud} kept ${file}`);
         }
@@ -134,6 +147,78 @@ describe('post-copy migration (end to end)', function () {
       assert.match(report.events.join('\n'), /starting its page server at cloud-a again/);
       await stack.assertOnlyAt('cloud-b');
       await stack.assertConnectionKept(statusBefore, 50);
+      assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+  });
+
+  describe('cloud-b -> cloud-a, the destination\'s worker killed mid-window', () => {
+    let report: MigrationReport;
+    let statusBefore: ClientStatus;
+
+    before(async () => {
+      ({ report, statusBefore } = await migrate('post-4', 'cloud-b', 'cloud-a', async () => stack.kill('cloud-a')));
+      await stack.settle();
+    });
+
+    it('a new worker finds the guarded process and fills its missing pages: in cloud-a only, connection kept, memory intact', async () => {
+      assert.ok(stack.restarts.includes('cloud-a'), 'the worker was not restarted');
+      const c = report.containers[0]!;
+      assert.ok(c.postCopy!.rescuedPages > 0, 'no page was copied in after the worker (and its forward to the page server) died');
+      await stack.assertOnlyAt('cloud-a');
+      await stack.assertConnectionKept(statusBefore, 50);
+      assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+  });
+
+  describe('cloud-a -> cloud-b, the link between the clouds cut for 5 s mid-window', () => {
+    let report: MigrationReport;
+    let statusBefore: ClientStatus;
+
+    before(async () => {
+      ({ report, statusBefore } = await migrate('post-5', 'cloud-a', 'cloud-b', async () => {
+        await stack.cutLink('cloud-b', true);
+        try {
+          // Longer than the forward's SSH keep-alive (3 s): CRIU's daemon loses its page source.
+          await new Promise((resolve) => setTimeout(resolve, 5_000));
+        } finally {
+          await stack.cutLink('cloud-b', false);
+        }
+      }));
+    });
+
+    it('waits out the cut with the process stalled (never on zeros), then completes: in cloud-b only, connection kept, memory intact', async () => {
+      const c = report.containers[0]!;
+      assert.ok(c.postCopy!.rescuedPages > 0, 'no page was copied in after the cut');
+      await stack.assertOnlyAt('cloud-b');
+      await stack.assertConnectionKept(statusBefore, 50);
+      assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+  });
+
+  describe('cloud-b -> cloud-a, the restored container killed mid-window', () => {
+    let failure: Error;
+
+    before(async () => {
+      try {
+        await migrate('post-6', 'cloud-b', 'cloud-a', async () => {
+          const state = await run('runc', ['--root', path.join(stack.cloud('cloud-a').config.dir, 'runc'), 'state', 'kv']);
+          process.kill((JSON.parse(state.stdout) as { pid: number }).pid, 'SIGKILL');
+        });
+      } catch (err) {
+        failure = err as Error;
+      }
+    });
+
+    it('fails, rolls back to the image kept at the source, and says what was lost', async () => {
+      assert.ok(failure, 'the migration did not fail');
+      const message = String((failure as { cause?: Error }).cause?.message ?? failure.message);
+      assert.match(message, /stopped at cloud-a before all of its memory had arrived/);
+      assert.match(message, /ran at cloud-a for \d+ ms while its memory was arriving: a rollback now loses what it did there/);
+      assert.match(message, /rolled back: the VI runs at the source/);
+    });
+
+    it('runs it again in cloud-b only, its memory intact as it was at the freeze', async () => {
+      await stack.assertOnlyAt('cloud-b');
       assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
     });
   });

@@ -216,6 +216,13 @@ export class E2eStack {
     return reply.stdout.trim();
   }
 
+  /** ICMP "destination unreachable" messages the demo client's kernel received (its namespace's SNMP counters). */
+  async clientIcmpUnreachables(): Promise<number> {
+    const { stdout } = await run('cat', ['/proc/net/snmp'], { netns: this.cloud('cloud-a').controlPlane.portNetns('client') });
+    const [names, values] = stdout.split('\n').filter((line) => line.startsWith('Icmp:')).map((line) => line.split(/\s+/));
+    return Number(values![names!.indexOf('InDestUnreachs')]);
+  }
+
   /** Bytes a cloud's WAN interface transmitted (kernel counters): the independent byte count. */
   async wanTxBytes(cloud: string): Promise<number> {
     const { stdout } = await run('ip', ['-j', '-s', 'link', 'show', 'wan0'], { netns: this.cloud(cloud).config.netns });

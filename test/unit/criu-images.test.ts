@@ -1,5 +1,6 @@
 /**
- * CRIU's pagemap images as post-copy reads them, on images written here byte for byte in CRIU's
+ * CRIU's images as MigraVI reads them: the pagemap images post-copy uses, and the sockets the TCP
+ * nudge needs. Pagemaps as post-copy reads them, on images written here byte for byte in CRIU's
  * format (two magic words, then "u32 length + protobuf" records): which pages are eager, which
  * lazy, and the split of an image into what the freeze sends and its restorable rebuild.
  */
@@ -7,6 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { establishedConnections } from '../../providers/runtime/criu-tcp';
 import { eagerExtents, joinEagerPages, lazyPageCount, readPagemap, splitForPostCopy, PAGE_SIZE, imageTasks } from '../../providers/runtime/criu-pages';
 
 const PE_LAZY = 2;
@@ -23,8 +25,10 @@ function varint(value: bigint): Buffer {
   return Buffer.from(bytes);
 }
 
-function message(fields: Array<[number, bigint]>): Buffer {
-  return Buffer.concat(fields.flatMap(([field, value]) => [varint(BigInt(field << 3)), varint(value)]));
+function message(fields: Array<[number, bigint | Buffer]>): Buffer {
+  return Buffer.concat(
+    fields.flatMap(([field, value]) => (Buffer.isBuffer(value) ? [varint(BigInt((field << 3) | 2)), varint(BigInt(value.length)), value] : [varint(BigInt(field << 3)), varint(value)])),
+  );
 }
 
 function image(records: Buffer[]): Buffer {
@@ -43,7 +47,7 @@ const ENTRIES: Array<{ vaddr: number; pages: number; flags: number }> = [
   { vaddr: 0x7f0000020000, pages: 1, flags: PE_PRESENT | PE_LAZY },
 ];
 
-describe('CRIU page images for post-copy', () => {
+describe('CRIU images: pages for post-copy, sockets for the TCP nudge', () => {
   let dir: string;
 
   before(async () => {
@@ -91,5 +95,20 @@ describe('CRIU page images for post-copy', () => {
     const page = (buf: Buffer, i: number) => buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
     for (const i of [0, 4, 5]) assert.ok(page(rebuilt, i).equals(page(original, i)), `eager page ${i} differs`);
     for (const i of [1, 2, 3, 6]) assert.ok(page(rebuilt, i).equals(Buffer.alloc(PAGE_SIZE)), `lazy page ${i} is not a hole`);
+  });
+
+  it('lists the established TCP connections with each peer address and the socket\'s rcv_nxt', async () => {
+    const sockets = path.join(dir, 'sockets');
+    await mkdir(sockets);
+    // CRIU keeps 10.0.0.5 as the u32 of its bytes in network order: 0x0500000a on this host.
+    const inet = (ino: number, state: number, local: number, peer: number) =>
+      message([[1, 4n], [2, BigInt(ino)], [4, message([[1, 1n], [2, BigInt(ino)], [3, 2n], [4, 1n], [5, 6n], [6, BigInt(state)], [7, 7000n], [8, 45678n], [9, 0n], [10, 0n], [11, BigInt(local)], [12, BigInt(peer)]])]]);
+    await writeFile(path.join(sockets, 'files.img'), image([
+      inet(0x1f2e, 1, 0x0500000a, 0x0900000a), // established, with its stream
+      inet(0x1f2f, 10, 0x0500000a, 0), // listening: no peer
+      message([[1, 1n], [2, 9n]]), // a regular file
+    ]));
+    await writeFile(path.join(sockets, 'tcp-stream-1f2e.img'), image([message([[1, 0n], [2, 3_000_000_123n], [3, 0n], [4, 77n], [5, 0n], [6, 7n], [7, 1460n]])]));
+    assert.deepEqual(await establishedConnections(sockets), [{ local: '10.0.0.5', localPort: 7000, peer: '10.0.0.9', peerPort: 45678, rcvNxt: 3_000_000_123 }]);
   });
 });
