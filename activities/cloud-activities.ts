@@ -43,6 +43,9 @@ import { availableMemory, freeBytes } from './host-memory';
 import { DeployConflict, deployVi, removeVi, withFloatingIp, type DeployOutcome, type RemoveOutcome } from './deploy-vi';
 import { parseViSpec, ViSpecError, type ViSpec } from '../lib/vi-spec';
 
+/** A post-copy window whose missing pages do not shrink for this long has stalled. */
+const STUCK_WINDOW_MS = 20_000;
+
 export interface ContainerStep {
   migrationId: string;
   container: ContainerSpec;
@@ -696,9 +699,23 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       const recoveries = [...input.recoveries];
       let rescuedPages = 0;
       let nothingLeftToFill = false;
+      // CRIU's daemon can stop making progress without exiting (seen with processes that fork
+      // during the window: it spins): counted every 2 s, no page in for 20 s is a failure.
+      const watch = { countedAt: 0, missing: Infinity, progressAt: Date.now() };
       for (;;) {
         attempt.progress();
-        const state = await runtime.lazyMemoryState(name, imageDir);
+        const count = Date.now() - watch.countedAt >= 2_000;
+        const state = await runtime.lazyMemoryState(name, imageDir, { countMissing: count });
+        if (count && state.daemon === 'running') {
+          watch.countedAt = Date.now();
+          if (state.missingPages < watch.missing) Object.assign(watch, { missing: state.missingPages, progressAt: Date.now() });
+          else if (Date.now() - watch.progressAt > STUCK_WINDOW_MS) {
+            throw ApplicationFailure.nonRetryable(
+              `${name}: CRIU's lazy-pages daemon at ${cloud.name} brought no page in for ${STUCK_WINDOW_MS / 1000} s (${state.missingPages} still missing); its processes may have forked during the window, which CRIU's daemon does not survive`,
+              'PostCopyStuck',
+            );
+          }
+        }
         if (!state.running) throw ApplicationFailure.nonRetryable(`${name} stopped at ${cloud.name} before all of its memory had arrived`, 'PostCopyFailed');
         if (state.daemon === 'failed' && !state.guarded) {
           throw ApplicationFailure.nonRetryable(`${name}: CRIU's lazy-pages daemon at ${cloud.name} was lost and no guard holds its memory: ${state.missingPages} pages may read as zeros`, 'PostCopyLost');

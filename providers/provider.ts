@@ -86,10 +86,10 @@ export type ContainerStatus = 'running' | 'paused' | 'stopped' | 'absent';
 export interface LazyMemoryState {
   /** CRIU's lazy-pages daemon: still fetching, done (no lazy page left), or lost. */
   daemon: 'running' | 'completed' | 'failed';
-  /** The guard holds the processes' userfaultfds (missing pages stall, never read as zeros). */
+  /** The guard holds every restored process's userfaultfd (missing pages stall, never read as zeros). */
   guarded: boolean;
   running: boolean;
-  /** Lazy pages not in the processes' memory yet, as the kernel shows it (counted once the daemon has ended; 0 while it runs). */
+  /** Lazy pages not in the processes' memory yet, as the kernel shows it (0 while the daemon runs, unless counted on request). */
   missingPages: number;
 }
 
@@ -129,7 +129,8 @@ export interface HostRuntime {
   restoreLazy(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean, pageServerPort: number): Promise<void>;
   /** The guard takes hold of the restored processes' memory (before any page is fetched); returns how many processes it holds. */
   holdLazyMemory(imageDir: string): Promise<number>;
-  lazyMemoryState(name: string, imageDir: string): Promise<LazyMemoryState>;
+  /** Where a lazy restore stands; the missing pages are counted once the daemon has ended, or when asked. */
+  lazyMemoryState(name: string, imageDir: string, opts?: { countMissing?: boolean }): Promise<LazyMemoryState>;
   /** Copies the pages still missing in from a page server, through the guard (after the daemon was lost). */
   fillLazyMemory(name: string, imageDir: string, source: PageServerClient, onProgress: () => void): Promise<{ copied: number; existed: number; gone: number }>;
   /** Every page is in (or the container is gone): the guard and the daemon stop. */

@@ -555,6 +555,9 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
             return dst.control.prepareDestination(step);
           }),
         );
+        if (options.postCopy && endpoints.some((e) => !e.streamPort)) {
+          throw ApplicationFailure.nonRetryable(`postCopy needs the destination's image stream, which ${plan.destination} does not offer: stopping before the freeze`, 'InvalidPlan');
+        }
         // A read-only rootfs is copied while the container runs; a writable one can still change,
         // so it is copied after the freeze, inside the blackout.
         const readonly = steps.map((step, i) => ({ step, endpoint: endpoints[i]! })).filter(({ step }) => step.container.readonlyRootfs);

@@ -117,17 +117,28 @@ export async function startLazyPages(criuPath: string, imageDir: string, pageSer
   await mkdir(GUARD_SOCKETS, { recursive: true, mode: 0o700 });
   await rm(f.daemonExit, { force: true });
   await rm(f.daemonSocket, { force: true });
-  const daemon = ['"$@"', 'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(pageServerPort), '-D', imageDir, '-W', f.work, '-o', f.daemonLog, '-v4'];
+  // Its debug log names which userfaultfd serves which process (needed to fill pages after a
+  // loss), but at that level a misbehaving daemon can write gigabytes: only the lines worth
+  // keeping pass a filter on the way to the file.
+  const fifo = path.join(f.work, 'lazy-pages.fifo');
+  await rm(fifo, { force: true });
+  const daemon = ['"$@"', 'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(pageServerPort), '-D', imageDir, '-W', f.work, '-o', fifo, '-v4'];
+  const keep = "grep --line-buffered -E 'Received PID|Error|Warn|UFFD transferred|EXIT'";
   // The shell stays as the daemon's parent to write its exit status when it ends.
-  const wrapper = spawnDetached(['sh', '-c', `${daemon.join(' ')}; echo $? > ${f.daemonExit}`, 'lazy-pages', criuPath], path.join(f.work, 'lazy-pages.out'));
+  const script = `mkfifo ${fifo} && { ${keep} < ${fifo} > ${f.daemonLog} & } && ${daemon.join(' ')}; echo $? > ${f.daemonExit}`;
+  const wrapper = spawnDetached(['sh', '-c', script, 'lazy-pages', criuPath], path.join(f.work, 'lazy-pages.out'));
   await writeFile(f.wrapperPid, String(wrapper));
   await waitFor('the lazy-pages daemon', async () => {
     if (existsSync(f.daemonExit)) throw new Error(`criu lazy-pages exited early:\n${await tail(f.daemonLog)}`);
     return existsSync(f.daemonSocket);
   }, 30_000, 2);
   const children = (await readFile(`/proc/${wrapper}/task/${wrapper}/children`, 'utf8').catch(() => '')).trim().split(/\s+/).filter(Boolean);
-  if (children.length !== 1) throw new Error(`cannot find the lazy-pages daemon under its shell ${wrapper} (children: ${children.join(' ') || 'none'})`);
-  const daemonPid = Number(children[0]);
+  const daemons: string[] = [];
+  for (const child of children) {
+    if ((await readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '')).split('\0').includes('lazy-pages')) daemons.push(child);
+  }
+  if (daemons.length !== 1) throw new Error(`cannot find the lazy-pages daemon under its shell ${wrapper} (children: ${children.join(' ') || 'none'})`);
+  const daemonPid = Number(daemons[0]);
   await writeFile(f.daemonPid, String(daemonPid));
   const guard = spawnDetached([GUARD_PATH, String(daemonPid), f.guardSocket], f.guardLog);
   await writeFile(f.guardPid, String(guard));

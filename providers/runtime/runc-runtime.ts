@@ -215,12 +215,14 @@ export class RuncRuntime implements HostRuntime {
     return held;
   }
 
-  async lazyMemoryState(name: string, imageDir: string): Promise<LazyMemoryState> {
+  async lazyMemoryState(name: string, imageDir: string, opts: { countMissing?: boolean } = {}): Promise<LazyMemoryState> {
     const daemon = await lazy.lazyDaemonState(imageDir);
-    const guarded = await lazy.guardAlive(imageDir);
+    // Guarded means holding every process's userfaultfd, not merely running.
+    const tasks = (await imageTasks(imageDir)).length;
+    const guarded = (await lazy.guardAlive(imageDir)) && (await lazy.holdUserfaultfds(imageDir).catch(() => [])).length >= tasks;
     const pid = await this.initPid(name);
     // Reading every page's entry costs CPU the window needs: only once the daemon has ended.
-    const missing = pid && daemon !== 'running' ? await lazy.missingPages(imageDir, pid) : [];
+    const missing = pid && (daemon !== 'running' || opts.countMissing) ? await lazy.missingPages(imageDir, pid) : [];
     return {
       daemon,
       guarded,
