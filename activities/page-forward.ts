@@ -8,12 +8,11 @@
  * fetches nothing before that connection: `beforeFirstByte` lets the guard take hold of them all
  * right then, so no page is ever copied in while a loss of the daemon could still read as zeros.
  */
-import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import SftpClient from 'ssh2-sftp-client';
+import type SftpClient from 'ssh2-sftp-client';
 import type { TransferEndpoint } from '../lib/types';
+import { connectPeer } from './sftp-sessions';
 
 interface Forward {
   server: net.Server;
@@ -23,21 +22,14 @@ interface Forward {
 
 const forwards = new Map<string, Forward>();
 
-async function connectSsh(endpoint: TransferEndpoint, privateKeyPath: string): Promise<SftpClient> {
-  const ssh = new SftpClient('migravi-pages');
-  await ssh.connect({
-    host: endpoint.host,
-    port: endpoint.port,
-    username: endpoint.username,
-    privateKey: await readFile(privateKeyPath),
-    readyTimeout: 4_000,
+function connectSsh(endpoint: TransferEndpoint, privateKeyPath: string): Promise<SftpClient> {
+  return connectPeer(endpoint, privateKeyPath, {
+    // A cut link must end the forward within seconds: CRIU's daemon then loses its source and the guard takes over.
     keepaliveInterval: 1_000,
     keepaliveCountMax: 3,
-    hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64') === endpoint.hostKeySha256,
-    // Pages come in as fast as the link allows only with a cipher Node decrypts natively (AES-GCM).
+    // A cipher Node decrypts natively (AES-GCM): pages come in faster.
     algorithms: { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr'] },
   });
-  return ssh;
 }
 
 function channel(ssh: SftpClient, port: number): Promise<Duplex> {

@@ -19,7 +19,8 @@ interface Session {
 
 const sessions = new Map<string, Promise<Session>>();
 
-async function connect(endpoint: TransferEndpoint, privateKeyPath: string): Promise<Session> {
+/** A new SSH (sftp) connection to a peer's sshd, its host key checked; `extra` adds ssh2 options. */
+export async function connectPeer(endpoint: TransferEndpoint, privateKeyPath: string, extra: Partial<SftpClient.ConnectOptions> = {}): Promise<SftpClient> {
   const sftp = new SftpClient('migravi');
   await sftp.connect({
     host: endpoint.host,
@@ -28,10 +29,15 @@ async function connect(endpoint: TransferEndpoint, privateKeyPath: string): Prom
     privateKey: await readFile(privateKeyPath),
     // A cut link must fail fast: the attempt is retried, and resumes where the data allows.
     readyTimeout: 4_000,
-    // The destination's host key must be the one its worker announced: no trust on first use.
+    // The peer's host key must be the one its worker announced: no trust on first use.
     hostVerifier: (key: Buffer) => createHash('sha256').update(key).digest('base64') === endpoint.hostKeySha256,
+    ...extra,
   });
-  return { sftp, users: 0 };
+  return sftp;
+}
+
+async function connect(endpoint: TransferEndpoint, privateKeyPath: string): Promise<Session> {
+  return { sftp: await connectPeer(endpoint, privateKeyPath), users: 0 };
 }
 
 /** Drops a session from the cache, unless a newer one has taken its place already. */

@@ -53,6 +53,24 @@ async function ensureTemporal(): Promise<void> {
   say(`Temporal dev server started (pid ${started}), SQLite ${path.join(temporalDir, 'demo.sqlite')}`);
 }
 
+/**
+ * A demo interrupted mid-migration leaves its workflow open in the demo's Temporal database; its
+ * clouds were just rebuilt, so resumed compensations would act on the new ones. Ended first
+ * (terminate: nothing of what they refer to exists any more).
+ */
+async function terminateStaleMigrations(): Promise<void> {
+  const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
+  try {
+    const temporal = new Client({ connection });
+    for await (const execution of temporal.workflow.list({ query: `WorkflowType = 'migrateInfrastructure' AND ExecutionStatus = 'Running'` })) {
+      await temporal.workflow.getHandle(execution.workflowId, execution.runId).terminate('left open by an interrupted demo run; its clouds were rebuilt');
+      say(`terminated ${execution.workflowId}, left open by an interrupted demo run (its clouds no longer exist)`);
+    }
+  } finally {
+    await connection.close();
+  }
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -73,6 +91,7 @@ async function main(): Promise<void> {
   let failed = false;
   try {
     await ensureTemporal();
+    await terminateStaleMigrations();
     await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(logDir, 'orchestrator.log'));
     await startCloudWorkers(record, TEMPORAL_PORT, logDir);
     say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, through the WAN and the host link to ${record.hostAddress}:${TEMPORAL_PORT}`);

@@ -43,8 +43,10 @@ async function main(): Promise<void> {
     namespace: values.namespace,
     taskQueue,
     activities: createCloudActivities(cloud, { workflowIsRunning }),
-    // Checkpoint and restore are heavy on a 2-core host: a few at a time per cloud.
-    maxConcurrentActivityTaskExecutions: 4,
+    // A group's members are checkpointed and restored at once (its blackout is the slowest
+    // member's), and a post-copy window holds one activity per member until its memory is in:
+    // room for a 16-container group. Transfers are limited by the plan (parallelTransfers).
+    maxConcurrentActivityTaskExecutions: 20,
     // Heartbeats carry transfer progress: let the server (and so operators) see it every second.
     maxHeartbeatThrottleInterval: '1s',
   });

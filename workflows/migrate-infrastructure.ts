@@ -4,7 +4,8 @@
  * records a compensation before every step that changes something, and exposes progress.
  *
  * Stages: inventory → pre-flight → network → per group of containers: prepare → pre-copy → predict →
- * approval gate → freeze (checkpoints) → transfer → restore (= commit of the group) → release.
+ * approval gate → freeze (checkpoints) → transfer → restore → [post-copy window: the memory follows]
+ * → commit of the group → release.
  * Within a group the steps run for every member at once (transfers a few at a time).
  *
  * Exactly once (docs/failure-model.md):
@@ -461,9 +462,18 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     const frozenMs = Date.now() - frozenFrom;
     // Post-copy: the group runs at the destination; its memory follows from the source's image.
     // The group commits only once every page is in: until then a failure rolls it back.
-    const windows = options.postCopy
-      ? await phase('post-copy', label, () => settleAll(members, (m, i) => (images[i]!.postCopy ? awaitMemory(m, images[i]!.postCopy!, restored[i]!.restoredAt) : Promise.resolve(undefined))))
-      : [];
+    let windows: Array<PostCopyReport | undefined> = [];
+    if (options.postCopy) {
+      try {
+        windows = await phase('post-copy', label, () => settleAll(members, (m, i) => (images[i]!.postCopy ? awaitMemory(m, images[i]!.postCopy!) : Promise.resolve(undefined))));
+      } catch (err) {
+        // Every member already runs at the destination: a rollback restarts each from its image of the freeze.
+        for (const [i, m] of members.entries()) {
+          note(`${m.step.container.name} ran at ${plan.destination} for ${Date.now() - restored[i]!.restoredAt} ms after its restore: a rollback now loses what it did there (its source copy restarts from the image taken at the freeze)`);
+        }
+        throw err;
+      }
+    }
     const reports = members.map((m, i): ContainerReport => ({
       name: m.step.container.name,
       frozenMs: restored[i]!.restoredAt - frozenFrom,
@@ -486,19 +496,18 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
    * source — its image is complete there — and the destination fills in what is missing; the
    * process meanwhile stalls on a missing page, never reads a wrong one.
    */
-  async function awaitMemory(m: Member, source: PageSource, restoredAt: number): Promise<PostCopyReport> {
+  async function awaitMemory(m: Member, source: PageSource): Promise<PostCopyReport> {
     const name = m.step.container.name;
     const recoveries: string[] = [];
     for (let lost = 0; ; lost++) {
       try {
         const report = await on(plan.destination, { scheduleToCloseMs: options.transferTimeoutSeconds * 1000 }).awaitPostCopy({ ...m.step, postCopy: source, recoveries });
+        // The lazy memory crossed the link once (pages the worker filled in replaced the daemon's).
+        progress.bytesMoved += source.lazyBytes;
         note(`${name}: all of its memory (${Math.round(source.lazyBytes / 1048576)} MiB after the restore) arrived in ${report.windowMs} ms${report.rescuedPages ? `, ${report.rescuedPages} pages copied in after a lost page source` : ''}`);
         return report;
       } catch (err) {
-        if (failureType(err) !== 'PageSourceLost' || lost >= MAX_PAGE_SOURCE_RESTARTS) {
-          note(`${name} ran at ${plan.destination} for ${Date.now() - restoredAt} ms while its memory was arriving: a rollback now loses what it did there (its source copy restarts from the image taken at the freeze)`);
-          throw err;
-        }
+        if (failureType(err) !== 'PageSourceLost' || lost >= MAX_PAGE_SOURCE_RESTARTS) throw err;
         recoveries.push(describe(err));
         note(`${name}: ${describe(err)}; starting its page server at ${plan.source} again`);
         await on(plan.source, { scheduleToCloseMs: options.rollbackTimeoutSeconds * 1000 }).servePages({ ...m.step, port: source.port });

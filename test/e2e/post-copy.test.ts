@@ -213,7 +213,7 @@ describe('post-copy migration (end to end)', function () {
       assert.ok(failure, 'the migration did not fail');
       const message = String((failure as { cause?: Error }).cause?.message ?? failure.message);
       assert.match(message, /stopped at cloud-a before all of its memory had arrived/);
-      assert.match(message, /ran at cloud-a for \d+ ms while its memory was arriving: a rollback now loses what it did there/);
+      assert.match(message, /kv ran at cloud-a for \d+ ms after its restore: a rollback now loses what it did there/);
       assert.match(message, /rolled back: the VI runs at the source/);
     });
 

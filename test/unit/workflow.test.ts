@@ -63,6 +63,8 @@ function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): Clou
     // A transfer that needed a second attempt: 7000 bytes crossed the link for a 5000-byte image.
     sendCheckpoint: async () => ({ ...receipt('checkpoint', 5000, 7000), files: imageFiles }),
     restore: async () => ({ durationMs: 9, check: check('checkpoint', 5000), completedEarlierAttempt: false }),
+    awaitPostCopy: async () => ({ windowMs: 40, lazyBytes: 1 << 20, rescuedPages: 0, droppedPages: 0, recoveries: [] }),
+    servePages: async () => undefined,
     discardContainer: async () => undefined,
     resumeAtSource: async () => 'restored-from-image',
     releaseSource: async () => undefined,
@@ -312,6 +314,56 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.equal(result.containers[0]?.resends, 1);
     assert.equal(result.bytesMoved, 1000 + 5000 + 4000 + (8 << 20)); // rootfs, image, resent pages, link probe
     assert.match(result.events.join('\n'), /checkpoint arrived corrupt.*sending pages-1\.img again/);
+  });
+
+  describe('post-copy', () => {
+    const postCopyPlan = { ...plan, options: { postCopy: true } };
+    const pageSource = { endpoint: { host: '203.0.113.11', port: 22, username: 'root', hostKeySha256: 'y', directory: '/img' }, port: 7601, lazyBytes: 1 << 20, eagerBytes: 4096 };
+    const overrides: Record<string, Override> = {
+      'cloud-b:prepareDestination': async () => ({ host: '203.0.113.12', port: 22, username: 'root', hostKeySha256: 'x', directory: '/in', streamPort: 7600 }),
+      'cloud-a:checkpoint': async () => ({ imageDir: '/img', imageBytes: 5000, durationMs: 7, sentDir: '/img.eager', postCopy: pageSource, sent: { kind: 'checkpoint', remotePath: '/in/checkpoint', bytes: 5000, wireBytes: 5000, resumedBytes: 0, sha256: 'ab'.repeat(32), durationMs: 5, files: imageFiles } }),
+    };
+
+    it('commits only after the memory arrived; a lost page source is started again at the source and the window goes on', async () => {
+      const { result, calls, error } = await migrate(postCopyPlan, {
+        overrides: {
+          ...overrides,
+          'cloud-b:awaitPostCopy': async (_input, nth) => {
+            if (nth === 1) throw ApplicationFailure.create({ message: 'no page server on 203.0.113.11', type: 'PageSourceLost', nonRetryable: true });
+            return { windowMs: 900, lazyBytes: 1 << 20, rescuedPages: 12, droppedPages: 0, recoveries: ['CRIU\'s lazy-pages daemon was lost'] };
+          },
+        },
+      });
+      assert.equal(error, undefined);
+      const order = calls.filter((c) => /:(restore|awaitPostCopy|servePages|releaseSource)$/.test(c));
+      assert.deepEqual(order, ['cloud-b:restore', 'cloud-b:awaitPostCopy', 'cloud-a:servePages', 'cloud-b:awaitPostCopy', 'cloud-a:releaseSource']);
+      assert.ok(!calls.includes('cloud-a:sendCheckpoint'), 'the image was sent by the checkpoint (its eager part)');
+      assert.deepEqual(result!.phases.map((p) => p.phase).filter((p) => ['restore', 'post-copy', 'release'].includes(p)), ['restore', 'post-copy', 'release']);
+      assert.equal(result!.containers[0]!.postCopy?.rescuedPages, 12);
+      assert.match(result!.events.join('\n'), /starting its page server at cloud-a again/);
+      // The rootfs (1000), the eager image (5000), the link probe and the lazy memory that followed.
+      assert.equal(result!.bytesMoved, 1000 + 5000 + (8 << 20) + (1 << 20));
+    });
+
+    it('rolls the group back when the window fails, saying what it did at the destination is lost', async () => {
+      const { error, calls } = await migrate(postCopyPlan, {
+        overrides: { ...overrides, 'cloud-b:awaitPostCopy': async () => Promise.reject(ApplicationFailure.nonRetryable('kv stopped at cloud-b before all of its memory had arrived', 'PostCopyFailed')) },
+      });
+      assert.ok(error instanceof WorkflowFailedError);
+      const message = String(error.cause?.message);
+      assert.match(message, /kv stopped at cloud-b before all of its memory had arrived/);
+      assert.match(message, /kv ran at cloud-b for \d+ ms after its restore: a rollback now loses what it did there/);
+      assert.match(message, /rolled back: the VI runs at the source/);
+      const fence = calls.indexOf('cloud-b:discardContainer');
+      assert.ok(fence > 0 && fence < calls.indexOf('cloud-a:resumeAtSource'), 'the destination is discarded before the source resumes');
+      assert.ok(!calls.includes('cloud-a:releaseSource'));
+    });
+
+    it('refuses post-copy before any freeze where the destination offers no image stream', async () => {
+      const { error, calls } = await migrate(postCopyPlan);
+      assert.match(String((error as WorkflowFailedError).cause?.message), /postCopy needs the destination's image stream/);
+      assert.ok(!calls.includes('cloud-a:checkpoint'));
+    });
   });
 
   it('does not undo a committed container when releasing the source fails', async () => {
