@@ -603,10 +603,15 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       return push({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, attempt, only: input.only });
     },
 
-    /** Post-copy, source: the page server of a container's image runs (started again if it had stopped). */
+    /**
+     * Post-copy, source, after the destination lost its page source: a new page server for the
+     * container's image. One still running serves a dead session (it takes one connection, and
+     * the sshd end of a cut link can linger): it is replaced.
+     */
     async servePages(input: ContainerStep & { port: number }): Promise<void> {
       const imageDir = checkpointDir(input);
       if (!(await runtime.checkpointComplete(imageDir))) throw ApplicationFailure.nonRetryable(`the image of ${input.container.name} is not complete in ${cloud.name}: its memory cannot be served`, 'PageSourceGone');
+      await runtime.stopServingPages(imageDir);
       await runtime.servePages(imageDir, input.port);
     },
 

@@ -148,6 +148,9 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
       'ForceCommand internal-sftp',
       'AllowTcpForwarding local',
       `PermitOpen ${[IMAGE_STREAM_PORT, ...PAGE_SERVER_PORTS].map((port) => `127.0.0.1:${port}`).join(' ')}`,
+      // A peer gone silent (a cut link) is dropped within seconds, with what it had open.
+      'ClientAliveInterval 2',
+      'ClientAliveCountMax 3',
       'AllowAgentForwarding no',
       'X11Forwarding no',
       'PermitTTY no',
