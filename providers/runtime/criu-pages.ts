@@ -108,7 +108,6 @@ export async function missingLazyRuns(task: TaskPages, hostPid: number): Promise
 // The page server protocol (criu/page-xfer.c): 32-byte requests {u32 cmd, pad, u64 nr_pages,
 // u64 vaddr, u64 dst_id}; PS_IOV_GET is answered by the same header and the pages.
 const PS_IOV_GET = 7;
-const PS_IOV_CLOSE = 0x1023;
 
 /** Reads exactly `n` bytes from a stream (or fails when it ends first). */
 class StreamReader {
@@ -169,11 +168,6 @@ export class PageServerClient {
     return { pages: got, data: await this.reader.read(got * PAGE_SIZE) };
   }
 
-  close(): void {
-    const request = Buffer.alloc(32);
-    request.writeUInt32LE(PS_IOV_CLOSE, 0);
-    this.stream.end(request);
-  }
 }
 
 /** What a post-copy freeze sends: every image file but the lazy pages, whose extents it lists. */

@@ -196,7 +196,7 @@ export class RuncRuntime implements HostRuntime {
     const status = await this.status(spec.name);
     if (status === 'running') return;
     if (status !== 'absent') await this.runcDelete(spec.name);
-    await lazy.endLazyRestore(imageDir); // what a failed attempt left
+    await this.endLazyRestore(imageDir); // what a failed attempt left
     await this.writeBundleConfig(spec, netnsPath);
     await lazy.startLazyPages(this.opts.criuPath, imageDir, pageServerPort);
     const workDir = `${imageDir}.work`;
@@ -210,7 +210,7 @@ export class RuncRuntime implements HostRuntime {
   async holdLazyMemory(imageDir: string): Promise<number> {
     const held = (await lazy.holdUserfaultfds(imageDir)).length;
     // One userfaultfd per restored process with memory (each has a pagemap): all, or it is not safe.
-    const tasks = (await imageTasks(imageDir)).length;
+    const tasks = await this.taskCount(imageDir);
     if (held < tasks) throw new Error(`the guard holds ${held} userfaultfd(s) of ${tasks} restored processes`);
     return held;
   }
@@ -218,7 +218,7 @@ export class RuncRuntime implements HostRuntime {
   async lazyMemoryState(name: string, imageDir: string, opts: { countMissing?: boolean } = {}): Promise<LazyMemoryState> {
     const daemon = await lazy.lazyDaemonState(imageDir);
     // Guarded means holding every process's userfaultfd, not merely running.
-    const tasks = (await imageTasks(imageDir)).length;
+    const tasks = await this.taskCount(imageDir);
     const guarded = (await lazy.guardAlive(imageDir)) && (await lazy.holdUserfaultfds(imageDir).catch(() => [])).length >= tasks;
     const pid = await this.initPid(name);
     // Reading every page's entry costs CPU the window needs: only once the daemon has ended.
@@ -237,7 +237,21 @@ export class RuncRuntime implements HostRuntime {
     return lazy.fillMissingPages(imageDir, pid, source, onProgress);
   }
 
+  /** Processes of a received image: read once per lazy restore, not on every poll of its window. */
+  private readonly taskCounts = new Map<string, Promise<number>>();
+
+  private taskCount(imageDir: string): Promise<number> {
+    let count = this.taskCounts.get(imageDir);
+    if (!count) {
+      count = imageTasks(imageDir).then((tasks) => tasks.length);
+      count.catch(() => this.taskCounts.delete(imageDir));
+      this.taskCounts.set(imageDir, count);
+    }
+    return count;
+  }
+
   async endLazyRestore(imageDir: string): Promise<void> {
+    this.taskCounts.delete(imageDir);
     await lazy.endLazyRestore(imageDir);
   }
 
