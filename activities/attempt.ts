@@ -214,6 +214,7 @@ export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attemp
     async fault(at) {
       const action = checkFault(opts, at);
       if (action === 'hang') await hangUntilAborted(controller.signal);
+      if (typeof action === 'object') await new Promise((resolve) => setTimeout(resolve, action.delayMs));
       if (action === 'stop-children-and-kill') {
         for (const pid of children) process.kill(-pid, 'SIGSTOP');
         process.kill(process.pid, 'SIGKILL');
@@ -233,7 +234,9 @@ export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attemp
       running.set(opts.step, { abort, finished });
     }
     if (childRecord) await stopOrphans(childRecord, orphans, controller.signal, (line) => ctx.log.info(`[${opts.cloud}] ${label}: ${line}`));
-    if (checkFault(opts, `${opts.activity}:start`) === 'hang') await hangUntilAborted(controller.signal);
+    const atStart = checkFault(opts, `${opts.activity}:start`);
+    if (atStart === 'hang') await hangUntilAborted(controller.signal);
+    if (typeof atStart === 'object') await new Promise((resolve) => setTimeout(resolve, atStart.delayMs));
     // An abandoned attempt ends now, not when its work notices: its children are killed (exec.ts)
     // and its connections closed, but a stream on a dead connection may never settle.
     const result = await Promise.race([runInAttempt(attempt, () => work(attempt)), rejectWhenAborted(controller.signal, children)]);
@@ -257,7 +260,7 @@ export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attemp
 }
 
 function checkFault(opts: AttemptOptions, at: string): ReturnType<typeof faultPoint> {
-  return faultPoint(opts.cloud, at, opts.migration);
+  return faultPoint(opts.cloud, at, opts.migration, opts.step?.slice(opts.step.lastIndexOf('/') + 1));
 }
 
 /** Rejects once the attempt is aborted and the children it started have exited (5 s at most: they were SIGKILLed). */

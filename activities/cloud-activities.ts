@@ -36,7 +36,7 @@ import { compareReceived, probeLink, readReceivedRecord, streamImage } from './i
 import { readHostRates, recordHostRate } from './host-rates';
 import type { RateSample } from '../lib/prediction';
 import { receiveVolumeRound, sendVolumeRound } from './volumes';
-import { closePageForward, connectPageServer, NoPageServer, openPageForward } from './page-forward';
+import { closePageForward, connectPageServer, holdPageForward, NoPageServer, openPageForward, releasePageForward } from './page-forward';
 import { PageServerClient } from '../providers/runtime/criu-pages';
 import { isPortFree } from './ports';
 import { availableMemory, freeBytes } from './host-memory';
@@ -213,6 +213,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       throw ApplicationFailure.nonRetryable(`${container.name}: post-copy restore at ${cloud.name} is not safe: ${(err as Error).message}`, 'PostCopyLost');
     }
     steps.mark('guard holds');
+    if (postCopy!.holdUntilWindow) holdPageForward(key);
     log(`${container.name}: lazy restore ${steps.summary()}`);
   };
 
@@ -674,15 +675,17 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         }
         durationMs = Date.now() - restoreStarted;
         steps.mark('CRIU (port plugged meanwhile)');
-        // The peers first: they wait for this; the rest does not hold anyone up.
-        if (input.keepTcp) await nudgePeers(container.name, imageDir, netnsPath);
+        // The peers first: they wait for this (the reset guard goes meanwhile); the rest holds no one up.
+        await Promise.all([input.keepTcp ? nudgePeers(container.name, imageDir, netnsPath) : undefined, controlPlane.setResetGuard(container.name, false)]);
         await writeFile(restoreRecord, JSON.stringify({ durationMs, restoredAt: Date.now() }));
         await recordHostRate(cloud.stateDir, 'restores', { bytes: image.bytes, ms: durationMs });
         await attempt.fault('restore:after-criu');
       }
       // A retry that found it running completes what the earlier attempt may not have done; this one plugged the port already.
-      if (completedEarlierAttempt) await controlPlane.setPortEnabled(container.name, true);
-      await controlPlane.setResetGuard(container.name, false);
+      if (completedEarlierAttempt) {
+        await controlPlane.setPortEnabled(container.name, true);
+        await controlPlane.setResetGuard(container.name, false);
+      }
       const registered = container.floatingIp ? await withFloatingIp(cloud, { ...container, floatingIp: { network: container.floatingIp.network } }) : container;
       await controlPlane.registerContainer(registered);
       steps.mark('peers nudged, guard off, registered');
@@ -699,6 +702,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      */
     async awaitPostCopy(input: ContainerStep & { postCopy: PageSource; recoveries: string[] }, attempt: Attempt): Promise<PostCopyReport> {
       const name = input.container.name;
+      releasePageForward(`${input.migrationId}/${name}`); // the group is restored: its memory may come
       const imageDir = path.join(incomingDir(input), 'checkpoint');
       const restoredAt = (await readJson<{ restoredAt?: number }>(path.join(migrationDir(input.migrationId, name), 'restore.done.json')))?.restoredAt ?? Date.now();
       const recoveries = [...input.recoveries];

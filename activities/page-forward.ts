@@ -18,18 +18,26 @@ interface Forward {
   server: net.Server;
   ssh: Promise<SftpClient>;
   port: number;
+  /** The daemon's requests wait (see holdPageForward). */
+  held: boolean;
+  /** The daemon's connections, each with the way to resume its requests. */
+  links: Array<{ local: net.Socket; resume?: () => void }>;
 }
 
 const forwards = new Map<string, Forward>();
 
-function connectSsh(endpoint: TransferEndpoint, privateKeyPath: string): Promise<SftpClient> {
-  return connectPeer(endpoint, privateKeyPath, {
+async function connectSsh(endpoint: TransferEndpoint, privateKeyPath: string): Promise<SftpClient> {
+  const ssh = await connectPeer(endpoint, privateKeyPath, {
     // A cut link must end the forward within seconds: CRIU's daemon then loses its source and the guard takes over.
     keepaliveInterval: 1_000,
     keepaliveCountMax: 3,
     // A cipher Node decrypts natively (AES-GCM): pages come in faster.
     algorithms: { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr'] },
   });
+  // Requests are small and answered one at a time: Nagle's algorithm would hold each behind the
+  // acknowledgement of the last window adjust.
+  (ssh as unknown as { client: { setNoDelay(on: boolean): void } }).client.setNoDelay(true);
+  return ssh;
 }
 
 function channel(ssh: SftpClient, port: number): Promise<Duplex> {
@@ -56,8 +64,12 @@ export async function openPageForward(key: string, endpoint: TransferEndpoint, p
   // The SSH handshake (~0.1 s) runs while the restore starts: the daemon connects only later.
   const ssh = connectSsh(endpoint, privateKeyPath);
   ssh.catch(() => undefined); // a failed handshake fails the daemon's connection (below)
+  const links: Forward['links'] = [];
   const server = net.createServer((local) => {
     local.pause();
+    // Each answer ends in a partial segment: with Nagle's algorithm it waited for the daemon's
+    // delayed acknowledgement (40 ms) before the daemon could ask for the next pages.
+    local.setNoDelay(true);
     local.on('error', () => undefined);
     void (async () => {
       try {
@@ -66,8 +78,14 @@ export async function openPageForward(key: string, endpoint: TransferEndpoint, p
         remote.on('error', () => local.destroy());
         local.on('close', () => remote.destroy());
         remote.on('close', () => local.destroy());
-        local.pipe(remote).pipe(local);
-        local.resume();
+        remote.pipe(local);
+        const link: Forward['links'][number] = { local };
+        link.resume = () => {
+          local.pipe(remote);
+          local.resume();
+        };
+        links.push(link);
+        if (!forward.held) link.resume();
       } catch {
         local.destroy(); // the daemon sees its page source gone: the guard keeps the memory safe
       }
@@ -75,7 +93,7 @@ export async function openPageForward(key: string, endpoint: TransferEndpoint, p
   });
   await new Promise<void>((resolve, reject) => server.listen(0, '127.0.0.1', resolve).once('error', reject));
   const port = (server.address() as net.AddressInfo).port;
-  const forward = { server, ssh, port };
+  const forward: Forward = { server, ssh, port, held: false, links };
   forwards.set(key, forward);
   // A broken SSH connection ends the forward: the next attempt opens a new one.
   ssh.then(
@@ -83,6 +101,27 @@ export async function openPageForward(key: string, endpoint: TransferEndpoint, p
     () => closePageForward(key, forward),
   );
   return port;
+}
+
+/**
+ * The daemon's next requests wait in its socket (the answer under way still arrives): its
+ * process runs on what it has and stalls on a missing page until releasePageForward.
+ */
+export function holdPageForward(key: string): void {
+  const forward = forwards.get(key);
+  if (!forward || forward.held) return;
+  forward.held = true;
+  for (const { local } of forward.links) {
+    local.unpipe();
+    local.pause();
+  }
+}
+
+export function releasePageForward(key: string): void {
+  const forward = forwards.get(key);
+  if (!forward?.held) return;
+  forward.held = false;
+  for (const link of forward.links) link.resume?.();
 }
 
 export function closePageForward(key: string, only?: Forward): void {

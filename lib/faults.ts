@@ -8,14 +8,14 @@
  *   { "faults": [ { "id": "k1", "process": "cloud-a", "at": "checkpoint:end", "action": "kill" } ] }
  *
  * Actions: "kill" (SIGKILL this worker), "fail-once" / "fail" (throw once / every time), "hang"
- * (block without progress until the attempt is abandoned), "corrupt" (the caller flips a byte
+ * (block without progress until the attempt is abandoned), "delay" (wait `ms`, then go on), "corrupt" (the caller flips a byte
  * of what it sends, after hashing it), "stop-children-and-kill" (SIGSTOP the attempt's child
  * processes, e.g. a dumping CRIU, then SIGKILL this worker: a hung dump orphaned by a dead worker). Every action but "fail" fires once: a marker file next to
  * the fault file records it, so a restarted worker does not fire it again.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 
-export type FaultAction = 'kill' | 'fail-once' | 'fail' | 'hang' | 'corrupt' | 'stop-children-and-kill';
+export type FaultAction = 'kill' | 'fail-once' | 'fail' | 'hang' | 'delay' | 'corrupt' | 'stop-children-and-kill';
 
 export interface Fault {
   id: string;
@@ -26,6 +26,10 @@ export interface Fault {
   action: FaultAction;
   /** Only for this migration (workflow id, sanitized as the workflow does); any migration when absent. */
   migration?: string;
+  /** Only in the steps of this container; any when absent. */
+  container?: string;
+  /** "delay": how long. */
+  ms?: number;
 }
 
 export class InjectedFault extends Error {
@@ -63,11 +67,12 @@ function claimFiring(fault: Fault): boolean {
  * Checks the fault point `at` for this process. Kills, throws, or returns the data action the
  * caller must carry out ("hang", "corrupt"); undefined when no fault fires (the normal case).
  */
-export function faultPoint(processName: string, at: string, migration?: string): 'hang' | 'corrupt' | 'stop-children-and-kill' | undefined {
+export function faultPoint(processName: string, at: string, migration?: string, container?: string): 'hang' | 'corrupt' | 'stop-children-and-kill' | { delayMs: number } | undefined {
   if (!faultFile) return undefined;
   for (const fault of loadFaults()) {
     if (fault.process !== processName || fault.at !== at) continue;
     if (fault.migration && migration && fault.migration !== migration) continue;
+    if (fault.container && fault.container !== container) continue;
     if (!claimFiring(fault)) continue;
     console.error(`[faults] firing ${fault.id}: ${fault.action} at ${at} in ${processName}${migration ? ` (${migration})` : ''}`);
     switch (fault.action) {
@@ -77,6 +82,8 @@ export function faultPoint(processName: string, at: string, migration?: string):
       case 'fail':
       case 'fail-once':
         throw new InjectedFault(fault);
+      case 'delay':
+        return { delayMs: fault.ms ?? 0 };
       case 'hang':
       case 'corrupt':
       case 'stop-children-and-kill':

@@ -213,6 +213,12 @@ export interface PageSource {
   lazyBytes: number;
   /** Bytes of memory sent in the freeze (pages CRIU restores eagerly: stacks, shared memory). */
   eagerBytes: number;
+  /**
+   * A member of a larger group: its memory waits from its restore until its window opens (once
+   * the whole group is restored), so that the members restored first do not take the CPU and
+   * the link from the restores of the others.
+   */
+  holdUntilWindow?: boolean;
 }
 
 /** Post-copy, destination side: how the memory followed the restored container. */

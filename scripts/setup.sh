@@ -116,6 +116,11 @@ echo "criu check: looks good"
 gcc -O2 -Wall -Werror -o "$MIGRAVI_DEPS/bin/migravi-uffd-guard.tmp" "$ROOT/scripts/uffd-guard.c" \
   || die "gcc failed on scripts/uffd-guard.c"
 mv "$MIGRAVI_DEPS/bin/migravi-uffd-guard.tmp" "$MIGRAVI_DEPS/bin/migravi-uffd-guard"
+# CRIU's lazy-pages daemon spins on a core while its background requests cross the link: a
+# preloaded epoll_wait makes it sleep instead (scripts/lazy-pages-epoll-shim.c).
+gcc -O2 -Wall -Werror -shared -fPIC -o "$MIGRAVI_DEPS/lib/lazy-pages-epoll-shim.so.tmp" "$ROOT/scripts/lazy-pages-epoll-shim.c" -ldl \
+  || die "gcc failed on scripts/lazy-pages-epoll-shim.c"
+mv "$MIGRAVI_DEPS/lib/lazy-pages-epoll-shim.so.tmp" "$MIGRAVI_DEPS/lib/lazy-pages-epoll-shim.so"
 # After a restore: ICMP that ends the peers' TCP back-off at once (scripts/tcp-nudge.c).
 gcc -O2 -Wall -Werror -o "$MIGRAVI_DEPS/bin/migravi-tcp-nudge.tmp" "$ROOT/scripts/tcp-nudge.c" \
   || die "gcc failed on scripts/tcp-nudge.c"

@@ -457,7 +457,10 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       });
     }
     const restored = await phase('restore', label, () =>
-      settleAll(members, (m, i) => restoreMember(m, images[i]!.sentDir ?? images[i]!.imageDir, sent[i]!.checkpointSent, remaining, images[i]!.postCopy)),
+      settleAll(members, (m, i) => {
+        const postCopy = images[i]!.postCopy;
+        return restoreMember(m, images[i]!.sentDir ?? images[i]!.imageDir, sent[i]!.checkpointSent, remaining, postCopy && { ...postCopy, holdUntilWindow: members.length > 1 });
+      }),
     );
     const frozenMs = Date.now() - frozenFrom;
     // Post-copy: the group runs at the destination; its memory follows from the source's image.

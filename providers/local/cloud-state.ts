@@ -8,7 +8,7 @@ export interface CloudState {
   /** Peer public IPs each network is stretched to. */
   stretches: Record<string, string[]>;
   /** Ports by container name: the container's place on its network. */
-  ports: Record<string, { interfaces: InterfaceSpec[]; netns: string }>;
+  ports: Record<string, { interfaces: InterfaceSpec[]; netns: string; /** Digest of what it was built from (absent: rebuild it). */ shape?: string }>;
   /** Containers this cloud hosts (deployed or restored here). */
   containers: Record<string, ContainerSpec>;
   /** Floating IPs given out, by address: NATed at the edge to a container's private address. */

@@ -24,6 +24,11 @@ function prefixLength(cidr: string): number {
   return Number(cidr.split('/')[1]);
 }
 
+/** What a port is built from (interfaces and ingress rules): a recorded port of another shape is rebuilt. */
+function portShape(container: ContainerSpec): string {
+  return createHash('sha256').update(JSON.stringify([container.interfaces, container.ingress ?? null])).digest('hex').slice(0, 16);
+}
+
 /** A network's gateway: its first host address (VI addresses are allocated from .10 up). */
 export function gatewayIp(cidr: string): string {
   return intToIp(parseCidr(cidr)!.net + 1);
@@ -154,6 +159,11 @@ export class LocalControlPlane implements ControlPlane {
   async ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }> {
     const netns = names.containerNetns(this.cfg, container.name);
     const edge = this.cfg.netns;
+    // The record is written once the port is complete and removed before it is taken apart: a
+    // port recorded as this container wants it needs no work (a restore inside the freeze finds
+    // its port prepared: no process to start while every member of a group waits for the CPU).
+    const recorded = (await this.state.read()).ports[container.name];
+    if (recorded?.shape === portShape(container) && existsSync(`/run/netns/${netns}`)) return { netnsPath: `/run/netns/${netns}` };
     const networks: NetworkSpec[] = [];
     for (const iface of container.interfaces) {
       const network = await this.getNetwork(iface.network);
@@ -183,7 +193,7 @@ export class LocalControlPlane implements ControlPlane {
     }
     await this.applyIngressRules(netns, container);
     await this.state.update((s) => {
-      s.ports[container.name] = { interfaces: container.interfaces, netns };
+      s.ports[container.name] = { interfaces: container.interfaces, netns, shape: portShape(container) };
     });
     return { netnsPath: `/run/netns/${netns}` };
   }
@@ -244,13 +254,15 @@ export class LocalControlPlane implements ControlPlane {
   }
 
   async removePort(containerName: string): Promise<void> {
-    const port = (await this.state.read()).ports[containerName];
+    // Forgotten first: a removal cut short leaves a port that ensurePort rebuilds, never one it trusts.
+    const port = await this.state.update((s) => {
+      const recorded = s.ports[containerName];
+      delete s.ports[containerName];
+      return recorded;
+    });
     for (const index of (port?.interfaces ?? [undefined]).keys()) await ip(['link', 'del', names.hostVeth(containerName, index)], this.cfg.netns, true);
     const netns = names.containerNetns(this.cfg, containerName);
     if (existsSync(`/run/netns/${netns}`)) await ip(['netns', 'del', netns]);
-    await this.state.update((s) => {
-      delete s.ports[containerName];
-    });
   }
 
   async addressesInUse(network: string): Promise<Array<{ ip: string; mac: string; owner: string }>> {

@@ -21,6 +21,8 @@ import { depsDir } from '../../lib/paths';
 import { imageTasks, missingLazyRuns, PAGE_SIZE, type PageServerClient, type TaskPages } from './criu-pages';
 
 const GUARD_PATH = path.join(depsDir, 'bin', 'migravi-uffd-guard');
+/** Keeps the daemon from spinning on a core while its requests cross the link (scripts/lazy-pages-epoll-shim.c). */
+const EPOLL_SHIM_PATH = path.join(depsDir, 'lib', 'lazy-pages-epoll-shim.so');
 /** Unix socket paths are limited to 108 bytes: guards listen under a short directory. */
 const GUARD_SOCKETS = '/run/migravi-uffd-guard';
 /** Pages fetched per page-server request when the worker fills pages itself. */
@@ -122,7 +124,8 @@ export async function startLazyPages(criuPath: string, imageDir: string, pageSer
   // keeping pass a filter on the way to the file.
   const fifo = path.join(f.work, 'lazy-pages.fifo');
   await rm(fifo, { force: true });
-  const daemon = ['"$@"', 'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(pageServerPort), '-D', imageDir, '-W', f.work, '-o', fifo, '-v4'];
+  if (!existsSync(EPOLL_SHIM_PATH)) throw new Error(`${EPOLL_SHIM_PATH} is missing: run scripts/setup.sh`);
+  const daemon = [`LD_PRELOAD=${EPOLL_SHIM_PATH}`, '"$@"', 'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(pageServerPort), '-D', imageDir, '-W', f.work, '-o', fifo, '-v4'];
   const keep = "grep --line-buffered -E 'Received PID|Error|Warn|UFFD transferred|EXIT'";
   // The shell stays as the daemon's parent to write its exit status when it ends.
   const script = `mkfifo ${fifo} && { ${keep} < ${fifo} > ${f.daemonLog} & } && ${daemon.join(' ')}; echo $? > ${f.daemonExit}`;

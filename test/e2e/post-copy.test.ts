@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { followMigration, startMigration } from '../../client/migravi-client';
+import { BENCH_VI, benchVi, memberName } from '../../bench/bench-vi';
+import { ask as askService } from '../../bench/observers';
+import { deployVi, followMigration, startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
 import { run } from '../../lib/exec';
 import { isAlive, waitFor } from '../../lib/processes';
@@ -220,6 +222,48 @@ describe('post-copy migration (end to end)', function () {
     it('runs it again in cloud-b only, its memory intact as it was at the freeze', async () => {
       await stack.assertOnlyAt('cloud-b');
       assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+  });
+
+  describe('a group of two, cloud-a -> cloud-b: the members restored first wait for their memory until the whole group runs', () => {
+    const MEMBER_MIB = 32;
+    const DELAY_MS = 2_500;
+    let report: MigrationReport;
+    let sentWhileRestoring = NaN;
+    const ask = (cloud: string, member: number, line: string) => askService(stack.cloud(cloud).controlPlane.portNetns(memberName(member)), '127.0.0.1', 7000, line);
+
+    before(async () => {
+      await deployVi(stack.temporal, 'cloud-a', benchVi(2, MEMBER_MIB));
+      for (const i of [0, 1]) await waitFor(`${memberName(i)} to answer`, async () => /^\d+$/.test(await ask('cloud-a', i, 'GET')), 60_000, 100);
+      // c2's restore starts 2.5 s late: long enough for all of c1's memory to cross a 100 Mbit/s
+      // link, were it not held until the group is restored.
+      await stack.setFaults([{ process: 'cloud-b', at: 'restore:before-criu', action: 'delay', ms: DELAY_MS, container: memberName(1) }]);
+      const handle = await startMigration(stack.temporal, { name: 'post-group', vi: BENCH_VI, source: 'cloud-a', destination: 'cloud-b', options: { postCopy: true } });
+      let atRestore: Promise<number> | undefined;
+      let atWindow: Promise<number> | undefined;
+      report = await followMigration(handle, (p) => {
+        if (p.phase === 'restore') atRestore ??= stack.wanTxBytes('cloud-a');
+        if (p.phase === 'post-copy') atWindow ??= stack.wanTxBytes('cloud-a');
+      }, 20);
+      await stack.setFaults([]);
+      if (atRestore && atWindow) sentWhileRestoring = (await atWindow) - (await atRestore);
+    });
+
+    it('sent next to nothing while the group was being restored (the source\'s WAN counter)', () => {
+      const restore = report.phases.find((p) => p.phase === 'restore')!;
+      assert.ok(restore.durationMs >= DELAY_MS, `the restore phase took ${restore.durationMs} ms: the delay did not hold c2 back`);
+      assert.ok(Number.isFinite(sentWhileRestoring), 'the restore or the post-copy phase went unseen');
+      assert.ok(sentWhileRestoring < 8 * 1048576, `the source sent ${sentWhileRestoring} B while c2 was still being restored`);
+      for (const c of report.containers) assert.ok(c.postCopy && c.postCopy.lazyBytes >= MEMBER_MIB * 1048576, `${c.name} left too little for after the restore`);
+    });
+
+    it('then moved both whole: at cloud-b only (runc state), every memory word intact', async () => {
+      for (const i of [0, 1]) {
+        const name = memberName(i);
+        assert.equal(await stack.cloud('cloud-a').runtime.status(name), 'absent');
+        assert.equal(await stack.cloud('cloud-b').runtime.status(name), 'running');
+        assert.equal(await ask('cloud-b', i, 'CHECK'), `OK ${MEMBER_MIB}`);
+      }
     });
   });
 });
