@@ -7,6 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, readlink, realpath, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type {
@@ -483,15 +484,15 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      * member's processes hold, this host's earlier dumps, and the link to the destination,
      * measured through the image stream with `probeBytes` of filler.
      */
-    async measureForPrediction(input: { migrationId: string; containers: ContainerSpec[]; endpoint: TransferEndpoint; probeBytes: number }, attempt: Attempt): Promise<{ memberBytes: number[]; dumps: RateSample[]; link: { bytes: number; ms: number } }> {
+    async measureForPrediction(input: { migrationId: string; containers: ContainerSpec[]; endpoint: TransferEndpoint; probeBytes: number }, attempt: Attempt): Promise<{ memberBytes: number[]; dumps: RateSample[]; link: { bytes: number; ms: number }; cores: number }> {
       const memberBytes = await Promise.all(input.containers.map((c) => runtime.memoryBytes(c.name)));
       const link = await probeLink({ endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, signal: attempt.signal, bytes: input.probeBytes });
-      return { memberBytes, dumps: (await readHostRates(cloud.stateDir)).dumps, link };
+      return { memberBytes, dumps: (await readHostRates(cloud.stateDir)).dumps, link, cores: availableParallelism() };
     },
 
     /** Destination, before a group's freeze: how fast this host restored in earlier migrations. */
-    async restoreRates(_input: Record<string, never>): Promise<RateSample[]> {
-      return (await readHostRates(cloud.stateDir)).restores;
+    async restoreRates(_input: Record<string, never>): Promise<{ restores: RateSample[]; cores: number }> {
+      return { restores: (await readHostRates(cloud.stateDir)).restores, cores: availableParallelism() };
     },
 
     /** Source: the rootfs, as a tar stream (read-only: before the freeze; writable: inside it). */

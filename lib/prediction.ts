@@ -19,6 +19,8 @@ export interface PredictionInputs {
   linkBytesPerMs: number;
   dumps: RateSample[];
   restores: RateSample[];
+  /** CPU cores of the two hosts: the members of a group share them. */
+  cores?: { source: number; destination: number };
   /** The image streams while CRIU writes it (the dump and the transfer overlap), else one after the other. */
   streamed: boolean;
   /**
@@ -52,6 +54,15 @@ const METADATA_BYTES_PER_MEMBER = 300 * 1024;
 const ORCHESTRATION_MS = 150;
 /** Post-copy: the lazy-pages daemon, the guard and the forward to the page server (measured: ~100 ms). */
 const LAZY_SETUP_MS = 100;
+/**
+ * Post-copy: what one more member adds to the freeze, in CPU time (CRIU's fixed work, the image
+ * split and the page server at the source; the lazy-pages daemon, its guard and the restore at
+ * the destination), shared by the host's cores. Measured on these machines (2 cores) with
+ * groups of 16 × 64 MiB: ~0.17 s of checkpoint and ~0.15 s of restore per member beyond the
+ * first. A streamed freeze hides these under the per-byte work (its image crosses the link).
+ */
+const POSTCOPY_MEMBER_DUMP_CPU_MS = 340;
+const POSTCOPY_MEMBER_RESTORE_CPU_MS = 300;
 /** Samples below this size say little about the per-byte rate. */
 const MIN_SAMPLE_BYTES = 8 << 20;
 
@@ -76,11 +87,12 @@ export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
   const imageBytes = inputs.memberBytes.reduce((sum, b) => sum + b + METADATA_BYTES_PER_MEMBER, 0);
   const dump = bytesPerMs(inputs.dumps, DUMP_FIXED_MS, DEFAULT_DUMP_BYTES_PER_MS);
   const restore = bytesPerMs(inputs.restores, RESTORE_FIXED_MS, DEFAULT_RESTORE_BYTES_PER_MS);
-  const dumpMs = DUMP_FIXED_MS + imageBytes / dump.rate;
+  const othersShare = (cpuMs: number, cores: number | undefined) => (inputs.postCopy ? ((inputs.memberBytes.length - 1) * cpuMs) / Math.max(1, cores ?? 1) : 0);
+  const dumpMs = DUMP_FIXED_MS + imageBytes / dump.rate + othersShare(POSTCOPY_MEMBER_DUMP_CPU_MS, inputs.cores?.source);
   // Post-copy sends and restores the process state only (the eager part: metadata, stacks).
   const frozenBytes = inputs.postCopy ? inputs.memberBytes.length * METADATA_BYTES_PER_MEMBER : imageBytes;
   const transferMs = frozenBytes / inputs.linkBytesPerMs;
-  const restoreMs = RESTORE_FIXED_MS + (inputs.postCopy ? LAZY_SETUP_MS : 0) + frozenBytes / restore.rate;
+  const restoreMs = RESTORE_FIXED_MS + (inputs.postCopy ? LAZY_SETUP_MS : 0) + frozenBytes / restore.rate + othersShare(POSTCOPY_MEMBER_RESTORE_CPU_MS, inputs.cores?.destination);
   const overlapped = inputs.streamed && !inputs.postCopy;
   const ms = (overlapped ? Math.max(dumpMs, transferMs) : dumpMs + transferMs) + restoreMs + ORCHESTRATION_MS;
   const basis = [

@@ -596,13 +596,21 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         // The blackout predicted from what was measured just now; over the budget, no freeze.
         let linkProbeBytes = 0;
         const predicted = await phase('predict', label, async () => {
-          const [measured, restores] = await Promise.all([
+          const [measured, destinationHost] = await Promise.all([
             src.probe.measureForPrediction({ migrationId, containers: steps.map((s) => s.container), endpoint: endpoints[0]!, probeBytes: LINK_PROBE_BYTES }),
             dst.probe.restoreRates({}),
           ]);
           progress.bytesMoved += measured.link.bytes;
           linkProbeBytes = measured.link.bytes;
-          return predictBlackout({ memberBytes: measured.memberBytes, linkBytesPerMs: measured.link.bytes / measured.link.ms, dumps: measured.dumps, restores, streamed: !!endpoints[0]!.streamPort, postCopy: options.postCopy });
+          return predictBlackout({
+            memberBytes: measured.memberBytes,
+            linkBytesPerMs: measured.link.bytes / measured.link.ms,
+            dumps: measured.dumps,
+            restores: destinationHost.restores,
+            cores: { source: measured.cores, destination: destinationHost.cores },
+            streamed: !!endpoints[0]!.streamPort,
+            postCopy: options.postCopy,
+          });
         });
         note(
           `${label}: blackout predicted ${(predicted.ms / 1000).toFixed(2)} s (image ~${Math.round(predicted.imageBytes / 1048576)} MiB: dump ${predicted.dumpMs} ms, ` +

@@ -35,6 +35,19 @@ describe('blackout prediction', () => {
     assert.ok(postCopy.ms < streamed.ms / 3, `${postCopy.ms} ms post-copy vs ${streamed.ms} ms streamed for 1 GiB at 1 Gbit/s`);
   });
 
+  it('post-copy: the fixed work of each further member of a group shares the hosts\' cores', () => {
+    const one = predictBlackout({ memberBytes: [64 * MiB], linkBytesPerMs: 125_000, dumps: [], restores: [], streamed: true, postCopy: true, cores: { source: 2, destination: 2 } });
+    const group = (cores: number) =>
+      predictBlackout({ memberBytes: Array(16).fill(64 * MiB), linkBytesPerMs: 125_000, dumps: [], restores: [], streamed: true, postCopy: true, cores: { source: cores, destination: cores } });
+    // 15 more members on 2 cores: 15 × 340 / 2 ms more checkpoint, 15 × 300 / 2 ms more restore (and their bytes).
+    assert.ok(group(2).dumpMs - one.dumpMs >= 2550, `dump ${one.dumpMs} → ${group(2).dumpMs} ms`);
+    assert.ok(group(2).restoreMs - one.restoreMs >= 2250, `restore ${one.restoreMs} → ${group(2).restoreMs} ms`);
+    assert.ok(group(16).ms < group(2).ms - 3000, `16 cores: ${group(16).ms} ms, 2 cores: ${group(2).ms} ms`);
+    // A streamed freeze is bound by its bytes: the cores do not change it.
+    const streamed = (cores: number) => predictBlackout({ memberBytes: Array(16).fill(64 * MiB), linkBytesPerMs: 125_000, dumps: [], restores: [], streamed: true, cores: { source: cores, destination: cores } });
+    assert.equal(streamed(2).ms, streamed(16).ms);
+  });
+
   it('keeps the latest samples only', () => {
     let samples = [{ bytes: 1, ms: 1 }];
     for (let i = 2; i <= 12; i++) samples = withSample(samples, { bytes: i, ms: i });
