@@ -95,26 +95,31 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
    * when the host has room for it twice over: the dump is the freeze's longest step, and at
    * memory speed it no longer waits for a disk.
    */
-  const emptyImageDir = async (step: ContainerStep, postCopy: boolean): Promise<void> => {
+  /** Whether a post-copy image of this many bytes is kept in memory (the host has room for it twice over). */
+  const imageFitsInMemory = async (bytes: number): Promise<boolean> =>
+    cloud.memoryDir !== undefined && 2 * bytes <= Math.min(await freeBytes(cloud.memoryDir), await availableMemory());
+
+  /** Returns whether the image goes to memory. */
+  const emptyImageDir = async (step: ContainerStep, postCopy: boolean): Promise<boolean> => {
     const imageDir = checkpointDir(step);
     const old = await readlink(imageDir).catch(() => undefined);
     if (old) await rm(old, { recursive: true, force: true });
     if (old) await rm(`${old}.eager`, { recursive: true, force: true });
     await rm(imageDir, { recursive: true, force: true });
     if (postCopy && cloud.memoryDir) {
-      const needed = 2 * (await runtime.memoryBytes(step.container.name).catch(() => Infinity));
-      const free = Math.min(await freeBytes(cloud.memoryDir), await availableMemory());
-      if (needed <= free) {
+      const bytes = await runtime.memoryBytes(step.container.name).catch(() => Infinity);
+      if (await imageFitsInMemory(bytes)) {
         const inMemory = path.join(cloud.memoryDir, step.migrationId, step.container.name);
         await rm(inMemory, { recursive: true, force: true });
         await mkdir(inMemory, { recursive: true });
         await mkdir(path.dirname(imageDir), { recursive: true });
         await symlink(inMemory, imageDir);
-        return;
+        return true;
       }
-      log(`${step.container.name}: not enough memory to keep its image in ${cloud.memoryDir} (${Math.round(needed / 1048576)} MiB needed, ${Math.round(free / 1048576)} MiB free): on disk`);
+      log(`${step.container.name}: not enough memory to keep its image in ${cloud.memoryDir} (twice its ${Math.round(bytes / 1048576)} MiB): on disk`);
     }
     await mkdir(imageDir, { recursive: true });
+    return false;
   };
 
   /** After a restore, the peers of its connections retransmit now; best effort (they would anyway, later). */
@@ -484,10 +489,13 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      * member's processes hold, this host's earlier dumps, and the link to the destination,
      * measured through the image stream with `probeBytes` of filler.
      */
-    async measureForPrediction(input: { migrationId: string; containers: ContainerSpec[]; endpoint: TransferEndpoint; probeBytes: number }, attempt: Attempt): Promise<{ memberBytes: number[]; dumps: RateSample[]; link: { bytes: number; ms: number }; cores: number }> {
+    async measureForPrediction(input: { migrationId: string; containers: ContainerSpec[]; endpoint: TransferEndpoint; probeBytes: number; postCopy?: boolean }, attempt: Attempt): Promise<{ memberBytes: number[]; dumps: RateSample[]; dumpsInMemory: boolean; link: { bytes: number; ms: number }; cores: number }> {
       const memberBytes = await Promise.all(input.containers.map((c) => runtime.memoryBytes(c.name)));
       const link = await probeLink({ endpoint: input.endpoint, privateKeyPath: cloud.transferKeyPath, signal: attempt.signal, bytes: input.probeBytes });
-      return { memberBytes, dumps: (await readHostRates(cloud.stateDir)).dumps, link, cores: availableParallelism() };
+      // The dumps to come go where checkpoint will put them: their earlier rates there are the ones that tell.
+      const dumpsInMemory = !!input.postCopy && (await imageFitsInMemory(Math.max(0, ...memberBytes)));
+      const rates = await readHostRates(cloud.stateDir);
+      return { memberBytes, dumps: dumpsInMemory ? rates.memoryDumps : rates.dumps, dumpsInMemory, link, cores: availableParallelism() };
     },
 
     /** Destination, before a group's freeze: how fast this host restored in earlier migrations. */
@@ -536,7 +544,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      * dump that completed (CRIU's log says so) is recorded and its stream resumed; a container
      * left frozen by a dump that died is thawed and dumped again, and streamed again from zero.
      */
-    async checkpoint(input: ContainerStep & { keepTcp: boolean; endpoint?: TransferEndpoint; postCopy?: boolean }, attempt: Attempt): Promise<CheckpointResult> {
+    async checkpoint(input: ContainerStep & { keepTcp: boolean; endpoint?: TransferEndpoint; postCopy?: boolean; concurrent?: number }, attempt: Attempt): Promise<CheckpointResult> {
       const name = input.container.name;
       const imageDir = checkpointDir(input);
       const doneMarker = path.join(migrationDir(input.migrationId, name), 'checkpoint.done.json');
@@ -548,6 +556,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       let durationMs = recorded?.durationMs ?? 0;
       let streaming: Promise<ArtifactReceipt> | undefined;
       let imageBytes = recorded?.imageBytes ?? 0;
+      let inMemory = false;
       if (!recorded) {
         if (status === 'paused') {
           log(`${name} was left frozen by an earlier dump attempt: thawing it before dumping again`);
@@ -557,7 +566,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         if (status === 'running') {
           await controlPlane.setResetGuard(name, true);
           // Everything in the image directory from here on is this dump's (a stream may follow it).
-          await emptyImageDir(input, postCopy !== undefined);
+          inMemory = await emptyImageDir(input, postCopy !== undefined);
           const started = Date.now();
           // A cancel does not stop a dump half-way; a stall (hung CRIU) still does.
           const dump = attempt.uninterruptible(async () => {
@@ -577,7 +586,8 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
           }
           durationMs = Date.now() - started;
           imageBytes = await directoryBytes(imageDir);
-          await recordHostRate(cloud.stateDir, 'dumps', { bytes: imageBytes, ms: durationMs });
+          // The host's throughput: the group's members dumped at once, each image in this time.
+          await recordHostRate(cloud.stateDir, inMemory ? 'memoryDumps' : 'dumps', { bytes: imageBytes * (input.concurrent ?? 1), ms: durationMs });
           await attempt.fault('checkpoint:after-dump');
         } else if (!(await runtime.checkpointComplete(imageDir))) {
           throw ApplicationFailure.nonRetryable(`container ${name} is ${status} in ${cloud.name} and has no complete checkpoint`, 'CheckpointFailed');
@@ -623,7 +633,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      * that finds the container running (an earlier attempt restored it) completes the remaining
      * steps and reports the check that attempt recorded — never a check that did not happen.
      */
-    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean; postCopy?: PageSource }, attempt: Attempt): Promise<RestoreResult> {
+    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean; postCopy?: PageSource; concurrent?: number }, attempt: Attempt): Promise<RestoreResult> {
       const { image } = input;
       const container = placedHere(input.container);
       const dir = migrationDir(input.migrationId, container.name);
@@ -679,7 +689,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         // The peers first: they wait for this (the reset guard goes meanwhile); the rest holds no one up.
         await Promise.all([input.keepTcp ? nudgePeers(container.name, imageDir, netnsPath) : undefined, controlPlane.setResetGuard(container.name, false)]);
         await writeFile(restoreRecord, JSON.stringify({ durationMs, restoredAt: Date.now() }));
-        await recordHostRate(cloud.stateDir, 'restores', { bytes: image.bytes, ms: durationMs });
+        await recordHostRate(cloud.stateDir, 'restores', { bytes: image.bytes * (input.concurrent ?? 1), ms: durationMs });
         await attempt.fault('restore:after-criu');
       }
       // A retry that found it running completes what the earlier attempt may not have done; this one plugged the port already.

@@ -8,19 +8,24 @@ import path from 'node:path';
 import { withSample, type RateSample } from '../lib/prediction';
 
 export interface HostRates {
+  /** Dumps to disk. */
   dumps: RateSample[];
+  /** Post-copy dumps kept in memory (tmpfs): a different, faster rate. */
+  memoryDumps: RateSample[];
   restores: RateSample[];
 }
+
+const none = (): HostRates => ({ dumps: [], memoryDumps: [], restores: [] });
 
 let writing: Promise<unknown> = Promise.resolve();
 
 export async function readHostRates(stateDir: string): Promise<HostRates> {
   const file = path.join(stateDir, 'host-rates.json');
-  if (!existsSync(file)) return { dumps: [], restores: [] };
+  if (!existsSync(file)) return none();
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as HostRates;
+    return { ...none(), ...(JSON.parse(await readFile(file, 'utf8')) as Partial<HostRates>) };
   } catch {
-    return { dumps: [], restores: [] }; // a torn file only costs the history
+    return none(); // a torn file only costs the history
   }
 }
 

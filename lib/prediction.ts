@@ -18,6 +18,8 @@ export interface PredictionInputs {
   /** Bytes per millisecond measured through the image stream just before. */
   linkBytesPerMs: number;
   dumps: RateSample[];
+  /** The dumps (earlier and to come) write into memory, not to disk (post-copy). */
+  dumpsInMemory?: boolean;
   restores: RateSample[];
   /** CPU cores of the two hosts: the members of a group share them. */
   cores?: { source: number; destination: number };
@@ -96,7 +98,7 @@ export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
   const overlapped = inputs.streamed && !inputs.postCopy;
   const ms = (overlapped ? Math.max(dumpMs, transferMs) : dumpMs + transferMs) + restoreMs + ORCHESTRATION_MS;
   const basis = [
-    dump.from ? `dump rate from ${dump.from} earlier dump(s) at the source` : 'default dump rate',
+    dump.from ? `dump rate from ${dump.from} earlier dump(s) ${inputs.dumpsInMemory ? 'into memory ' : ''}at the source` : 'default dump rate',
     restore.from ? `restore rate from ${restore.from} earlier restore(s) at the destination` : 'default restore rate',
   ].join(', ');
   return {

@@ -353,7 +353,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
    * budget: a corrupt image is sent again (only its bad files), a failed attempt is retried, and
    * the member records whether a restore may have started (the fence depends on it).
    */
-  async function restoreMember(m: Member, imageDir: string, sent: ArtifactReceipt, remaining: () => number, postCopy?: PageSource) {
+  async function restoreMember(m: Member, imageDir: string, sent: ArtifactReceipt, remaining: () => number, concurrent: number, postCopy?: PageSource) {
     const name = m.step.container.name;
     let image = sent;
     for (let call = 1; ; call++) {
@@ -364,7 +364,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         retry: { maximumAttempts: 1 },
       });
       try {
-        const restored = await restoreStub.restore({ ...m.step, image, keepTcp, ...(postCopy ? { postCopy } : {}) });
+        const restored = await restoreStub.restore({ ...m.step, image, keepTcp, concurrent, ...(postCopy ? { postCopy } : {}) });
         m.restoreMayHaveStarted = true; // it runs there now: a group rollback must fence it too
         if (restored.completedEarlierAttempt) note(`${name}: an earlier restore attempt had restored it; the retry completed the step`);
         return { restored, image, restoredAt: Date.now() };
@@ -410,7 +410,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     const images = await phase('checkpoint', label, () =>
       settleAll(members, async (m) => {
         try {
-          const image = await on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp, endpoint: m.endpoint, postCopy: options.postCopy });
+          const image = await on(plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp, endpoint: m.endpoint, postCopy: options.postCopy, concurrent: members.length });
           progress.bytesMoved += image.sent?.wireBytes ?? 0;
           if (image.sent?.resumedBytes) note(`${m.step.container.name}: checkpoint transfer resumed after a failed attempt; ${image.sent.resumedBytes} bytes were not sent again`);
           return image;
@@ -459,7 +459,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     const restored = await phase('restore', label, () =>
       settleAll(members, (m, i) => {
         const postCopy = images[i]!.postCopy;
-        return restoreMember(m, images[i]!.sentDir ?? images[i]!.imageDir, sent[i]!.checkpointSent, remaining, postCopy && { ...postCopy, holdUntilWindow: members.length > 1 });
+        return restoreMember(m, images[i]!.sentDir ?? images[i]!.imageDir, sent[i]!.checkpointSent, remaining, members.length, postCopy && { ...postCopy, holdUntilWindow: members.length > 1 });
       }),
     );
     const frozenMs = Date.now() - frozenFrom;
@@ -597,7 +597,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         let linkProbeBytes = 0;
         const predicted = await phase('predict', label, async () => {
           const [measured, destinationHost] = await Promise.all([
-            src.probe.measureForPrediction({ migrationId, containers: steps.map((s) => s.container), endpoint: endpoints[0]!, probeBytes: LINK_PROBE_BYTES }),
+            src.probe.measureForPrediction({ migrationId, containers: steps.map((s) => s.container), endpoint: endpoints[0]!, probeBytes: LINK_PROBE_BYTES, postCopy: options.postCopy }),
             dst.probe.restoreRates({}),
           ]);
           progress.bytesMoved += measured.link.bytes;
@@ -606,6 +606,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
             memberBytes: measured.memberBytes,
             linkBytesPerMs: measured.link.bytes / measured.link.ms,
             dumps: measured.dumps,
+            dumpsInMemory: measured.dumpsInMemory,
             restores: destinationHost.restores,
             cores: { source: measured.cores, destination: destinationHost.cores },
             streamed: !!endpoints[0]!.streamPort,

@@ -55,7 +55,7 @@ function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): Clou
     prepareDestination: async () => ({ host: '203.0.113.12', port: 22, username: 'root', hostKeySha256: 'x', directory: '/in' }),
     discardPrepared: async () => undefined,
     // 1 MiB of memory, the link probed at 8 MiB in 80 ms (~840 Mbit/s), no history: default host rates.
-    measureForPrediction: async () => ({ memberBytes: [1 << 20], dumps: [], link: { bytes: 8 << 20, ms: 80 }, cores: 2 }),
+    measureForPrediction: async () => ({ memberBytes: [1 << 20], dumps: [], link: { bytes: 8 << 20, ms: 80 }, cores: 2, dumpsInMemory: false }),
     restoreRates: async () => ({ restores: [], cores: 2 }),
     sendRootfs: async () => receipt('rootfs', 1000, 1000),
     receiveRootfs: async () => ({ ...check('rootfs', 1000), unpackMs: 1 }),
