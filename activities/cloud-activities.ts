@@ -194,14 +194,21 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     let holdFailure: unknown;
     const key = `${input.migrationId}/${container.name}`;
     closePageForward(key); // an earlier attempt's
-    const localPort = await openPageForward(key, postCopy!.endpoint, cloud.transferKeyPath, postCopy!.port, async () => {
-      try {
-        held = await runtime.holdLazyMemory(imageDir);
-      } catch (err) {
-        holdFailure = err;
-        throw err;
-      }
-    });
+    const localPort = await openPageForward(
+      key,
+      postCopy!.endpoint,
+      cloud.transferKeyPath,
+      postCopy!.port,
+      async () => {
+        try {
+          held = await runtime.holdLazyMemory(imageDir);
+        } catch (err) {
+          holdFailure = err;
+          throw err;
+        }
+      },
+      (why) => log(`${container.name}: the lazy-pages daemon's connection to its page source was dropped: ${why}`),
+    );
     steps.mark('forward');
     await runtime.restoreLazy(container, imageDir, netnsPath, input.keepTcp, localPort);
     steps.mark('lazy restore');

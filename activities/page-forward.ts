@@ -58,7 +58,14 @@ async function channelWhenListening(ssh: SftpClient, port: number): Promise<Dupl
 }
 
 /** Opens (once per key) a loopback listener forwarding to the source's page server; returns its local port. */
-export async function openPageForward(key: string, endpoint: TransferEndpoint, privateKeyPath: string, remotePort: number, beforeFirstByte: () => Promise<void>): Promise<number> {
+export async function openPageForward(
+  key: string,
+  endpoint: TransferEndpoint,
+  privateKeyPath: string,
+  remotePort: number,
+  beforeFirstByte: () => Promise<void>,
+  onDrop: (why: string) => void = () => undefined,
+): Promise<number> {
   const existing = forwards.get(key);
   if (existing) return existing.port;
   // The SSH handshake (~0.1 s) runs while the restore starts: the daemon connects only later.
@@ -86,7 +93,8 @@ export async function openPageForward(key: string, endpoint: TransferEndpoint, p
         };
         links.push(link);
         if (!forward.held) link.resume();
-      } catch {
+      } catch (err) {
+        onDrop(err instanceof Error ? err.message : String(err));
         local.destroy(); // the daemon sees its page source gone: the guard keeps the memory safe
       }
     })();

@@ -168,7 +168,7 @@ export class RuncRuntime implements HostRuntime {
     await mkdir(workDir, { recursive: true });
     const args = ['restore', '--detach', '--image-path', imageDir, '--work-path', workDir, '--bundle', bundle, ...(keepTcp ? ['--tcp-established'] : []), spec.name];
     await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
-      throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}`);
+      throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\n${await socketsOf(netnsPath)}`);
     });
   }
 
@@ -203,7 +203,7 @@ export class RuncRuntime implements HostRuntime {
     const args = ['restore', '--detach', '--lazy-pages', '--image-path', imageDir, '--work-path', workDir, '--bundle', this.bundleDir(spec.name), ...(keepTcp ? ['--tcp-established'] : []), spec.name];
     await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
       await lazy.endLazyRestore(imageDir);
-      throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\n${await criuLogTail(workDir, 'lazy-pages.log')}`);
+      throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\n${await criuLogTail(workDir, 'lazy-pages.log')}\n${await socketsOf(netnsPath)}`);
     });
   }
 
@@ -320,6 +320,17 @@ export class RuncRuntime implements HostRuntime {
 
 function withDefaultPath(env: string[]): string[] {
   return env.some((e) => e.startsWith('PATH=')) ? env : ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...env];
+}
+
+/**
+ * The addresses and TCP sockets of the namespace a restore went into: a TCP connection that
+ * cannot be restored ("Can't connect inet socket back") says why here (its address missing, or
+ * its 4-tuple already taken).
+ */
+async function socketsOf(netnsPath: string): Promise<string> {
+  const addresses = await run('nsenter', [`--net=${netnsPath}`, 'ip', '-br', 'addr'], { allowFailure: true });
+  const sockets = await run('nsenter', [`--net=${netnsPath}`, 'ss', '-tan'], { allowFailure: true });
+  return `the restore's network namespace (${netnsPath}):\n${addresses.stdout.trim() || addresses.stderr.trim()}\n${sockets.stdout.trim() || sockets.stderr.trim()}`;
 }
 
 async function criuLogTail(workDir: string, log: string): Promise<string> {
