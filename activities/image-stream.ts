@@ -23,7 +23,7 @@ import type { Duplex, Readable } from 'node:stream';
 import type { ArtifactReceipt, FileDigest, TransferEndpoint, TransferHeartbeat } from '../lib/types';
 import { DigestCounter, manifestDigest, type VerifyResult } from './artifacts';
 import type { Attempt } from './attempt';
-import { withSftp } from './sftp-sessions';
+import { forwardedChannel, withSftp } from './sftp-sessions';
 import { Corrupter, hashPrefix } from './transfer';
 
 const FRAME_BYTES = 1 << 20;
@@ -286,11 +286,6 @@ export async function startImageReceiver(opts: { root: string; port: number; log
 // ---------------------------------------------------------------------------------------------
 // Source: the sender.
 
-function forwardedChannel(sftp: { client: unknown }, port: number): Promise<Duplex> {
-  const client = sftp.client as { forwardOut(srcIp: string, srcPort: number, dstIp: string, dstPort: number, cb: (err: Error | undefined, channel: Duplex) => void): void };
-  return new Promise((resolve, reject) => client.forwardOut('127.0.0.1', 0, '127.0.0.1', port, (err, channel) => (err ? reject(err) : resolve(channel))));
-}
-
 /** What the sender needs of an activity attempt: progress, its abort signal, the fault switch, the previous attempt's heartbeat. */
 export type StreamAttempt = Pick<Attempt, 'progress' | 'signal' | 'fault' | 'previousDetails'>;
 
@@ -315,7 +310,7 @@ export interface SendOptions {
 export async function streamImage(opts: SendOptions & { endpoint: TransferEndpoint; privateKeyPath: string; attempt: Attempt }): Promise<ArtifactReceipt> {
   return withSftp(opts.endpoint, opts.privateKeyPath, opts.attempt.signal, async (sftp) => {
     if (!opts.endpoint.streamPort) throw new Error(`${opts.endpoint.host} offers no image stream`);
-    const channel = await forwardedChannel(sftp as unknown as { client: unknown }, opts.endpoint.streamPort);
+    const channel = await forwardedChannel(sftp, opts.endpoint.streamPort);
     return sendImage(channel, { ...opts, directory: opts.endpoint.directory });
   });
 }
@@ -445,7 +440,7 @@ const FILLER = randomBytes(FRAME_BYTES);
 export async function probeLink(opts: { endpoint: TransferEndpoint; privateKeyPath: string; signal: AbortSignal; bytes: number }): Promise<{ bytes: number; ms: number }> {
   return withSftp(opts.endpoint, opts.privateKeyPath, opts.signal, async (sftp) => {
     if (!opts.endpoint.streamPort) throw new Error(`${opts.endpoint.host} offers no image stream`);
-    const channel = await forwardedChannel(sftp as unknown as { client: unknown }, opts.endpoint.streamPort);
+    const channel = await forwardedChannel(sftp, opts.endpoint.streamPort);
     try {
       const reader = new StreamReader(channel);
       const started = process.hrtime.bigint();

@@ -12,7 +12,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type SftpClient from 'ssh2-sftp-client';
 import type { TransferEndpoint } from '../lib/types';
-import { connectPeer } from './sftp-sessions';
+import { connectPeer, forwardedChannel, sendWithoutDelay } from './sftp-sessions';
 
 interface Forward {
   server: net.Server;
@@ -36,20 +36,15 @@ async function connectSsh(endpoint: TransferEndpoint, privateKeyPath: string): P
   });
   // Requests are small and answered one at a time: Nagle's algorithm would hold each behind the
   // acknowledgement of the last window adjust.
-  (ssh as unknown as { client: { setNoDelay(on: boolean): void } }).client.setNoDelay(true);
+  sendWithoutDelay(ssh);
   return ssh;
-}
-
-function channel(ssh: SftpClient, port: number): Promise<Duplex> {
-  const client = (ssh as unknown as { client: { forwardOut(a: string, b: number, c: string, d: number, cb: (err: Error | undefined, ch: Duplex) => void): void } }).client;
-  return new Promise((resolve, reject) => client.forwardOut('127.0.0.1', 0, '127.0.0.1', port, (err, ch) => (err ? reject(err) : resolve(ch))));
 }
 
 /** The page server may still be loading its image when the daemon first connects: a few tries (up to ~3 s). */
 async function channelWhenListening(ssh: SftpClient, port: number): Promise<Duplex> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await channel(ssh, port);
+      return await forwardedChannel(ssh, port);
     } catch (err) {
       if (attempt >= 60) throw err;
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -92,6 +87,7 @@ export async function openPageForward(
           local.resume();
         };
         links.push(link);
+        local.on('close', () => links.splice(links.indexOf(link), 1));
         if (!forward.held) link.resume();
       } catch (err) {
         onDrop(err instanceof Error ? err.message : String(err));
@@ -151,7 +147,7 @@ export class NoPageServer extends Error {}
 export async function connectPageServer(endpoint: TransferEndpoint, privateKeyPath: string, remotePort: number): Promise<{ stream: Duplex; close: () => void }> {
   const ssh = await connectSsh(endpoint, privateKeyPath);
   try {
-    const stream = await channel(ssh, remotePort);
+    const stream = await forwardedChannel(ssh, remotePort);
     return { stream, close: () => void ssh.end().catch(() => undefined) };
   } catch (err) {
     void ssh.end().catch(() => undefined);

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import type { Duplex } from 'node:stream';
 import SftpClient from 'ssh2-sftp-client';
 import type { TransferEndpoint } from '../lib/types';
 
@@ -34,6 +35,21 @@ export async function connectPeer(endpoint: TransferEndpoint, privateKeyPath: st
     ...extra,
   });
   return sftp;
+}
+
+/** The ssh2 connection under an sftp session (ssh2-sftp-client keeps it as `client`). */
+function sshOf(sftp: SftpClient): { forwardOut(srcIp: string, srcPort: number, dstIp: string, dstPort: number, cb: (err: Error | undefined, channel: Duplex) => void): void; setNoDelay(on: boolean): void } {
+  return (sftp as unknown as { client: ReturnType<typeof sshOf> }).client;
+}
+
+/** A channel through the peer's sshd to a port on its loopback (what its PermitOpen allows). */
+export function forwardedChannel(sftp: SftpClient, port: number): Promise<Duplex> {
+  return new Promise((resolve, reject) => sshOf(sftp).forwardOut('127.0.0.1', 0, '127.0.0.1', port, (err, channel) => (err ? reject(err) : resolve(channel))));
+}
+
+/** Small messages answered one at a time go out at once instead of waiting for Nagle's algorithm. */
+export function sendWithoutDelay(sftp: SftpClient): void {
+  sshOf(sftp).setNoDelay(true);
 }
 
 async function connect(endpoint: TransferEndpoint, privateKeyPath: string): Promise<Session> {
