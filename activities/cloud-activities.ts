@@ -184,7 +184,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
    * Post-copy, destination: the received eager part made restorable, a forward to the source's
    * page server that lets the guard take hold before the first page moves, then the lazy restore.
    */
-  const restoreLazily = async (input: ContainerStep & { keepTcp: boolean; postCopy?: PageSource }, imageDir: string, netnsPath: string): Promise<void> => {
+  const restoreLazily = async (input: ContainerStep & { keepTcp: boolean; postCopy?: PageSource }, imageDir: string, netnsPath: string, attempt: Attempt): Promise<void> => {
     const { postCopy } = input;
     const container = placedHere(input.container);
     const steps = stepTimes();
@@ -200,6 +200,9 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       cloud.transferKeyPath,
       postCopy!.port,
       async () => {
+        // Fault point "restore:page-source": tests drop the daemon's first connection to its page
+        // source, which ends the daemon and fails the restore after CRIU unlocked the network.
+        await attempt.fault('restore:page-source');
         try {
           held = await runtime.holdLazyMemory(imageDir);
         } catch (err) {
@@ -207,7 +210,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
           throw err;
         }
       },
-      (why) => log(`${container.name}: the lazy-pages daemon's connection to its page source was dropped: ${why}`),
+      (line) => log(`${container.name}: ${line}`),
     );
     steps.mark('forward');
     await runtime.restoreLazy(container, imageDir, netnsPath, input.keepTcp, localPort);
@@ -432,15 +435,15 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
 
     /**
      * Destination: the container's port (same IP and MAC), unplugged until the restore plugs it in
-     * (never two plugged ports with one address), guarded against sending resets; and a fresh
-     * directory for the artifacts, with where to push them.
+     * (never two plugged ports with one address), guarded against closing connections (no RST or
+     * FIN leaves it); and a fresh directory for the artifacts, with where to push them.
      */
     async prepareDestination(input: ContainerStep): Promise<TransferEndpoint> {
       await controlPlane.ensurePort(input.container);
       // Its public address here (from this cloud's range), NATed before it arrives.
       if (input.container.floatingIp) await withFloatingIp(cloud, { ...input.container, floatingIp: { network: input.container.floatingIp.network } });
       await controlPlane.setPortEnabled(input.container.name, false);
-      await controlPlane.setResetGuard(input.container.name, true);
+      await controlPlane.setCloseGuard(input.container.name, true);
       const dir = incomingDir(input);
       await mkdir(dir, { recursive: true });
       return controlPlane.transferEndpoint(dir);
@@ -571,7 +574,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
           status = await runtime.status(name);
         }
         if (status === 'running') {
-          await controlPlane.setResetGuard(name, true);
+          await controlPlane.setCloseGuard(name, true);
           // Everything in the image directory from here on is this dump's (a stream may follow it).
           inMemory = await emptyImageDir(input, postCopy !== undefined);
           const started = Date.now();
@@ -636,7 +639,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
 
     /**
      * Destination: check every received byte against the sender's digest, then restore into the
-     * prepared port (plugged in now: the source's is unplugged) and lift the reset guard. A retry
+     * prepared port (plugged in now: the source's is unplugged) and lift the close guard. A retry
      * that finds the container running (an earlier attempt restored it) completes the remaining
      * steps and reports the check that attempt recorded — never a check that did not happen.
      */
@@ -680,21 +683,22 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         steps.mark('verify');
         const { netnsPath } = await controlPlane.ensurePort(container);
         steps.mark('port');
-        // The port is plugged while CRIU restores: the reset guard (on since prepareDestination)
-        // keeps the namespace from answering resets until the sockets are back.
+        // The port is plugged while CRIU restores: the close guard (on since prepareDestination)
+        // keeps the namespace from answering resets until the sockets are back, and a failed
+        // attempt (CRIU kills what it restored) from closing them.
         const plugged = controlPlane.setPortEnabled(container.name, true);
         plugged.catch(() => undefined); // awaited below, whatever the restore does
         const restoreStarted = Date.now();
         try {
-          if (input.postCopy) await restoreLazily(input, imageDir, netnsPath);
+          if (input.postCopy) await restoreLazily(input, imageDir, netnsPath, attempt);
           else await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
         } finally {
           await plugged;
         }
         durationMs = Date.now() - restoreStarted;
         steps.mark('CRIU (port plugged meanwhile)');
-        // The peers first: they wait for this (the reset guard goes meanwhile); the rest holds no one up.
-        await Promise.all([input.keepTcp ? nudgePeers(container.name, imageDir, netnsPath) : undefined, controlPlane.setResetGuard(container.name, false)]);
+        // The peers first: they wait for this (the close guard goes meanwhile); the rest holds no one up.
+        await Promise.all([input.keepTcp ? nudgePeers(container.name, imageDir, netnsPath) : undefined, controlPlane.setCloseGuard(container.name, false)]);
         await writeFile(restoreRecord, JSON.stringify({ durationMs, restoredAt: Date.now() }));
         await recordHostRate(cloud.stateDir, 'restores', { bytes: image.bytes * (input.concurrent ?? 1), ms: durationMs });
         await attempt.fault('restore:after-criu');
@@ -702,7 +706,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       // A retry that found it running completes what the earlier attempt may not have done; this one plugged the port already.
       if (completedEarlierAttempt) {
         await controlPlane.setPortEnabled(container.name, true);
-        await controlPlane.setResetGuard(container.name, false);
+        await controlPlane.setCloseGuard(container.name, false);
       }
       const registered = container.floatingIp ? await withFloatingIp(cloud, { ...container, floatingIp: { network: container.floatingIp.network } }) : container;
       await controlPlane.registerContainer(registered);
@@ -825,7 +829,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         outcome = 'restored-from-image';
       }
       await controlPlane.setPortEnabled(container.name, true);
-      await controlPlane.setResetGuard(container.name, false);
+      await controlPlane.setCloseGuard(container.name, false);
       await removeStepFiles(input);
       log(`rolled back: ${container.name} runs again in ${cloud.name} (${outcome})`);
       return outcome;

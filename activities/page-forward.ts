@@ -16,6 +16,7 @@ import { connectPeer, forwardedChannel, sendWithoutDelay } from './sftp-sessions
 
 interface Forward {
   server: net.Server;
+  /** The SSH connection the daemon's connections ride; replaced when its handshake failed. */
   ssh: Promise<SftpClient>;
   port: number;
   /** The daemon's requests wait (see holdPageForward). */
@@ -40,6 +41,9 @@ async function connectSsh(endpoint: TransferEndpoint, privateKeyPath: string): P
   return ssh;
 }
 
+/** Handshakes per daemon connection: a peer's sshd drops new connections beyond its MaxStartups when a group's members all connect at once. */
+const HANDSHAKE_TRIES = 3;
+
 /** The page server may still be loading its image when the daemon first connects: a few tries (up to ~3 s). */
 async function channelWhenListening(ssh: SftpClient, port: number): Promise<Duplex> {
   for (let attempt = 1; ; attempt++) {
@@ -59,13 +63,33 @@ export async function openPageForward(
   privateKeyPath: string,
   remotePort: number,
   beforeFirstByte: () => Promise<void>,
-  onDrop: (why: string) => void = () => undefined,
+  log: (line: string) => void = () => undefined,
 ): Promise<number> {
   const existing = forwards.get(key);
   if (existing) return existing.port;
-  // The SSH handshake (~0.1 s) runs while the restore starts: the daemon connects only later.
-  const ssh = connectSsh(endpoint, privateKeyPath);
-  ssh.catch(() => undefined); // a failed handshake fails the daemon's connection (below)
+  const startSsh = (): Promise<SftpClient> => {
+    const ssh = connectSsh(endpoint, privateKeyPath);
+    // A broken SSH connection ends the forward: the next attempt opens a new one. A failed
+    // handshake does not: the daemon's connection tries again (sshReady).
+    ssh.then((client) => client.on('close', () => closePageForward(key, forward))).catch(() => undefined);
+    return ssh;
+  };
+  /**
+   * Without its page source the daemon ends, and a restore still under way fails with it (CRIU
+   * kills what it restored after unlocking the network): a handshake the peer refused is retried.
+   */
+  const sshReady = async (): Promise<SftpClient> => {
+    for (let attempt = 1; ; attempt++) {
+      const ssh = forward.ssh;
+      try {
+        return await ssh;
+      } catch (err) {
+        if (attempt >= HANDSHAKE_TRIES) throw err;
+        log(`SSH handshake ${attempt} of ${HANDSHAKE_TRIES} to the page source failed (${err instanceof Error ? err.message : String(err)}); trying again`);
+        if (forward.ssh === ssh) forward.ssh = startSsh();
+      }
+    }
+  };
   const links: Forward['links'] = [];
   const server = net.createServer((local) => {
     local.pause();
@@ -76,7 +100,7 @@ export async function openPageForward(
     void (async () => {
       try {
         await beforeFirstByte();
-        const remote = await channelWhenListening(await ssh, remotePort);
+        const remote = await channelWhenListening(await sshReady(), remotePort);
         remote.on('error', () => local.destroy());
         local.on('close', () => remote.destroy());
         remote.on('close', () => local.destroy());
@@ -90,21 +114,17 @@ export async function openPageForward(
         local.on('close', () => links.splice(links.indexOf(link), 1));
         if (!forward.held) link.resume();
       } catch (err) {
-        onDrop(err instanceof Error ? err.message : String(err));
+        log(`the lazy-pages daemon's connection to its page source was dropped: ${err instanceof Error ? err.message : String(err)}`);
         local.destroy(); // the daemon sees its page source gone: the guard keeps the memory safe
       }
     })();
   });
+  // The SSH handshake (~0.1 s) runs while the restore starts: the daemon connects only later.
+  const forward: Forward = { server, ssh: startSsh(), port: 0, held: false, links };
   await new Promise<void>((resolve, reject) => server.listen(0, '127.0.0.1', resolve).once('error', reject));
-  const port = (server.address() as net.AddressInfo).port;
-  const forward: Forward = { server, ssh, port, held: false, links };
+  forward.port = (server.address() as net.AddressInfo).port;
   forwards.set(key, forward);
-  // A broken SSH connection ends the forward: the next attempt opens a new one.
-  ssh.then(
-    (client) => client.on('close', () => closePageForward(key, forward)),
-    () => closePageForward(key, forward),
-  );
-  return port;
+  return forward.port;
 }
 
 /**

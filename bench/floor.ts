@@ -39,16 +39,16 @@ export async function prepareNetworkAhead(source: LocalCloud, destination: Local
   }
   await destination.controlPlane.ensurePort(spec);
   await destination.controlPlane.setPortEnabled(name, false);
-  await source.controlPlane.setResetGuard(name, true);
-  await destination.controlPlane.setResetGuard(name, true);
+  await source.controlPlane.setCloseGuard(name, true);
+  await destination.controlPlane.setCloseGuard(name, true);
 }
 
 /** After a hand-run move: the guards go, and the destination's cloud knows the container (so clean-up finds it). */
 export async function finishMove(source: LocalCloud, destination: LocalCloud, name: string): Promise<void> {
   const spec = (await source.controlPlane.listContainers())[name]!;
-  await destination.controlPlane.setResetGuard(name, false);
+  await destination.controlPlane.setCloseGuard(name, false);
   await destination.controlPlane.registerContainer(spec);
-  await source.controlPlane.setResetGuard(name, false);
+  await source.controlPlane.setCloseGuard(name, false);
 }
 
 /** The floor also needs the destination's bundle: the same rootfs, a config naming the destination's port and cgroup. */

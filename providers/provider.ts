@@ -71,10 +71,12 @@ export interface ControlPlane {
   deleteDnsRecords(zone: string, names: string[]): Promise<void>;
 
   /**
-   * While a connection's socket is frozen, the namespace that owns its IP must not answer RST
-   * (PLATFORM.md: resets killed 1 in 18 moves). Idempotent on and off.
+   * While a connection's socket is frozen or being restored, the namespace that owns its IP must
+   * not close it: no RST (PLATFORM.md: resets killed 1 in 18 moves), and no FIN either — a restore
+   * attempt that fails after CRIU unlocked the network has its processes killed, and their
+   * sockets would otherwise tell the peers the connection is over. Idempotent on and off.
    */
-  setResetGuard(containerName: string, enabled: boolean): Promise<void>;
+  setCloseGuard(containerName: string, enabled: boolean): Promise<void>;
 
   /** Where peers push migration artifacts. */
   transferEndpoint(directory: string): TransferEndpoint;

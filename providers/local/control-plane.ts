@@ -453,14 +453,14 @@ export class LocalControlPlane implements ControlPlane {
     });
   }
 
-  async setResetGuard(containerName: string, enabled: boolean): Promise<void> {
+  async setCloseGuard(containerName: string, enabled: boolean): Promise<void> {
     const netns = names.containerNetns(this.cfg, containerName);
     if (!existsSync(`/run/netns/${netns}`)) return;
     await run('nft', ['delete', 'table', 'inet', GUARD_TABLE], { netns, allowFailure: true });
     if (enabled) {
       await run('nft', ['-f', '-'], {
         netns,
-        input: `table inet ${GUARD_TABLE} {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    tcp flags & rst == rst drop\n  }\n}\n`,
+        input: `table inet ${GUARD_TABLE} {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    tcp flags & (fin | rst) != 0 drop\n  }\n}\n`,
       });
     }
   }

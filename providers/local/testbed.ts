@@ -148,6 +148,9 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
       'ForceCommand internal-sftp',
       'AllowTcpForwarding local',
       `PermitOpen ${[IMAGE_STREAM_PORT, ...PAGE_SERVER_PORTS].map((port) => `127.0.0.1:${port}`).join(' ')}`,
+      // Every member of a post-copy group opens its page source's connection at the same moment
+      // (16 at once in the benchmark): sshd's default (10:30:100) dropped some of those handshakes.
+      'MaxStartups 64:30:256',
       // A peer gone silent (a cut link) is dropped within seconds, with what it had open.
       'ClientAliveInterval 2',
       'ClientAliveCountMax 3',

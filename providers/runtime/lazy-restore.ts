@@ -126,7 +126,7 @@ export async function startLazyPages(criuPath: string, imageDir: string, pageSer
   await rm(fifo, { force: true });
   if (!existsSync(EPOLL_SHIM_PATH)) throw new Error(`${EPOLL_SHIM_PATH} is missing: run scripts/setup.sh`);
   const daemon = [`LD_PRELOAD=${EPOLL_SHIM_PATH}`, '"$@"', 'lazy-pages', '--page-server', '--address', '127.0.0.1', '--port', String(pageServerPort), '-D', imageDir, '-W', f.work, '-o', fifo, '-v4'];
-  const keep = "grep --line-buffered -E 'Received PID|Error|Warn|UFFD transferred|EXIT'";
+  const keep = "grep --line-buffered -E 'Received PID|Error|Warn|UFFD transferred|EXIT|Can.t connect'";
   // The shell stays as the daemon's parent to write its exit status when it ends.
   const script = `mkfifo ${fifo} && { ${keep} < ${fifo} > ${f.daemonLog} & } && ${daemon.join(' ')}; echo $? > ${f.daemonExit}`;
   const wrapper = spawnDetached(['sh', '-c', script, 'lazy-pages', criuPath], path.join(f.work, 'lazy-pages.out'));

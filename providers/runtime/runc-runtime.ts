@@ -166,6 +166,7 @@ export class RuncRuntime implements HostRuntime {
     await this.writeBundleConfig(spec, netnsPath);
     const workDir = `${imageDir}.work`;
     await mkdir(workDir, { recursive: true });
+    await destroyLeftoverSockets(workDir, netnsPath);
     const args = ['restore', '--detach', '--image-path', imageDir, '--work-path', workDir, '--bundle', bundle, ...(keepTcp ? ['--tcp-established'] : []), spec.name];
     await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
       throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\n${await socketsOf(netnsPath)}`);
@@ -197,13 +198,15 @@ export class RuncRuntime implements HostRuntime {
     if (status === 'running') return;
     if (status !== 'absent') await this.runcDelete(spec.name);
     await this.endLazyRestore(imageDir); // what a failed attempt left
+    const workDir = `${imageDir}.work`;
+    await destroyLeftoverSockets(workDir, netnsPath);
     await this.writeBundleConfig(spec, netnsPath);
     await lazy.startLazyPages(this.opts.criuPath, imageDir, pageServerPort);
-    const workDir = `${imageDir}.work`;
     const args = ['restore', '--detach', '--lazy-pages', '--image-path', imageDir, '--work-path', workDir, '--bundle', this.bundleDir(spec.name), ...(keepTcp ? ['--tcp-established'] : []), spec.name];
     await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
+      const daemon = await lazy.lazyDaemonState(imageDir);
       await lazy.endLazyRestore(imageDir);
-      throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\n${await criuLogTail(workDir, 'lazy-pages.log')}\n${await socketsOf(netnsPath)}`);
+      throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\nCRIU's lazy-pages daemon: ${daemon}\n${await criuLogTail(workDir, 'lazy-pages.log')}\n${await socketsOf(netnsPath)}`);
     });
   }
 
@@ -320,6 +323,19 @@ export class RuncRuntime implements HostRuntime {
 
 function withDefaultPath(env: string[]): string[] {
   return env.some((e) => e.startsWith('PATH=')) ? env : ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...env];
+}
+
+/**
+ * A restore attempt that failed after CRIU unlocked the network had its processes killed by CRIU:
+ * their sockets' FINs, dropped by the close guard, leave them in FIN-WAIT holding the
+ * connections' addresses, and the next attempt's CRIU cannot bind them back ("Cannot assign
+ * requested address"). Nothing else lives in the namespace while the container does not run: an
+ * earlier attempt's log in the work directory means they are destroyed (their RSTs are dropped
+ * by the guard too, so the peers never learn of them).
+ */
+async function destroyLeftoverSockets(workDir: string, netnsPath: string): Promise<void> {
+  if (!existsSync(path.join(workDir, 'restore.log'))) return;
+  await run('nsenter', [`--net=${netnsPath}`, 'ss', '-K', '-tan']);
 }
 
 /**

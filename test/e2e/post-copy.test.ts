@@ -4,7 +4,9 @@
  * here: the window lasts seconds, long enough to break things inside it). Then the two ways a
  * page source dies mid-window — CRIU's lazy-pages daemon at the destination, the page server at
  * the source — are done for real (kill -9 by PID): the memory must still re-read intact, the
- * connection stay open, and the report say what was recovered.
+ * connection stay open, and the report say what was recovered. And a restore that fails after
+ * CRIU unlocked the network (its processes killed): the retry must find the connections' addresses
+ * free, and no client may have been told its connection closed.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -14,9 +16,11 @@ import { BENCH_VI, benchVi, memberName } from '../../bench/bench-vi';
 import { ask as askService } from '../../bench/observers';
 import { deployVi, followMigration, startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
+import { KV_IP, KV_PORT } from '../../demo/demo-vi';
 import { run } from '../../lib/exec';
 import { isAlive, waitFor } from '../../lib/processes';
 import type { MigrationReport } from '../../lib/types';
+import { IdleConnection } from './idle-connection';
 import { E2eStack } from './stack';
 
 const BALLAST_MIB = 64;
@@ -197,13 +201,54 @@ describe('post-copy migration (end to end)', function () {
     });
   });
 
-  describe('cloud-b -> cloud-a, the restored container killed mid-window', () => {
+  describe('cloud-b -> cloud-a, the lazy-pages daemon loses its page source before the restore ends', () => {
+    let report: MigrationReport;
+    let statusBefore: ClientStatus;
+    let fired: string[] = [];
+    let idle: IdleConnection;
+
+    before(async () => {
+      // A second, idle connection: nothing unread on the service's side, so a killed service
+      // would close it with a FIN (the demo client's, always mid-request, gets a RST instead).
+      idle = await IdleConnection.open(stack.cloud('cloud-a').controlPlane.portNetns('client'), KV_IP, KV_PORT);
+      assert.match(await idle.ask('GET'), /^\d+$/);
+      // The forward drops the daemon's first connection: the daemon ends, and CRIU, which has
+      // restored the processes and unlocked the network by then, fails and kills them. Their
+      // sockets must not tell the clients anything, nor keep the next attempt from binding them.
+      await stack.setFaults([{ process: 'cloud-a', at: 'restore:page-source', action: 'fail-once', container: 'kv' }]);
+      try {
+        ({ report, statusBefore } = await migrate('post-7', 'cloud-b', 'cloud-a'));
+        fired = await stack.firedFaults();
+      } finally {
+        await stack.setFaults([]);
+      }
+    });
+
+    after(async () => idle?.close());
+
+    it('failed its first restore after CRIU had unlocked the network', () => {
+      assert.deepEqual(fired, ['f0']);
+      const failed = report.events.find((e) => e.startsWith('kv: restore attempt 1 failed'));
+      assert.ok(failed, `no failed restore attempt among the events:\n${report.events.join('\n')}`);
+      assert.match(failed, /The Network was unlocked/);
+    });
+
+    it('restores it on the next attempt: in cloud-a only, neither client\'s connection closed, memory intact', async () => {
+      await stack.assertOnlyAt('cloud-a');
+      await stack.assertConnectionKept(statusBefore, 50);
+      assert.match(await idle.ask('GET'), /^\d+$/, `the idle connection's client saw: ${idle.output.join(' | ')}`);
+      assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+  });
+
+  // Last of the kv moves: the killed container takes the client's connection with it.
+  describe('cloud-a -> cloud-b, the restored container killed mid-window', () => {
     let failure: Error;
 
     before(async () => {
       try {
-        await migrate('post-6', 'cloud-b', 'cloud-a', async () => {
-          const state = await run('runc', ['--root', path.join(stack.cloud('cloud-a').config.dir, 'runc'), 'state', 'kv']);
+        await migrate('post-6', 'cloud-a', 'cloud-b', async () => {
+          const state = await run('runc', ['--root', path.join(stack.cloud('cloud-b').config.dir, 'runc'), 'state', 'kv']);
           process.kill((JSON.parse(state.stdout) as { pid: number }).pid, 'SIGKILL');
         });
       } catch (err) {
@@ -214,13 +259,13 @@ describe('post-copy migration (end to end)', function () {
     it('fails, rolls back to the image kept at the source, and says what was lost', async () => {
       assert.ok(failure, 'the migration did not fail');
       const message = String((failure as { cause?: Error }).cause?.message ?? failure.message);
-      assert.match(message, /stopped at cloud-a before all of its memory had arrived/);
-      assert.match(message, /kv ran at cloud-a for \d+ ms after its restore: a rollback now loses what it did there/);
+      assert.match(message, /stopped at cloud-b before all of its memory had arrived/);
+      assert.match(message, /kv ran at cloud-b for \d+ ms after its restore: a rollback now loses what it did there/);
       assert.match(message, /rolled back: the VI runs at the source/);
     });
 
-    it('runs it again in cloud-b only, its memory intact as it was at the freeze', async () => {
-      await stack.assertOnlyAt('cloud-b');
+    it('runs it again in cloud-a only, its memory intact as it was at the freeze', async () => {
+      await stack.assertOnlyAt('cloud-a');
       assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
     });
   });

@@ -189,9 +189,9 @@ export class E2eStack {
     assert.ok(!existsSync(`/run/netns/${there.controlPlane.portNetns(container)}`), `${container}'s port namespace is left in ${other}`);
     assert.equal((await there.controlPlane.state.read()).ports[container], undefined, `${container}'s port is left in ${other}'s state`);
     assert.ok(!existsSync(there.runtime.bundleDir(container)), `${container}'s bundle is left in ${other}`);
-    // The reset guard is off where it runs: its sockets may answer normally again.
+    // The close guard is off where it runs: its sockets may answer normally again.
     const guard = await run('nft', ['list', 'table', 'inet', 'migravi_guard'], { netns: here.controlPlane.portNetns(container), allowFailure: true });
-    assert.notEqual(guard.exitCode, 0, `the reset guard is still on in ${cloud}`);
+    assert.notEqual(guard.exitCode, 0, `the close guard is still on in ${cloud}`);
     for (const c of CLOUDS) {
       const dir = this.cloud(c).workDir;
       const leftovers = existsSync(dir) ? (await readdir(dir, { recursive: true })).filter((f) => f !== 'claims' && f !== 'attempts') : [];
