@@ -10,6 +10,7 @@ import { imageTasks, joinEagerPages, splitForPostCopy, type PageServerClient } f
 import * as lazy from './lazy-restore';
 import { establishedConnections } from './criu-tcp';
 import { depsDir } from '../../lib/paths';
+import { waitFor } from '../../lib/processes';
 
 const NUDGE_PATH = path.join(depsDir, 'bin', 'migravi-tcp-nudge');
 
@@ -151,11 +152,31 @@ export class RuncRuntime implements HostRuntime {
     await mkdir(imageDir, { recursive: true });
     const workDir = `${imageDir}.work`;
     await mkdir(workDir, { recursive: true });
+    await this.freezeForDump(name);
     await this.runc(['checkpoint', '--image-path', imageDir, '--work-path', workDir, ...(keepTcp ? ['--tcp-established'] : []), name]).catch(
       async (err: unknown) => {
         throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'dump.log')}`);
       },
     );
+  }
+
+  /**
+   * CRIU freezes a running container's cgroup itself, then checks the freezer every 100 ms
+   * (criu/seize.c): its first check comes too early, so ~100 ms of every dump was a sleep. Frozen
+   * here first (checked every millisecond), the cgroup is found frozen and CRIU seizes its tasks
+   * at once. A dump that fails leaves the container paused, as one CRIU froze itself would be:
+   * the retry or the rollback thaws it.
+   */
+  private async freezeForDump(name: string): Promise<void> {
+    const freezer = cgroupFreezer(`${this.opts.cgroupPrefix}/${name}`);
+    if (!freezer) return; // CRIU freezes it itself
+    await freezer.set(true);
+    try {
+      await waitFor(`the cgroup of ${name} to freeze`, freezer.frozen, 5_000, 1);
+    } catch (err) {
+      await freezer.set(false);
+      throw err;
+    }
   }
 
   async restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void> {
@@ -323,6 +344,19 @@ export class RuncRuntime implements HostRuntime {
 
 function withDefaultPath(env: string[]): string[] {
   return env.some((e) => e.startsWith('PATH=')) ? env : ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...env];
+}
+
+/** The freezer of a cgroup (v1 or v2), if it has one. */
+function cgroupFreezer(cgroup: string): { set(frozen: boolean): Promise<void>; frozen(): Promise<boolean> } | undefined {
+  const v1 = path.join('/sys/fs/cgroup/freezer', cgroup, 'freezer.state');
+  if (existsSync(v1)) {
+    return { set: (on) => writeFile(v1, on ? 'FROZEN' : 'THAWED'), frozen: async () => (await readFile(v1, 'utf8')).trim() === 'FROZEN' };
+  }
+  const v2 = path.join('/sys/fs/cgroup', cgroup);
+  if (existsSync(path.join(v2, 'cgroup.freeze'))) {
+    return { set: (on) => writeFile(path.join(v2, 'cgroup.freeze'), on ? '1' : '0'), frozen: async () => /^frozen 1$/m.test(await readFile(path.join(v2, 'cgroup.events'), 'utf8')) };
+  }
+  return undefined;
 }
 
 /**
