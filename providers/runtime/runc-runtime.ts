@@ -187,7 +187,7 @@ export class RuncRuntime implements HostRuntime {
     await this.writeBundleConfig(spec, netnsPath);
     const workDir = `${imageDir}.work`;
     await mkdir(workDir, { recursive: true });
-    await destroyLeftoverSockets(workDir, netnsPath);
+    await destroyLeftoverSockets(workDir, imageDir, netnsPath);
     const args = ['restore', '--detach', '--image-path', imageDir, '--work-path', workDir, '--bundle', bundle, ...(keepTcp ? ['--tcp-established'] : []), spec.name];
     await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
       throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\n${await socketsOf(netnsPath)}`);
@@ -220,7 +220,7 @@ export class RuncRuntime implements HostRuntime {
     if (status !== 'absent') await this.runcDelete(spec.name);
     await this.endLazyRestore(imageDir); // what a failed attempt left
     const workDir = `${imageDir}.work`;
-    await destroyLeftoverSockets(workDir, netnsPath);
+    await destroyLeftoverSockets(workDir, imageDir, netnsPath);
     await this.writeBundleConfig(spec, netnsPath);
     await lazy.startLazyPages(this.opts.criuPath, imageDir, pageServerPort);
     const args = ['restore', '--detach', '--lazy-pages', '--image-path', imageDir, '--work-path', workDir, '--bundle', this.bundleDir(spec.name), ...(keepTcp ? ['--tcp-established'] : []), spec.name];
@@ -362,14 +362,17 @@ function cgroupFreezer(cgroup: string): { set(frozen: boolean): Promise<void>; f
 /**
  * A restore attempt that failed after CRIU unlocked the network had its processes killed by CRIU:
  * their sockets' FINs, dropped by the close guard, leave them in FIN-WAIT holding the
- * connections' addresses, and the next attempt's CRIU cannot bind them back ("Cannot assign
- * requested address"). Nothing else lives in the namespace while the container does not run: an
- * earlier attempt's log in the work directory means they are destroyed (their RSTs are dropped
- * by the guard too, so the peers never learn of them).
+ * connections' 4-tuples, and the next attempt's CRIU cannot bind them back ("Cannot assign
+ * requested address"). After an earlier attempt (its log is in the work directory), the sockets
+ * on the image's connections are destroyed — those only: whatever else holds the namespace's
+ * ports is not this migration's to close. Their RSTs are dropped by the guard too.
  */
-async function destroyLeftoverSockets(workDir: string, netnsPath: string): Promise<void> {
+async function destroyLeftoverSockets(workDir: string, imageDir: string, netnsPath: string): Promise<void> {
   if (!existsSync(path.join(workDir, 'restore.log'))) return;
-  await run('nsenter', [`--net=${netnsPath}`, 'ss', '-K', '-tan']);
+  const connections = await establishedConnections(imageDir);
+  if (!connections.length) return;
+  const filter = connections.map((c) => `( src ${c.local}:${c.localPort} and dst ${c.peer}:${c.peerPort} )`).join(' or ');
+  await run('nsenter', [`--net=${netnsPath}`, 'ss', '-K', '-tan', filter]);
 }
 
 /**
