@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
+import { waitFor } from '../../lib/processes';
 import { cidrContains, intToIp, parseCidr } from '../../lib/vi-spec';
 import type { CloudEndpoint, ContainerSpec, DnsRecord, IngressRule, NetworkSpec, PublicConnection, TransferEndpoint } from '../../lib/types';
 import { PowerDnsApi } from './powerdns-api';
@@ -247,10 +248,20 @@ export class LocalControlPlane implements ControlPlane {
    * The bridge sends the port's MAC to this port from now on. A MAC learned elsewhere (the VXLAN
    * side, while the container ran in a peer cloud) would otherwise keep its traffic going there
    * until the entry ages out (5 min), since a server that only answers never teaches the bridge.
-   * Dynamic: unplugging the port forgets it, and the traffic floods to the peer again.
+   * Dynamic: unplugging the port forgets it, and the traffic floods to the peer again. The
+   * bridge refuses a dynamic entry (EPERM) until the port just set up is forwarding, which the
+   * kernel reaches asynchronously: seen once in the demo, on a loaded host.
    */
   private async claimMac(veth: string, mac: string): Promise<void> {
-    await run('bridge', ['fdb', 'replace', mac, 'dev', veth, 'master', 'dynamic'], { netns: this.cfg.netns });
+    let refused = '';
+    await waitFor(`the bridge to take ${mac} on ${veth}`, async () => {
+      const result = await run('bridge', ['fdb', 'replace', mac, 'dev', veth, 'master', 'dynamic'], { netns: this.cfg.netns, allowFailure: true });
+      if (result.exitCode !== 0 && !/Operation not permitted/.test(result.stderr)) throw new Error(`bridge fdb replace ${mac} dev ${veth}: ${result.stderr.trim()}`);
+      refused = result.stderr.trim();
+      return result.exitCode === 0;
+    }, 5_000, 5).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message} (${refused})`);
+    });
   }
 
   async removePort(containerName: string): Promise<void> {
