@@ -253,14 +253,15 @@ export class LocalControlPlane implements ControlPlane {
    * kernel reaches asynchronously: seen once in the demo, on a loaded host.
    */
   private async claimMac(veth: string, mac: string): Promise<void> {
-    let refused = '';
+    let refusal = '';
     await waitFor(`the bridge to take ${mac} on ${veth}`, async () => {
       const result = await run('bridge', ['fdb', 'replace', mac, 'dev', veth, 'master', 'dynamic'], { netns: this.cfg.netns, allowFailure: true });
-      if (result.exitCode !== 0 && !/Operation not permitted/.test(result.stderr)) throw new Error(`bridge fdb replace ${mac} dev ${veth}: ${result.stderr.trim()}`);
-      refused = result.stderr.trim();
-      return result.exitCode === 0;
+      if (result.exitCode === 0) return true;
+      if (!/Operation not permitted/.test(result.stderr)) throw new Error(`bridge fdb replace ${mac} dev ${veth}: ${result.stderr.trim()}`);
+      refusal = result.stderr.trim();
+      return false;
     }, 5_000, 5).catch((err: unknown) => {
-      throw new Error(`${(err as Error).message} (${refused})`);
+      throw refusal ? new Error(`${(err as Error).message} (the bridge said: ${refusal})`) : err;
     });
   }
 
