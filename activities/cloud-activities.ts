@@ -40,6 +40,7 @@ import { receiveVolumeRound, sendVolumeRound } from './volumes';
 import { closePageForward, connectPageServer, holdPageForward, NoPageServer, openPageForward, releasePageForward } from './page-forward';
 import { PageServerClient } from '../providers/runtime/criu-pages';
 import { isPortFree } from './ports';
+import { faultPoint } from '../lib/faults';
 import { availableMemory, freeBytes } from './host-memory';
 import { DeployConflict, deployVi, removeVi, withFloatingIp, type DeployOutcome, type RemoveOutcome } from './deploy-vi';
 import { parseViSpec, ViSpecError, type ViSpec } from '../lib/vi-spec';
@@ -77,6 +78,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     if (inMemory) {
       await rm(inMemory, { recursive: true, force: true });
       await rm(`${inMemory}.eager`, { recursive: true, force: true });
+      await rm(`${inMemory}.eager.work`, { recursive: true, force: true });
       await rmdir(path.dirname(inMemory)).catch(() => undefined); // the migration's, once its last image is gone
     }
     await rm(migrationDir(step.migrationId, step.container.name), { recursive: true, force: true });
@@ -103,9 +105,9 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
   const emptyImageDir = async (step: ContainerStep, postCopy: boolean): Promise<boolean> => {
     const imageDir = checkpointDir(step);
     const old = await readlink(imageDir).catch(() => undefined);
-    if (old) await rm(old, { recursive: true, force: true });
-    if (old) await rm(`${old}.eager`, { recursive: true, force: true });
+    for (const dir of old ? [old, `${old}.eager`, `${old}.eager.work`] : []) await rm(dir, { recursive: true, force: true });
     await rm(imageDir, { recursive: true, force: true });
+    await rm(`${imageDir}.work`, { recursive: true, force: true });
     if (postCopy && cloud.memoryDir) {
       const bytes = await runtime.memoryBytes(step.container.name).catch(() => Infinity);
       if (await imageFitsInMemory(bytes)) {
@@ -157,39 +159,55 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     return allocation;
   };
 
-  /** Post-copy, source: sends the image without its lazy memory, then serves that memory from here. */
+  /** Post-copy, source: where the held dump writes all but the lazy memory (next to the durable image: in memory when it is). */
+  const heldDumpDir = async (step: ContainerStep) => `${await realpath(checkpointDir(step))}.eager`;
+  /** The size of the image a held dump stands for: its files and the memory still in its processes. */
+  const heldImageBytes = async (dir: string) => (await directoryBytes(dir)) + (await runtime.heldDumpBytes(dir)).lazyBytes;
+
+  /**
+   * Post-copy, source: sends the held dump (the image without its lazy memory), then serves that
+   * memory from here: from the held processes while their durable image is being written, from
+   * that image once it is complete.
+   */
   const sendForPostCopy = async (step: ContainerStep, endpoint: TransferEndpoint, attempt: Attempt, newDump: boolean): Promise<Pick<CheckpointResult, 'sent' | 'sentDir' | 'postCopy'>> => {
+    const name = step.container.name;
     const imageDir = checkpointDir(step);
-    // Next to the image itself (in memory when it is there): its files are hard links, not copies.
-    const sentDir = `${await realpath(imageDir)}.eager`;
+    const sentDir = await heldDumpDir(step);
     const steps = stepTimes();
-    const { lazyBytes, eagerBytes } = await runtime.splitForPostCopy(imageDir, sentDir);
-    steps.mark('split');
+    const { lazyBytes, eagerBytes } = await runtime.heldDumpBytes(sentDir);
     const own = controlPlane.transferEndpoint(imageDir);
-    // The page server loads the image while the eager part crosses the link.
-    const [sent, port] = await Promise.all([
-      streamImage({ dir: sentDir, endpoint, privateKeyPath: cloud.transferKeyPath, attempt, restart: newDump }),
-      pageServerPort(step, own).then(async (port) => {
+    const serve = async (port: number) => {
+      if ((await runtime.heldDumpState(sentDir)) === 'holding') {
+        // Fault point "post-copy:writing-image": tests kill the worker while it writes the durable image.
+        const onChunk = async () => {
+          const action = faultPoint(cloud.name, 'post-copy:writing-image', step.migrationId, name);
+          if (action && typeof action === 'object') await new Promise((resolve) => setTimeout(resolve, action.delayMs));
+        };
+        await runtime.servePagesFromHeld(name, sentDir, imageDir, port, onChunk, (line) => log(`${name}: ${line}`));
+      } else if (await runtime.checkpointComplete(imageDir)) {
         // Started, not awaited until it listens: the destination's forward waits for it while the restore runs.
         await runtime.servePages(imageDir, port, { awaitListening: false });
-        return port;
-      }),
+      } else {
+        throw ApplicationFailure.nonRetryable(`the memory of ${name} is neither held in ${cloud.name} nor written to its image: it cannot be served`, 'PageSourceGone');
+      }
+      return port;
+    };
+    const [sent, port] = await Promise.all([
+      streamImage({ dir: sentDir, endpoint, privateKeyPath: cloud.transferKeyPath, attempt, restart: newDump }),
+      pageServerPort(step, own).then(serve),
     ]);
     steps.mark('sent, page server up');
-    log(`${step.container.name}: sent ${eagerBytes} bytes of memory in the freeze; ${lazyBytes} bytes served from 127.0.0.1:${port} after the restore (${steps.summary()})`);
+    log(`${name}: sent ${eagerBytes} bytes of memory in the freeze; ${lazyBytes} bytes served from 127.0.0.1:${port} after the restore (${steps.summary()})`);
     return { sent, sentDir, postCopy: { endpoint: own, port, lazyBytes, eagerBytes } };
   };
 
   /**
-   * Post-copy, destination: the received eager part made restorable, a forward to the source's
-   * page server that lets the guard take hold before the first page moves, then the lazy restore.
+   * Post-copy, destination: a forward to the source's page server that lets the guard take hold before the first page moves, then the lazy restore.
    */
   const restoreLazily = async (input: ContainerStep & { keepTcp: boolean; postCopy?: PageSource }, imageDir: string, netnsPath: string, attempt: Attempt): Promise<void> => {
     const { postCopy } = input;
     const container = placedHere(input.container);
     const steps = stepTimes();
-    await runtime.joinForPostCopy(imageDir);
-    steps.mark('join');
     let held = 0;
     let holdFailure: unknown;
     const key = `${input.migrationId}/${container.name}`;
@@ -567,7 +585,10 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       let streaming: Promise<ArtifactReceipt> | undefined;
       let imageBytes = recorded?.imageBytes ?? 0;
       let inMemory = false;
-      if (!recorded) {
+      // Post-copy: an earlier attempt's dump may hold the processes already (its worker died after it started).
+      const adopted = !recorded && postCopy !== undefined && status === 'paused' && (await runtime.heldDumpState(await heldDumpDir(input))) === 'holding';
+      if (adopted) log(`${name} is held by an earlier attempt's dump: going on from there`);
+      if (!recorded && !adopted) {
         if (status === 'paused') {
           log(`${name} was left frozen by an earlier dump attempt: thawing it before dumping again`);
           await runtime.resume(name);
@@ -577,12 +598,13 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
           await controlPlane.setCloseGuard(name, true);
           // Everything in the image directory from here on is this dump's (a stream may follow it).
           inMemory = await emptyImageDir(input, postCopy !== undefined);
+          const heldDir = postCopy ? await heldDumpDir(input) : undefined;
           const started = Date.now();
           // A cancel does not stop a dump half-way; a stall (hung CRIU) still does.
           const dump = attempt.uninterruptible(async () => {
             // Fault point "checkpoint:during-dump": tests kill the worker while runc and CRIU dump.
             const dumpStarted = attempt.nextChild().then(() => attempt.fault('checkpoint:during-dump'));
-            await Promise.all([runtime.checkpoint(name, imageDir, input.keepTcp), dumpStarted]);
+            await Promise.all([heldDir ? runtime.checkpointHeld(name, heldDir, input.keepTcp) : runtime.checkpoint(name, imageDir, input.keepTcp), dumpStarted]);
           });
           if (stream) {
             streaming = streamImage({ dir: imageDir, endpoint: stream, privateKeyPath: cloud.transferKeyPath, attempt, restart: true, dumping: dump });
@@ -595,7 +617,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
             throw err;
           }
           durationMs = Date.now() - started;
-          imageBytes = await directoryBytes(imageDir);
+          imageBytes = heldDir ? await heldImageBytes(heldDir) : await directoryBytes(imageDir);
           // The host's throughput: the group's members dumped at once, each image in this time.
           await recordHostRate(cloud.stateDir, inMemory ? 'memoryDumps' : 'dumps', { bytes: imageBytes * (input.concurrent ?? 1), ms: durationMs });
           await attempt.fault('checkpoint:after-dump');
@@ -604,7 +626,8 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         }
       }
       await controlPlane.setPortEnabled(name, false);
-      if (!recorded && !imageBytes) imageBytes = await directoryBytes(imageDir); // a dump an earlier attempt completed
+      // A dump an earlier attempt completed:
+      if (!recorded && !imageBytes) imageBytes = postCopy ? await heldImageBytes(await heldDumpDir(input)) : await directoryBytes(imageDir);
       const result: CheckpointResult = { imageDir: recorded?.imageDir ?? imageDir, imageBytes, durationMs };
       await writeFile(doneMarker, JSON.stringify(result));
       log(`checkpointed ${name}: ${result.imageBytes} bytes in ${result.durationMs} ms`);
@@ -632,8 +655,10 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      */
     async servePages(input: ContainerStep & { port: number }): Promise<void> {
       const imageDir = checkpointDir(input);
-      if (!(await runtime.checkpointComplete(imageDir))) throw ApplicationFailure.nonRetryable(`the image of ${input.container.name} is not complete in ${cloud.name}: its memory cannot be served`, 'PageSourceGone');
       await runtime.stopServingPages(imageDir);
+      // From the durable image: written first from the held processes if it is not yet.
+      const settled = await runtime.settleHeldDump(input.container.name, await heldDumpDir(input), imageDir);
+      if (!settled && !(await runtime.checkpointComplete(imageDir))) throw ApplicationFailure.nonRetryable(`the image of ${input.container.name} is not complete in ${cloud.name}: its memory cannot be served`, 'PageSourceGone');
       await runtime.servePages(imageDir, input.port);
     },
 
@@ -813,6 +838,12 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       const { container } = input;
       const imageDir = checkpointDir(input);
       await runtime.stopServingPages(imageDir);
+      // A post-copy dump holding the processes: their image is completed from them and they are
+      // let go (thawing them would resume processes whose sockets CRIU left in repair mode).
+      const heldDir = await heldDumpDir(input).catch(() => undefined);
+      if (heldDir && (await runtime.heldDumpState(heldDir)) === 'holding' && !(await runtime.settleHeldDump(container.name, heldDir, imageDir))) {
+        throw ApplicationFailure.nonRetryable(`${container.name} is held by its dump in ${cloud.name} but its memory could not be written to its image: cannot resume it`, 'ResumeFailed');
+      }
       const status = await runtime.status(container.name);
       let outcome: ResumeOutcome = 'was-running';
       if (status === 'paused') {
@@ -841,6 +872,9 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       // While connections open through it drain, the floating IP stays (NATed to the container, now at the peer).
       if (!input.keepFloatingIp) await controlPlane.releaseFloatingIp(container.name);
       await runtime.stopServingPages(checkpointDir(input));
+      // A post-copy dump still holding the processes lets them go (its image is of no use any more, but written by now).
+      const heldDir = await heldDumpDir(input).catch(() => undefined);
+      if (heldDir) await runtime.settleHeldDump(container.name, heldDir, checkpointDir(input));
       await runtime.remove(container.name);
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);

@@ -114,13 +114,23 @@ export interface HostRuntime {
   /** Starts the container from a checkpoint image; its rootfs must already be in its bundle. */
   restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void>;
   /**
-   * Post-copy, source: writes into `outDir` what the freeze must send of a complete image — all
-   * but the lazy memory; returns the bytes of memory left for later and of memory sent now.
+   * Post-copy, source: freezes the container and writes every image file but its lazy memory
+   * into `lazyDir`; the processes stay frozen and held, the first copy of that memory, until
+   * their durable image is complete.
    */
-  splitForPostCopy(imageDir: string, outDir: string): Promise<{ lazyBytes: number; eagerBytes: number }>;
-  /** Post-copy, destination: makes the received part restorable (lazily) where it lies. */
-  joinForPostCopy(dir: string): Promise<void>;
-  /** Post-copy, source: serves the lazy pages of a complete image on the loopback's `port` (started again if it stopped). */
+  checkpointHeld(name: string, lazyDir: string, keepTcp: boolean): Promise<void>;
+  /** Whether a held dump still holds its processes, let them go after a complete dump, or failed. */
+  heldDumpState(lazyDir: string): Promise<'holding' | 'released' | 'failed' | 'none'>;
+  /** Memory of a held dump: what its image holds (eager) and what stays in the processes (lazy). */
+  heldDumpBytes(lazyDir: string): Promise<{ lazyBytes: number; eagerBytes: number }>;
+  /**
+   * Post-copy, source: serves the held processes' lazy pages on the loopback's `port` and writes
+   * their durable image into `imageDir` meanwhile; the processes are let go once it is complete.
+   */
+  servePagesFromHeld(name: string, lazyDir: string, imageDir: string, port: number, onChunk: () => Promise<void>, log: (line: string) => void): Promise<void>;
+  /** The durable image complete (written now if need be) and the held processes let go; false if the memory is lost. */
+  settleHeldDump(name: string, lazyDir: string, imageDir: string): Promise<boolean>;
+  /** Post-copy, source: serves the lazy pages of a complete image on the loopback's `port` (started again if it stopped): after its held processes were let go. */
   servePages(imageDir: string, port: number, opts?: { awaitListening?: boolean }): Promise<void>;
   stopServingPages(imageDir: string): Promise<void>;
   /**

@@ -92,3 +92,40 @@ export async function readImageRecords(file: string, limit = Infinity): Promise<
   }
   return records;
 }
+
+function putVarint(out: number[], value: bigint): void {
+  do {
+    const byte = Number(value & 0x7fn);
+    value >>= 7n;
+    out.push(value ? byte | 0x80 : byte);
+  } while (value);
+}
+
+/** Encodes a message of varint and nested fields (in field order), as CRIU's images need them. */
+export function encode(message: Message): Buffer {
+  const out: number[] = [];
+  for (const field of [...message.keys()].sort((a, b) => a - b)) {
+    for (const value of message.get(field)!) {
+      if (typeof value === 'bigint') {
+        putVarint(out, BigInt(field << 3));
+        putVarint(out, value);
+      } else {
+        putVarint(out, BigInt((field << 3) | 2));
+        putVarint(out, BigInt(value.length));
+        out.push(...value);
+      }
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** An image file's bytes: the magic words (the first 8 bytes of an image of the same kind), then the records. */
+export function imageFile(magic: Buffer, records: Buffer[]): Buffer {
+  const parts = [magic.subarray(0, 8)];
+  for (const r of records) {
+    const length = Buffer.alloc(4);
+    length.writeUInt32LE(r.length);
+    parts.push(length, r);
+  }
+  return Buffer.concat(parts);
+}

@@ -7,14 +7,14 @@
  * {vaddr, nr_pages, flags} records.
  * Pages flagged PE_PRESENT are stored in pages-<pages_id>.img in entry order.
  */
-import { copyFile, link, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { num, readImageRecords } from './criu-image';
 
 export const PAGE_SIZE = 4096;
-const PE_LAZY = 1 << 1;
-const PE_PRESENT = 1 << 2;
+export const PE_LAZY = 1 << 1;
+export const PE_PRESENT = 1 << 2;
 
 export interface PagemapEntry {
   vaddr: number;
@@ -61,20 +61,8 @@ export async function imageTasks(imageDir: string): Promise<TaskPages[]> {
   return tasks.sort((a, b) => a.pid - b.pid);
 }
 
-/** Byte ranges [offset, length] of a task's pages file that a lazy restore reads locally. */
-export function eagerExtents(task: TaskPages): Array<[number, number]> {
-  const extents: Array<[number, number]> = [];
-  for (const e of task.entries) {
-    if (e.offset === undefined || e.lazy) continue;
-    const last = extents[extents.length - 1];
-    if (last && last[0] + last[1] === e.offset) last[1] += e.pages * PAGE_SIZE;
-    else extents.push([e.offset, e.pages * PAGE_SIZE]);
-  }
-  return extents;
-}
-
 export function lazyPageCount(tasks: TaskPages[]): number {
-  return tasks.reduce((sum, t) => sum + t.entries.filter((e) => e.lazy && e.offset !== undefined).reduce((s, e) => s + e.pages, 0), 0);
+  return tasks.reduce((sum, t) => sum + t.entries.filter((e) => e.lazy).reduce((s, e) => s + e.pages, 0), 0);
 }
 
 /**
@@ -86,7 +74,7 @@ export async function missingLazyRuns(task: TaskPages, hostPid: number): Promise
   const runs: Array<{ vaddr: number; pages: number }> = [];
   try {
     for (const e of task.entries) {
-      if (!e.lazy || e.offset === undefined) continue;
+      if (!e.lazy) continue;
       const raw = Buffer.alloc(e.pages * 8);
       await pagemap.read(raw, 0, raw.length, (e.vaddr / PAGE_SIZE) * 8);
       let start = -1;
@@ -107,10 +95,10 @@ export async function missingLazyRuns(task: TaskPages, hostPid: number): Promise
 
 // The page server protocol (criu/page-xfer.c): 32-byte requests {u32 cmd, pad, u64 nr_pages,
 // u64 vaddr, u64 dst_id}; PS_IOV_GET is answered by the same header and the pages.
-const PS_IOV_GET = 7;
+export const PS_IOV_GET = 7;
 
 /** Reads exactly `n` bytes from a stream (or fails when it ends first). */
-class StreamReader {
+export class StreamReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private waiting?: () => void;
@@ -168,67 +156,4 @@ export class PageServerClient {
     return { pages: got, data: await this.reader.read(got * PAGE_SIZE) };
   }
 
-}
-
-/** What a post-copy freeze sends: every image file but the lazy pages, whose extents it lists. */
-interface EagerManifest {
-  pages: Array<{ file: string; size: number; extents: Array<[number, number]> }>;
-}
-const EAGER_MANIFEST = 'post-copy.json';
-const EAGER_SUFFIX = '.eager';
-
-/**
- * Source: the part of a complete image that a lazy restore reads at once, in `outDir`: every
- * file (hard links) but the tasks' pages files, replaced by their eager pages only (`.eager`) and
- * a manifest of where those go. Returns the memory bytes left for later and those sent now.
- */
-export async function splitForPostCopy(imageDir: string, outDir: string): Promise<{ lazyBytes: number; eagerBytes: number }> {
-  await rm(outDir, { recursive: true, force: true });
-  await mkdir(outDir, { recursive: true });
-  const tasks = await imageTasks(imageDir);
-  const split = new Set(tasks.map((t) => t.pagesFile));
-  const manifest: EagerManifest = { pages: [] };
-  let eagerBytes = 0;
-  for (const task of tasks) {
-    const extents = eagerExtents(task);
-    const source = await open(path.join(imageDir, task.pagesFile), 'r');
-    const out = await open(path.join(outDir, task.pagesFile + EAGER_SUFFIX), 'w');
-    try {
-      for (const [offset, length] of extents) {
-        const buf = Buffer.alloc(length);
-        await source.read(buf, 0, length, offset);
-        await out.write(buf);
-        eagerBytes += length;
-      }
-      manifest.pages.push({ file: task.pagesFile, size: (await source.stat()).size, extents });
-    } finally {
-      await source.close();
-      await out.close();
-    }
-  }
-  for (const name of await readdir(imageDir)) {
-    if (split.has(name)) continue;
-    await link(path.join(imageDir, name), path.join(outDir, name)).catch(() => copyFile(path.join(imageDir, name), path.join(outDir, name)));
-  }
-  await writeFile(path.join(outDir, EAGER_MANIFEST), JSON.stringify(manifest));
-  return { lazyBytes: lazyPageCount(tasks) * PAGE_SIZE, eagerBytes };
-}
-
-/** Destination: rebuilds each pages file at full size from its eager pages (the lazy ones stay holes). */
-export async function joinEagerPages(dir: string): Promise<void> {
-  const manifest = JSON.parse(await readFile(path.join(dir, EAGER_MANIFEST), 'utf8')) as EagerManifest;
-  for (const { file, size, extents } of manifest.pages) {
-    const eager = await readFile(path.join(dir, file + EAGER_SUFFIX));
-    const out = await open(path.join(dir, file), 'w');
-    try {
-      await out.truncate(size);
-      let at = 0;
-      for (const [offset, length] of extents) {
-        await out.write(eager, at, length, offset);
-        at += length;
-      }
-    } finally {
-      await out.close();
-    }
-  }
 }

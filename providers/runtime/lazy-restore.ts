@@ -10,7 +10,7 @@
  * - The window ends when the kernel shows every lazy page present (/proc/PID/pagemap), not when
  *   CRIU says so.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
@@ -56,27 +56,27 @@ function files(imageDir: string) {
 }
 
 /** Starts a process in its own session that outlives this worker; its output goes to `log`. */
-function spawnDetached(argv: string[], log: string): number {
+export function spawnDetached(argv: string[], log: string): ChildProcess {
   const fd = openSync(log, 'a');
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', fd, fd], detached: true });
   closeSync(fd);
   child.on('error', () => undefined);
   child.unref();
   if (!child.pid) throw new Error(`could not start ${argv[0]}`);
-  return child.pid;
+  return child;
 }
 
-/** Whether a socket listens on 127.0.0.1:port in this network namespace (the kernel's table, without connecting). */
-async function listening(port: number): Promise<boolean> {
-  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+/** Whether a socket listens on 127.0.0.1:port (or any address's) in this network namespace (the kernel's table, without connecting). */
+export async function listening(port: number): Promise<boolean> {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
   const table = await readFile('/proc/net/tcp', 'utf8');
   return table.split('\n').some((line) => {
     const cols = line.trim().split(/\s+/);
-    return cols[1] === local && cols[3] === '0A';
+    return (cols[1] === `0100007F:${hex}` || cols[1] === `00000000:${hex}`) && cols[3] === '0A';
   });
 }
 
-async function tail(file: string, lines = 12): Promise<string> {
+export async function tail(file: string, lines = 12): Promise<string> {
   return (await readFile(file, 'utf8').catch(() => '')).trim().split('\n').slice(-lines).join('\n');
 }
 
@@ -90,7 +90,7 @@ export async function servePages(criuPath: string, imageDir: string, port: numbe
   if (running && isAlive(running)) return;
   await mkdir(f.work, { recursive: true });
   const logName = `page-server.${Date.now()}.log`;
-  const pid = spawnDetached([criuPath, 'page-server', '--lazy-pages', '-D', imageDir, '--address', '127.0.0.1', '--port', String(port), '-o', path.join(f.work, logName), '-v2'], f.pageServerLog);
+  const pid = spawnDetached([criuPath, 'page-server', '--lazy-pages', '-D', imageDir, '--address', '127.0.0.1', '--port', String(port), '-o', path.join(f.work, logName), '-v2'], f.pageServerLog).pid!;
   await writeFile(f.pageServerPid, String(pid));
   if (!awaitListening) return;
   // It loads the image into pipes (page cache, no copy: ~40 ms for 1 GiB), then listens.
@@ -129,7 +129,7 @@ export async function startLazyPages(criuPath: string, imageDir: string, pageSer
   const keep = "grep --line-buffered -E 'Received PID|Error|Warn|UFFD transferred|EXIT|Can.t connect'";
   // The shell stays as the daemon's parent to write its exit status when it ends.
   const script = `mkfifo ${fifo} && { ${keep} < ${fifo} > ${f.daemonLog} & } && ${daemon.join(' ')}; echo $? > ${f.daemonExit}`;
-  const wrapper = spawnDetached(['sh', '-c', script, 'lazy-pages', criuPath], path.join(f.work, 'lazy-pages.out'));
+  const wrapper = spawnDetached(['sh', '-c', script, 'lazy-pages', criuPath], path.join(f.work, 'lazy-pages.out')).pid!;
   await writeFile(f.wrapperPid, String(wrapper));
   await waitFor('the lazy-pages daemon', async () => {
     if (existsSync(f.daemonExit)) throw new Error(`criu lazy-pages exited early:\n${await tail(f.daemonLog)}`);
@@ -143,7 +143,7 @@ export async function startLazyPages(criuPath: string, imageDir: string, pageSer
   if (daemons.length !== 1) throw new Error(`cannot find the lazy-pages daemon under its shell ${wrapper} (children: ${children.join(' ') || 'none'})`);
   const daemonPid = Number(daemons[0]);
   await writeFile(f.daemonPid, String(daemonPid));
-  const guard = spawnDetached([GUARD_PATH, String(daemonPid), f.guardSocket], f.guardLog);
+  const guard = spawnDetached([GUARD_PATH, String(daemonPid), f.guardSocket], f.guardLog).pid!;
   await writeFile(f.guardPid, String(guard));
   await waitFor('the userfaultfd guard', async () => {
     if (!isAlive(guard)) throw new Error(`the userfaultfd guard exited:\n${await tail(f.guardLog)}`);

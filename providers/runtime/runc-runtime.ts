@@ -6,8 +6,9 @@ import { run, CommandError, trackChild, type RunResult } from '../../lib/exec';
 import { currentAttempt } from '../../lib/attempt-scope';
 import type { ContainerSpec } from '../../lib/types';
 import type { ContainerStatus, HostRuntime, LazyMemoryState } from '../provider';
-import { imageTasks, joinEagerPages, splitForPostCopy, type PageServerClient } from './criu-pages';
+import { imageTasks, lazyPageCount, PAGE_SIZE, type PageServerClient } from './criu-pages';
 import * as lazy from './lazy-restore';
+import * as held from './lazy-dump';
 import { establishedConnections } from './criu-tcp';
 import { depsDir } from '../../lib/paths';
 import { waitFor } from '../../lib/processes';
@@ -63,6 +64,8 @@ export class RuncRuntime implements HostRuntime {
   }
 
   private async writeBundleConfig(spec: ContainerSpec, netnsPath: string): Promise<void> {
+    const criuConfig = path.join(this.bundleDir(spec.name), 'criu.conf');
+    await writeFile(criuConfig, 'address 127.0.0.1\n');
     const config = {
       ociVersion: '1.0.2-dev',
       process: {
@@ -79,6 +82,9 @@ export class RuncRuntime implements HostRuntime {
       },
       root: { path: 'rootfs', readonly: spec.readonlyRootfs },
       hostname: spec.name,
+      // CRIU reads these options too: a post-copy dump holding the processes waits for its client
+      // on the loopback only (over runc's RPC, CRIU's lazy-pages listener ignores the address given).
+      annotations: { 'org.criu.config': criuConfig },
       mounts: [
         { destination: '/proc', type: 'proc', source: 'proc' },
         { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
@@ -161,6 +167,56 @@ export class RuncRuntime implements HostRuntime {
   }
 
   /**
+   * Post-copy, source: freezes the container and dumps all but its lazy memory into `lazyDir`; its
+   * processes stay held (frozen, seized by CRIU) until the durable image is written from them
+   * (servePagesFromHeld / settleHeldDump). providers/runtime/lazy-dump.ts says why this is safe.
+   */
+  async checkpointHeld(name: string, lazyDir: string, keepTcp: boolean): Promise<void> {
+    await this.freezeForDump(name);
+    await held.startHeldDump(['runc', ...this.globalArgs(), '--log', path.join(this.bundleDir(name), 'runc.log')], name, lazyDir, keepTcp);
+  }
+
+  async heldDumpState(lazyDir: string): Promise<held.HeldDumpState> {
+    return held.heldDumpState(lazyDir);
+  }
+
+  /** Memory of a held dump: sent in the freeze (eager) and served afterwards (lazy). */
+  async heldDumpBytes(lazyDir: string): Promise<{ lazyBytes: number; eagerBytes: number }> {
+    const tasks = await imageTasks(lazyDir);
+    const eagerPages = tasks.reduce((sum, t) => sum + t.entries.filter((e) => e.offset !== undefined).reduce((s, e) => s + e.pages, 0), 0);
+    return { lazyBytes: lazyPageCount(tasks) * PAGE_SIZE, eagerBytes: eagerPages * PAGE_SIZE };
+  }
+
+  /** Serves a held dump's lazy pages on the loopback's `port` from its processes, and writes its durable image into `imageDir` meanwhile. */
+  async servePagesFromHeld(name: string, lazyDir: string, imageDir: string, port: number, onChunk: () => Promise<void>, log: (line: string) => void): Promise<void> {
+    const pid = await this.statePid(name);
+    if (!pid) throw new Error(`${name} has no held processes to serve its memory from`);
+    await held.HeldPageSource.start(lazyDir, imageDir, pid, port, onChunk, log);
+  }
+
+  /**
+   * The held dump's memory safe in its durable image (written now if no page source of this
+   * worker is writing it) and its processes let go. False when neither exists any more.
+   */
+  async settleHeldDump(name: string, lazyDir: string, imageDir: string): Promise<boolean> {
+    const source = held.HeldPageSource.get(imageDir);
+    if (source) {
+      await source.stop();
+      if (await source.written) return true;
+    }
+    if (await held.writtenFromProcesses(imageDir)) {
+      await held.releaseHeldDump(lazyDir);
+      return true;
+    }
+    if ((await held.heldDumpState(lazyDir)) !== 'holding') return false;
+    const pid = await this.statePid(name);
+    if (!pid) return false;
+    await held.writeImageFromProcesses(lazyDir, imageDir, pid, async () => undefined);
+    await held.releaseHeldDump(lazyDir);
+    return true;
+  }
+
+  /**
    * CRIU freezes a running container's cgroup itself, then checks the freezer every 100 ms
    * (criu/seize.c): its first check comes too early, so ~100 ms of every dump was a sleep. Frozen
    * here first (checked every millisecond), the cgroup is found frozen and CRIU seizes its tasks
@@ -194,19 +250,12 @@ export class RuncRuntime implements HostRuntime {
     });
   }
 
-  async splitForPostCopy(imageDir: string, outDir: string): Promise<{ lazyBytes: number; eagerBytes: number }> {
-    return splitForPostCopy(imageDir, outDir);
-  }
-
-  async joinForPostCopy(dir: string): Promise<void> {
-    await joinEagerPages(dir);
-  }
-
   async servePages(imageDir: string, port: number, opts: { awaitListening?: boolean } = {}): Promise<void> {
     await lazy.servePages(this.opts.criuPath, imageDir, port, opts.awaitListening ?? true);
   }
 
   async stopServingPages(imageDir: string): Promise<void> {
+    await held.HeldPageSource.get(imageDir)?.stop();
     await lazy.stopServingPages(imageDir);
   }
 
@@ -279,6 +328,14 @@ export class RuncRuntime implements HostRuntime {
     await lazy.endLazyRestore(imageDir);
   }
 
+  /** The host PID of the container's first process, running or frozen. */
+  private async statePid(name: string): Promise<number | undefined> {
+    const result = await this.runc(['state', name], true);
+    if (result.exitCode !== 0) return undefined;
+    const state = JSON.parse(result.stdout) as { pid: number };
+    return state.pid > 0 ? state.pid : undefined;
+  }
+
   /** The host PID of the container's first process, while it runs. */
   private async initPid(name: string): Promise<number | undefined> {
     const result = await this.runc(['state', name], true);
@@ -309,7 +366,7 @@ export class RuncRuntime implements HostRuntime {
    */
   async checkpointComplete(imageDir: string): Promise<boolean> {
     const log = await readFile(path.join(`${imageDir}.work`, 'dump.log'), 'utf8').catch(() => '');
-    return /Dumping finished successfully/.test(log);
+    return /Dumping finished successfully/.test(log) || (await held.writtenFromProcesses(imageDir));
   }
 
   async remove(name: string): Promise<void> {

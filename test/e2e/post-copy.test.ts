@@ -2,8 +2,9 @@
  * Post-copy end to end, nothing mocked: the demo service (64 MiB of memory ballast) moves with
  * `postCopy`, so it restarts at the destination before its memory has crossed the link (100 Mbit/s
  * here: the window lasts seconds, long enough to break things inside it). Then the two ways a
- * page source dies mid-window — CRIU's lazy-pages daemon at the destination, the page server at
- * the source — are done for real (kill -9 by PID): the memory must still re-read intact, the
+ * page source dies mid-window — CRIU's lazy-pages daemon at the destination, the source's worker
+ * (its page server, serving from the held processes) — are done for real (kill -9 by PID), the
+ * latter before the image of the held processes was complete: the memory must still re-read intact, the
  * connection stay open, and the report say what was recovered. And a restore that fails after
  * CRIU unlocked the network (its processes killed): the retry must find the connections' addresses
  * free, and no client may have been told its connection closed.
@@ -135,21 +136,35 @@ describe('post-copy migration (end to end)', function () {
     });
   });
 
-  describe('cloud-a -> cloud-b, the source\'s page server killed mid-window', () => {
+  describe('cloud-a -> cloud-b, the source\'s worker (and its page server) killed mid-window, before it had written the image', () => {
     let report: MigrationReport;
     let statusBefore: ClientStatus;
+    let fired: string[] = [];
 
     before(async () => {
-      ({ report, statusBefore } = await migrate('post-3', 'cloud-a', 'cloud-b', async () => {
-        const [pidFile] = await findFiles(stack.cloud('cloud-a').workDir, 'page-server.pid');
-        assert.ok(pidFile, 'no page server at the source');
-        process.kill(Number(await readFile(pidFile, 'utf8')), 'SIGKILL');
-      }));
+      // The image written from the held processes stops after its first 4 MiB for longer than the
+      // window lasts: the worker killed meanwhile leaves neither a page server nor a complete image,
+      // only the dump holding the frozen processes.
+      await stack.setFaults([{ id: 'slow-image', process: 'cloud-a', at: 'post-copy:writing-image', action: 'delay', ms: 20_000, container: 'kv' }]);
+      try {
+        ({ report, statusBefore } = await migrate('post-3', 'cloud-a', 'cloud-b', async () => {
+          await waitFor('the image to be half-written', async () => (await stack.firedFaults()).includes('slow-image'), 10_000, 20);
+          const [image] = (await findFiles(stack.cloud('cloud-a').workDir, 'checkpoint')).filter((f) => !f.includes('.'));
+          assert.ok(image && !existsSync(`${image}.work/written-from-processes.json`), 'the image was complete before the worker was killed');
+          await stack.kill('cloud-a');
+        }));
+        fired = await stack.firedFaults();
+      } finally {
+        await stack.setFaults([]);
+      }
+      await stack.settle();
     });
 
-    it('restarts the page source and fills the missing pages: in cloud-b only, connection kept, memory intact', async () => {
+    it('a new worker writes the image from the still-held processes, serves it, and the missing pages are filled: in cloud-b only, connection kept, memory intact', async () => {
+      assert.ok(fired.includes('slow-image'), 'the image was never slowed');
+      assert.ok(stack.restarts.includes('cloud-a'), 'the source\'s worker was not restarted');
       const c = report.containers[0]!;
-      assert.ok(c.postCopy!.rescuedPages > 0, 'no page was copied in after the page server died');
+      assert.ok(c.postCopy!.rescuedPages > 0, 'no page was copied in after the page source died');
       assert.match(report.events.join('\n'), /starting its page server at cloud-a again/);
       await stack.assertOnlyAt('cloud-b');
       await stack.assertConnectionKept(statusBefore, 50);

@@ -2,14 +2,18 @@
  * CRIU's images as MigraVI reads them: the pagemap images post-copy uses, and the sockets the TCP
  * nudge needs. Pagemaps as post-copy reads them, on images written here byte for byte in CRIU's
  * format (two magic words, then "u32 length + protobuf" records): which pages are eager, which
- * lazy, and the split of an image into what the freeze sends and its restorable rebuild.
+ * lazy; and a held dump's durable image and page server, read from a live process whose memory
+ * the test knows.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { establishedConnections } from '../../providers/runtime/criu-tcp';
-import { eagerExtents, joinEagerPages, lazyPageCount, readPagemap, splitForPostCopy, PAGE_SIZE, imageTasks } from '../../providers/runtime/criu-pages';
+import { lazyPageCount, readPagemap, PageServerClient, PAGE_SIZE, imageTasks } from '../../providers/runtime/criu-pages';
+import { ProcessPageServer, writeImageFromProcesses, writtenFromProcesses } from '../../providers/runtime/lazy-dump';
 
 const PE_LAZY = 2;
 const PE_PRESENT = 4;
@@ -78,23 +82,77 @@ describe('CRIU images: pages for post-copy, sockets for the TCP nudge', () => {
     const [task] = await imageTasks(path.join(dir, 'full'));
     assert.equal(task!.pid, 7);
     assert.equal(task!.pagesFile, 'pages-12.img');
-    assert.deepEqual(eagerExtents(task!), [[0, PAGE_SIZE], [4 * PAGE_SIZE, 2 * PAGE_SIZE]]);
     assert.equal(lazyPageCount([task!]), 4);
   });
 
-  it('sends the eager pages only, and rebuilds a pages file whose eager pages are in place and lazy ones are holes', async () => {
-    const sent = path.join(dir, 'sent');
-    const counts = await splitForPostCopy(path.join(dir, 'full'), sent);
-    assert.deepEqual(counts, { lazyBytes: 4 * PAGE_SIZE, eagerBytes: 3 * PAGE_SIZE });
-    assert.deepEqual((await readdir(sent)).sort(), ['core-7.img', 'pagemap-7.img', 'pages-12.img.eager', 'post-copy.json']);
-    assert.equal((await stat(path.join(sent, 'pages-12.img.eager'))).size, 3 * PAGE_SIZE);
-    await joinEagerPages(sent);
-    const rebuilt = await readFile(path.join(sent, 'pages-12.img'));
-    const original = await readFile(path.join(dir, 'full', 'pages-12.img'));
-    assert.equal(rebuilt.length, original.length);
-    const page = (buf: Buffer, i: number) => buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
-    for (const i of [0, 4, 5]) assert.ok(page(rebuilt, i).equals(page(original, i)), `eager page ${i} differs`);
-    for (const i of [1, 2, 3, 6]) assert.ok(page(rebuilt, i).equals(Buffer.alloc(PAGE_SIZE)), `lazy page ${i} is not a hole`);
+  describe('a held dump: its lazy pages read from the live process', () => {
+    // A process holding 4 pages of a known pattern (page i filled with 0xA0 + i), its address printed.
+    let child: ChildProcess;
+    let pid: number;
+    let addr: number;
+    const pattern = Buffer.concat([0, 1, 2, 3].map((i) => Buffer.alloc(PAGE_SIZE, 0xa0 + i)));
+
+    before(async () => {
+      child = spawn('python3', ['-c', [
+        'import mmap, ctypes, sys',
+        'm = mmap.mmap(-1, 4 * 4096)',
+        'm.write(b"".join(bytes([0xa0 + i]) * 4096 for i in range(4)))',
+        'print(hex(ctypes.addressof(ctypes.c_char.from_buffer(m))), flush=True)',
+        'sys.stdin.read()',
+      ].join('\n')], { stdio: ['pipe', 'pipe', 'inherit'] });
+      pid = child.pid!;
+      addr = Number(await new Promise<string>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))));
+      // What `criu dump --lazy-pages` leaves: the eager page in the pages file, the lazy ones flagged lazy only.
+      const lazy = path.join(dir, 'held');
+      await mkdir(lazy);
+      await writeFile(path.join(lazy, `pagemap-${pid}.img`), image([message([[1, 12n]]), message([[1, 0x400000n], [2, 1n], [4, BigInt(PE_PRESENT)]]), message([[1, BigInt(addr)], [2, 4n], [4, BigInt(PE_LAZY)]])]));
+      await writeFile(path.join(lazy, 'pages-12.img'), Buffer.alloc(PAGE_SIZE, 0xee));
+      await writeFile(path.join(lazy, 'core-7.img'), 'process state');
+    });
+
+    after(() => {
+      child.kill('SIGKILL');
+    });
+
+    it('counts the lazy pages a lazy dump left out of its pages file', async () => {
+      const tasks = await imageTasks(path.join(dir, 'held'));
+      assert.equal(lazyPageCount(tasks), 4);
+      assert.deepEqual(tasks[0]!.entries.map((e) => [e.lazy, e.offset]), [[false, 0], [true, undefined]]);
+    });
+
+    it('writes the durable image: the eager page, then the lazy ones read from the process, flagged present', async () => {
+      const durable = path.join(dir, 'durable');
+      const result = await writeImageFromProcesses(path.join(dir, 'held'), durable, pid, async () => undefined);
+      assert.equal(result.bytes, 5 * PAGE_SIZE);
+      assert.ok(await writtenFromProcesses(durable));
+      assert.deepEqual((await readdir(durable)).sort(), ['core-7.img', `pagemap-${pid}.img`, 'pages-12.img']);
+      const pages = await readFile(path.join(durable, 'pages-12.img'));
+      assert.ok(pages.subarray(0, PAGE_SIZE).equals(Buffer.alloc(PAGE_SIZE, 0xee)), 'the eager page moved');
+      assert.ok(pages.subarray(PAGE_SIZE).equals(pattern), 'the lazy pages are not the process\'s');
+      const { entries } = await readPagemap(path.join(durable, `pagemap-${pid}.img`));
+      assert.deepEqual(entries.map((e) => [e.vaddr, e.pages, e.lazy, e.offset]), [[0x400000, 1, false, 0], [addr, 4, true, PAGE_SIZE]]);
+    });
+
+    it('serves the lazy pages over CRIU\'s page-server protocol, from the process and then from the durable image', async () => {
+      const server = await ProcessPageServer.forHeldDump(path.join(dir, 'held'), pid, () => undefined);
+      await server.listen(0);
+      const port = (server as unknown as { server: net.Server }).server.address() as net.AddressInfo;
+      const socket = net.connect(port.port, '127.0.0.1');
+      try {
+        const client = new PageServerClient(socket);
+        const first = await client.get(pid, addr + PAGE_SIZE, 8); // at most to the end of its entry
+        assert.equal(first.pages, 3);
+        assert.ok(first.data.equals(pattern.subarray(PAGE_SIZE)));
+        await server.useImage(path.join(dir, 'durable'));
+        child.kill('SIGKILL'); // from now on only the image has them
+        const again = await client.get(pid, addr, 2);
+        assert.ok(again.data.equals(pattern.subarray(0, 2 * PAGE_SIZE)));
+        await assert.rejects(client.get(pid, 0x400000, 1), /closed/); // not a lazy page: the session ends
+      } finally {
+        socket.destroy();
+        await server.close();
+      }
+    });
   });
 
   it('lists the established TCP connections with each peer address and the socket\'s rcv_nxt', async () => {
