@@ -872,9 +872,9 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       // While connections open through it drain, the floating IP stays (NATed to the container, now at the peer).
       if (!input.keepFloatingIp) await controlPlane.releaseFloatingIp(container.name);
       await runtime.stopServingPages(checkpointDir(input));
-      // A post-copy dump still holding the processes lets them go (its image is of no use any more, but written by now).
+      // A post-copy dump still holding the processes lets them go: every page is at the destination.
       const heldDir = await heldDumpDir(input).catch(() => undefined);
-      if (heldDir) await runtime.settleHeldDump(container.name, heldDir, checkpointDir(input));
+      if (heldDir) await runtime.settleHeldDump(container.name, heldDir, checkpointDir(input), { imageNeeded: false });
       await runtime.remove(container.name);
       await controlPlane.removePort(container.name);
       await controlPlane.unregisterContainer(container.name);

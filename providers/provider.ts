@@ -128,8 +128,11 @@ export interface HostRuntime {
    * their durable image into `imageDir` meanwhile; the processes are let go once it is complete.
    */
   servePagesFromHeld(name: string, lazyDir: string, imageDir: string, port: number, onChunk: () => Promise<void>, log: (line: string) => void): Promise<void>;
-  /** The durable image complete (written now if need be) and the held processes let go; false if the memory is lost. */
-  settleHeldDump(name: string, lazyDir: string, imageDir: string): Promise<boolean>;
+  /**
+   * The durable image complete (written now if need be) and the held processes let go; false if
+   * the memory is lost. Without `imageNeeded` (the group committed), they are let go at once.
+   */
+  settleHeldDump(name: string, lazyDir: string, imageDir: string, opts?: { imageNeeded?: boolean }): Promise<boolean>;
   /** Post-copy, source: serves the lazy pages of a complete image on the loopback's `port` (started again if it stopped): after its held processes were let go. */
   servePages(imageDir: string, port: number, opts?: { awaitListening?: boolean }): Promise<void>;
   stopServingPages(imageDir: string): Promise<void>;

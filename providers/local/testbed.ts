@@ -8,6 +8,7 @@ import { cloudConfigPath, IMAGE_STREAM_PORT, PAGE_SERVER_PORTS, type LocalCloudC
 import { memoryDirOf } from './local-cloud';
 import { startDnsServer } from './dns-server';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
+import { killHeldDump } from '../runtime/lazy-dump';
 
 /**
  * The embedded testbed: several "clouds" on this machine, each an edge network namespace with a
@@ -311,6 +312,9 @@ export async function testbedDown(stateDir: string, idHint?: string, log: (line:
   }
   for (const cloud of record?.clouds ?? []) {
     const runcRoot = path.join(cloud.dir, 'runc');
+    // A post-copy dump left holding its processes (a migration cut short) ends first.
+    const bundles = path.join(cloud.dir, 'containers');
+    for (const name of existsSync(bundles) ? await readdir(bundles) : []) await killHeldDump(path.join(bundles, name, 'held-dump.pid'));
     if (existsSync(runcRoot)) {
       for (const container of (await run('runc', ['--root', runcRoot, 'list', '-q'], { allowFailure: true })).stdout.split('\n').filter(Boolean)) {
         await run('runc', ['--root', runcRoot, 'delete', '--force', container], { allowFailure: true });

@@ -30,6 +30,8 @@ const PS_IOV_CLOSE = 0x1023;
 const PS_IOV_FORCE_CLOSE = 0x1024;
 /** Bytes read from the processes per step while the durable image is written. */
 const DRAIN_CHUNK = 4 * 1024 * 1024;
+/** Bytes read per step while answering a page request. */
+const SERVE_CHUNK = 256 * 1024;
 
 function files(lazyDir: string) {
   const work = `${lazyDir}.work`;
@@ -62,7 +64,7 @@ async function freePort(): Promise<number> {
  * Starts the held dump (`runcArgv` up to the options this adds) and returns once every image file
  * but the lazy pages is written: CRIU listens only after closing its images.
  */
-export async function startHeldDump(runcArgv: string[], name: string, lazyDir: string, keepTcp: boolean): Promise<void> {
+export async function startHeldDump(runcArgv: string[], name: string, lazyDir: string, keepTcp: boolean, pidFile: string): Promise<void> {
   const f = files(lazyDir);
   await mkdir(lazyDir, { recursive: true });
   await mkdir(f.work, { recursive: true });
@@ -71,6 +73,7 @@ export async function startHeldDump(runcArgv: string[], name: string, lazyDir: s
   const child = spawnDetached(argv, f.runcLog);
   const pid = child.pid!;
   await writeFile(f.hold, JSON.stringify({ pid, port }));
+  await writeFile(pidFile, String(pid)); // where a teardown finds it
   // The attempt's child while it dumps (its CPU is progress; a given-up attempt kills it), not once it holds.
   const untrack = trackChild(child);
   try {
@@ -86,6 +89,23 @@ export async function startHeldDump(runcArgv: string[], name: string, lazyDir: s
     }
     throw new Error(`runc checkpoint --lazy-pages did not hold the processes: ${(err as Error).message}\n${await tail(f.runcLog)}\n${await tail(f.dumpLog)}`);
   }
+}
+
+/**
+ * Ends a held dump for good, its processes with it (they stay frozen for whoever removes the
+ * container): a teardown's, or a removal's, never a migration's way to let them go.
+ */
+export async function killHeldDump(pidFile: string): Promise<void> {
+  const pid = await readFile(pidFile, 'utf8').then((t) => Number(t.trim()), () => 0);
+  if (pid > 0 && isAlive(pid)) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    await waitFor(`the held dump (pid ${pid}) to end`, () => !isAlive(pid), 10_000, 10);
+  }
+  await rm(pidFile, { force: true });
 }
 
 /** Until the dump listens for its page-server client (its images are closed then), or ends. */
@@ -110,12 +130,14 @@ export async function heldDumpState(lazyDir: string): Promise<HeldDumpState> {
 
 /**
  * Lets the processes go: a client that connects and leaves ends CRIU's lazy transfer, after which
- * it kills them and runc removes the container.
+ * it kills them and runc removes the container. `thaw` first: CRIU waits for its kills to land,
+ * which a frozen cgroup never lets them (the processes stay stopped by CRIU meanwhile).
  */
-export async function releaseHeldDump(lazyDir: string): Promise<void> {
+export async function releaseHeldDump(lazyDir: string, thaw: () => Promise<void>): Promise<void> {
   const f = files(lazyDir);
   if ((await heldDumpState(lazyDir)) !== 'holding') return;
   const { pid, port } = JSON.parse(await readFile(f.hold, 'utf8')) as { pid: number; port: number };
+  await thaw();
   await new Promise<void>((resolve) => {
     const socket = net.connect(port, '127.0.0.1', () => socket.end());
     socket.on('close', () => resolve());
@@ -208,6 +230,9 @@ export class ProcessPageServer {
   private readonly memory = new Map<number, Promise<FileHandle>>();
   private image?: { tasks: Map<number, TaskPages>; files: Map<string, Promise<FileHandle>> };
   private closed = false;
+  private asked!: () => void;
+  /** Resolved by the first page asked for: the restore at the destination is over by then. */
+  readonly firstRequest = new Promise<void>((resolve) => (this.asked = resolve));
 
   constructor(private readonly lazyTasks: Map<number, TaskPages>, private readonly hostPids: Map<number, number>, private readonly log: (line: string) => void) {}
 
@@ -255,15 +280,15 @@ export class ProcessPageServer {
     return { fh: await mem, at: vaddr, pages };
   }
 
-  private async readPages(pid: number, vaddr: number, wanted: number): Promise<{ pages: number; data: Buffer }> {
+  /** Fills `buf` with task `pid`'s pages from `vaddr` (within one pagemap entry). */
+  private async readInto(pid: number, vaddr: number, buf: Buffer): Promise<void> {
     for (;;) {
       const usedImage = !!this.image;
       try {
-        const { fh, at, pages } = await this.locate(pid, vaddr, wanted);
-        const data = Buffer.alloc(pages * PAGE_SIZE);
-        const { bytesRead } = await fh.read(data, 0, data.length, at);
-        if (bytesRead !== data.length) throw new Error(`read ${bytesRead} of ${data.length} bytes of process ${pid} at 0x${vaddr.toString(16)}`);
-        return { pages, data };
+        const { fh, at } = await this.locate(pid, vaddr, buf.length / PAGE_SIZE);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+        if (bytesRead !== buf.length) throw new Error(`read ${bytesRead} of ${buf.length} bytes of process ${pid} at 0x${vaddr.toString(16)}`);
+        return;
       } catch (err) {
         // The processes were released while this read was on its way: the image has their pages.
         if (!usedImage && this.image) continue;
@@ -285,18 +310,27 @@ export class ProcessPageServer {
           return;
         }
         if (cmd !== PS_IOV_GET) throw new Error(`page-server command ${cmd} is not served here`);
+        this.asked();
         const pid = Number(request.readBigUInt64LE(24));
         const vaddr = Number(request.readBigUInt64LE(16));
-        const { pages, data } = await this.readPages(pid, vaddr, Number(request.readBigUInt64LE(8)));
+        const { pages } = await this.locate(pid, vaddr, Number(request.readBigUInt64LE(8)));
         const answer = Buffer.from(request);
         answer.writeUInt32LE(PS_IOV_ADD_F | (PE_PRESENT << 16), 0);
         answer.writeBigUInt64LE(BigInt(pages), 8);
         socket.write(answer);
-        if (!socket.write(data)) {
-          await new Promise<void>((resolve) => {
-            socket.once('drain', resolve);
-            socket.once('close', resolve);
-          });
+        // In chunks, each sent while the next is read: the daemon has one request in flight per
+        // process, so the time to its first byte is time the link sits idle.
+        for (let done = 0; done < pages * PAGE_SIZE; ) {
+          const chunk = Buffer.allocUnsafe(Math.min(SERVE_CHUNK, pages * PAGE_SIZE - done));
+          await this.readInto(pid, vaddr + done, chunk);
+          done += chunk.length;
+          if (!socket.write(chunk)) {
+            await new Promise<void>((resolve) => {
+              socket.once('drain', resolve);
+              socket.once('close', resolve);
+            });
+            if (socket.destroyed) return;
+          }
         }
       }
     };
@@ -316,6 +350,8 @@ export class ProcessPageServer {
 export class HeldPageSource {
   private static readonly running = new Map<string, HeldPageSource>();
   readonly written: Promise<boolean>;
+  private begin!: () => void;
+  private abandoned = false;
 
   private constructor(
     readonly imageDir: string,
@@ -324,28 +360,41 @@ export class HeldPageSource {
     initHostPid: number,
     onChunk: () => Promise<void>,
     log: (line: string) => void,
+    thaw: () => Promise<void>,
   ) {
-    this.written = writeImageFromProcesses(lazyDir, imageDir, initHostPid, onChunk).then(
-      async ({ bytes, ms }) => {
-        await server.useImage(imageDir);
-        await releaseHeldDump(lazyDir);
-        log(`wrote its ${Math.round(bytes / 1048576)} MiB of memory from the held processes in ${ms} ms, then let them go`);
-        return true;
-      },
-      (err: Error) => {
-        log(`could not write its memory from the held processes: ${err.message}`);
-        return false;
-      },
-    );
+    // Written from the first page asked for: not while the destination restores (the host's CPU
+    // is the freeze's then), and nothing hurries it — the held processes are the copy meanwhile.
+    // Or at once when this source stops (a rollback or a restarted page source needs the image).
+    const begun = new Promise<void>((resolve) => (this.begin = resolve));
+    void server.firstRequest.then(() => this.begin());
+    const stillWanted = async () => {
+      if (this.abandoned) throw new Error('abandoned');
+      await onChunk();
+    };
+    this.written = begun
+      .then(() => stillWanted())
+      .then(() => writeImageFromProcesses(lazyDir, imageDir, initHostPid, stillWanted))
+      .then(
+        async ({ bytes, ms }) => {
+          await server.useImage(imageDir);
+          await releaseHeldDump(lazyDir, thaw);
+          log(`wrote its ${Math.round(bytes / 1048576)} MiB of memory from the held processes in ${ms} ms, then let them go`);
+          return true;
+        },
+        (err: Error) => {
+          if (!this.abandoned) log(`could not write its memory from the held processes: ${err.message}`);
+          return false;
+        },
+      );
   }
 
   /** Serves the held dump's pages on the loopback's `port` and writes its durable image; nothing to do if this worker already does. */
-  static async start(lazyDir: string, imageDir: string, initHostPid: number, port: number, onChunk: () => Promise<void>, log: (line: string) => void): Promise<HeldPageSource> {
+  static async start(lazyDir: string, imageDir: string, initHostPid: number, port: number, onChunk: () => Promise<void>, log: (line: string) => void, thaw: () => Promise<void>): Promise<HeldPageSource> {
     const existing = HeldPageSource.running.get(imageDir);
     if (existing) return existing;
     const server = await ProcessPageServer.forHeldDump(lazyDir, initHostPid, log);
     await server.listen(port);
-    const source = new HeldPageSource(imageDir, server, lazyDir, initHostPid, onChunk, log);
+    const source = new HeldPageSource(imageDir, server, lazyDir, initHostPid, onChunk, log, thaw);
     HeldPageSource.running.set(imageDir, source);
     return source;
   }
@@ -354,9 +403,11 @@ export class HeldPageSource {
     return HeldPageSource.running.get(imageDir);
   }
 
-  /** Stops serving (the durable image, if being written, goes on). */
-  async stop(): Promise<void> {
+  /** Stops serving; the durable image is written now if it is not yet — unless it is of no use any more (`abandonImage`). */
+  async stop(opts: { abandonImage?: boolean } = {}): Promise<void> {
     HeldPageSource.running.delete(this.imageDir);
+    this.abandoned = opts.abandonImage ?? false;
+    this.begin();
     await this.server.close();
   }
 }

@@ -1,8 +1,9 @@
 /**
  * Post-copy with CRIU, made safe (docs/notes/postcopy-lab/RESULT.md has the measurements behind
  * each choice):
- * - Source: the image is complete on local disk before anything runs elsewhere; a stateless
- *   `criu page-server --lazy-pages -D IMAGE` serves its lazy pages and can be restarted at will.
+ * - Source (lazy-dump.ts): the processes are held frozen by their dump until their complete
+ *   image is written from them; pages are served from them, then from that image, which a
+ *   stateless `criu page-server --lazy-pages -D IMAGE` can serve again at will.
  * - Destination: `criu lazy-pages` fetches them on demand and in the background; a guard
  *   (scripts/uffd-guard.c) holds duplicates of the restored processes' userfaultfds, so that if
  *   the daemon or its page source is lost the processes stall on a missing page instead of

@@ -173,7 +173,19 @@ export class RuncRuntime implements HostRuntime {
    */
   async checkpointHeld(name: string, lazyDir: string, keepTcp: boolean): Promise<void> {
     await this.freezeForDump(name);
-    await held.startHeldDump(['runc', ...this.globalArgs(), '--log', path.join(this.bundleDir(name), 'runc.log')], name, lazyDir, keepTcp);
+    await held.startHeldDump(['runc', ...this.globalArgs(), '--log', path.join(this.bundleDir(name), 'runc.log')], name, lazyDir, keepTcp, this.heldDumpPidFile(name));
+    // CRIU thaws the cgroup once it has seized the processes and holds them by ptrace alone: if
+    // it died, they would run again here while their copy runs at the destination. Frozen, they
+    // stay stopped whatever happens to their dump (and runc shows them paused).
+    await this.freezeForDump(name);
+  }
+
+  private async thaw(name: string): Promise<void> {
+    await cgroupFreezer(`${this.opts.cgroupPrefix}/${name}`)?.set(false);
+  }
+
+  private heldDumpPidFile(name: string): string {
+    return path.join(this.bundleDir(name), 'held-dump.pid');
   }
 
   async heldDumpState(lazyDir: string): Promise<held.HeldDumpState> {
@@ -191,28 +203,30 @@ export class RuncRuntime implements HostRuntime {
   async servePagesFromHeld(name: string, lazyDir: string, imageDir: string, port: number, onChunk: () => Promise<void>, log: (line: string) => void): Promise<void> {
     const pid = await this.statePid(name);
     if (!pid) throw new Error(`${name} has no held processes to serve its memory from`);
-    await held.HeldPageSource.start(lazyDir, imageDir, pid, port, onChunk, log);
+    await held.HeldPageSource.start(lazyDir, imageDir, pid, port, onChunk, log, () => this.thaw(name));
   }
 
   /**
    * The held dump's memory safe in its durable image (written now if no page source of this
-   * worker is writing it) and its processes let go. False when neither exists any more.
+   * worker is writing it) and its processes let go. False when neither exists any more (or the
+   * image was not needed and is not complete).
    */
-  async settleHeldDump(name: string, lazyDir: string, imageDir: string): Promise<boolean> {
+  async settleHeldDump(name: string, lazyDir: string, imageDir: string, opts: { imageNeeded?: boolean } = {}): Promise<boolean> {
+    const imageNeeded = opts.imageNeeded ?? true;
     const source = held.HeldPageSource.get(imageDir);
     if (source) {
-      await source.stop();
+      await source.stop({ abandonImage: !imageNeeded });
       if (await source.written) return true;
     }
-    if (await held.writtenFromProcesses(imageDir)) {
-      await held.releaseHeldDump(lazyDir);
+    if (!imageNeeded || (await held.writtenFromProcesses(imageDir))) {
+      await held.releaseHeldDump(lazyDir, () => this.thaw(name));
       return true;
     }
     if ((await held.heldDumpState(lazyDir)) !== 'holding') return false;
     const pid = await this.statePid(name);
     if (!pid) return false;
     await held.writeImageFromProcesses(lazyDir, imageDir, pid, async () => undefined);
-    await held.releaseHeldDump(lazyDir);
+    await held.releaseHeldDump(lazyDir, () => this.thaw(name));
     return true;
   }
 
@@ -370,6 +384,7 @@ export class RuncRuntime implements HostRuntime {
   }
 
   async remove(name: string): Promise<void> {
+    await held.killHeldDump(this.heldDumpPidFile(name));
     await this.runcDelete(name);
     await rm(this.bundleDir(name), { recursive: true, force: true });
   }

@@ -256,14 +256,42 @@ describe('post-copy migration (end to end)', function () {
     });
   });
 
+  describe('cloud-a -> cloud-b, the source\'s worker killed as soon as its dump holds the processes', () => {
+    let report: MigrationReport;
+    let statusBefore: ClientStatus;
+    let fired: string[] = [];
+
+    before(async () => {
+      // Killed before it recorded the dump: the next attempt finds the container frozen, and must
+      // go on from the dump that holds it (thawing it under CRIU, or dumping it again, cannot work).
+      await stack.setFaults([{ id: 'after-held-dump', process: 'cloud-a', at: 'checkpoint:after-dump', action: 'kill', container: 'kv' }]);
+      try {
+        ({ report, statusBefore } = await migrate('post-8', 'cloud-a', 'cloud-b'));
+        fired = await stack.firedFaults();
+      } finally {
+        await stack.setFaults([]);
+      }
+      await stack.settle();
+    });
+
+    it('the next attempt takes the held dump over: in cloud-b only, connection kept, memory intact', async () => {
+      assert.ok(fired.includes('after-held-dump'), 'the worker was not killed');
+      assert.ok(stack.restarts.includes('cloud-a'), 'the source\'s worker was not restarted');
+      assert.ok(report.containers[0]!.postCopy, 'not moved by post-copy');
+      await stack.assertOnlyAt('cloud-b');
+      await stack.assertConnectionKept(statusBefore, 50);
+      assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
+    });
+  });
+
   // Last of the kv moves: the killed container takes the client's connection with it.
-  describe('cloud-a -> cloud-b, the restored container killed mid-window', () => {
+  describe('cloud-b -> cloud-a, the restored container killed mid-window', () => {
     let failure: Error;
 
     before(async () => {
       try {
-        await migrate('post-6', 'cloud-a', 'cloud-b', async () => {
-          const state = await run('runc', ['--root', path.join(stack.cloud('cloud-b').config.dir, 'runc'), 'state', 'kv']);
+        await migrate('post-6', 'cloud-b', 'cloud-a', async () => {
+          const state = await run('runc', ['--root', path.join(stack.cloud('cloud-a').config.dir, 'runc'), 'state', 'kv']);
           process.kill((JSON.parse(state.stdout) as { pid: number }).pid, 'SIGKILL');
         });
       } catch (err) {
@@ -274,13 +302,13 @@ describe('post-copy migration (end to end)', function () {
     it('fails, rolls back to the image kept at the source, and says what was lost', async () => {
       assert.ok(failure, 'the migration did not fail');
       const message = String((failure as { cause?: Error }).cause?.message ?? failure.message);
-      assert.match(message, /stopped at cloud-b before all of its memory had arrived/);
-      assert.match(message, /kv ran at cloud-b for \d+ ms after its restore: a rollback now loses what it did there/);
+      assert.match(message, /stopped at cloud-a before all of its memory had arrived/);
+      assert.match(message, /kv ran at cloud-a for \d+ ms after its restore: a rollback now loses what it did there/);
       assert.match(message, /rolled back: the VI runs at the source/);
     });
 
-    it('runs it again in cloud-a only, its memory intact as it was at the freeze', async () => {
-      await stack.assertOnlyAt('cloud-a');
+    it('runs it again in cloud-b only, its memory intact as it was at the freeze', async () => {
+      await stack.assertOnlyAt('cloud-b');
       assert.equal(await stack.kvSelfCheck(), `OK ${BALLAST_MIB}`);
     });
   });
