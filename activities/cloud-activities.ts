@@ -177,7 +177,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
     const { lazyBytes, eagerBytes } = await runtime.heldDumpBytes(sentDir);
     const own = controlPlane.transferEndpoint(imageDir);
     const serve = async (port: number) => {
-      if ((await runtime.heldDumpState(sentDir)) === 'holding') {
+      if ((await runtime.heldDumpState(name, sentDir)) === 'holding') {
         // Fault point "post-copy:writing-image": tests kill the worker while it writes the durable image.
         const onChunk = async () => {
           const action = faultPoint(cloud.name, 'post-copy:writing-image', step.migrationId, name);
@@ -586,7 +586,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       let imageBytes = recorded?.imageBytes ?? 0;
       let inMemory = false;
       // Post-copy: an earlier attempt's dump may hold the processes already (its worker died after it started).
-      const adopted = !recorded && postCopy !== undefined && status === 'paused' && (await runtime.heldDumpState(await heldDumpDir(input))) === 'holding';
+      const adopted = !recorded && postCopy !== undefined && status === 'paused' && (await runtime.heldDumpState(name, await heldDumpDir(input))) === 'holding';
       if (adopted) log(`${name} is held by an earlier attempt's dump: going on from there`);
       if (!recorded && !adopted) {
         if (status === 'paused') {
@@ -841,7 +841,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       // A post-copy dump holding the processes: their image is completed from them and they are
       // let go (thawing them would resume processes whose sockets CRIU left in repair mode).
       const heldDir = await heldDumpDir(input).catch(() => undefined);
-      if (heldDir && (await runtime.heldDumpState(heldDir)) === 'holding' && !(await runtime.settleHeldDump(container.name, heldDir, imageDir))) {
+      if (heldDir && (await runtime.heldDumpState(container.name, heldDir)) === 'holding' && !(await runtime.settleHeldDump(container.name, heldDir, imageDir))) {
         throw ApplicationFailure.nonRetryable(`${container.name} is held by its dump in ${cloud.name} but its memory could not be written to its image: cannot resume it`, 'ResumeFailed');
       }
       const status = await runtime.status(container.name);

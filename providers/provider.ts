@@ -119,8 +119,8 @@ export interface HostRuntime {
    * their durable image is complete.
    */
   checkpointHeld(name: string, lazyDir: string, keepTcp: boolean): Promise<void>;
-  /** Whether a held dump still holds its processes, let them go after a complete dump, or failed. */
-  heldDumpState(lazyDir: string): Promise<'holding' | 'released' | 'failed' | 'none'>;
+  /** Whether a held dump still holds its processes (frozen, with their memory), let them go after a complete dump, or failed. */
+  heldDumpState(name: string, lazyDir: string): Promise<'holding' | 'released' | 'failed' | 'none'>;
   /** Memory of a held dump: what its image holds (eager) and what stays in the processes (lazy). */
   heldDumpBytes(lazyDir: string): Promise<{ lazyBytes: number; eagerBytes: number }>;
   /**

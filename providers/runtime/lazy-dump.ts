@@ -38,6 +38,8 @@ function files(lazyDir: string) {
   return {
     work,
     hold: path.join(work, 'hold.json'),
+    /** Written once the dump holds: its images are complete from then on. */
+    held: path.join(work, 'held'),
     runcLog: path.join(work, 'runc-checkpoint.log'),
     dumpLog: path.join(work, 'dump.log'),
   };
@@ -46,7 +48,8 @@ function files(lazyDir: string) {
 /** Written once the durable image is complete (next to CRIU's own work files of that image). */
 const writtenMarker = (imageDir: string) => path.join(`${imageDir}.work`, 'written-from-processes.json');
 
-export type HeldDumpState = 'holding' | 'released' | 'failed' | 'none';
+/** "orphaned": the dump held the processes, then its CRIU died (they stay frozen: see checkpointHeld). */
+export type HeldDumpState = 'holding' | 'orphaned' | 'released' | 'failed' | 'none';
 
 /** The loopback port CRIU's dump waits on: any free one, chosen by the kernel. */
 async function freePort(): Promise<number> {
@@ -78,6 +81,7 @@ export async function startHeldDump(runcArgv: string[], name: string, lazyDir: s
   const untrack = trackChild(child);
   try {
     await untilHolding(pid, port);
+    await writeFile(f.held, '');
     untrack();
   } catch (err) {
     untrack();
@@ -125,7 +129,8 @@ export async function heldDumpState(lazyDir: string): Promise<HeldDumpState> {
   const hold = await readFile(f.hold, 'utf8').then((t) => JSON.parse(t) as { pid: number; port: number }).catch(() => undefined);
   if (!hold) return 'none';
   if (isAlive(hold.pid) && (await untilHolding(hold.pid, hold.port).catch(() => false))) return 'holding';
-  return /Dumping finished successfully/.test(await readFile(f.dumpLog, 'utf8').catch(() => '')) ? 'released' : 'failed';
+  if (/Dumping finished successfully/.test(await readFile(f.dumpLog, 'utf8').catch(() => ''))) return 'released';
+  return (await readFile(f.held, 'utf8').then(() => true, () => false)) ? 'orphaned' : 'failed';
 }
 
 /**
@@ -360,7 +365,7 @@ export class HeldPageSource {
     initHostPid: number,
     onChunk: () => Promise<void>,
     log: (line: string) => void,
-    thaw: () => Promise<void>,
+    letGo: () => Promise<void>,
   ) {
     // Written from the first page asked for: not while the destination restores (the host's CPU
     // is the freeze's then), and nothing hurries it — the held processes are the copy meanwhile.
@@ -377,7 +382,7 @@ export class HeldPageSource {
       .then(
         async ({ bytes, ms }) => {
           await server.useImage(imageDir);
-          await releaseHeldDump(lazyDir, thaw);
+          await letGo();
           log(`wrote its ${Math.round(bytes / 1048576)} MiB of memory from the held processes in ${ms} ms, then let them go`);
           return true;
         },
@@ -389,12 +394,12 @@ export class HeldPageSource {
   }
 
   /** Serves the held dump's pages on the loopback's `port` and writes its durable image; nothing to do if this worker already does. */
-  static async start(lazyDir: string, imageDir: string, initHostPid: number, port: number, onChunk: () => Promise<void>, log: (line: string) => void, thaw: () => Promise<void>): Promise<HeldPageSource> {
+  static async start(lazyDir: string, imageDir: string, initHostPid: number, port: number, onChunk: () => Promise<void>, log: (line: string) => void, letGo: () => Promise<void>): Promise<HeldPageSource> {
     const existing = HeldPageSource.running.get(imageDir);
     if (existing) return existing;
     const server = await ProcessPageServer.forHeldDump(lazyDir, initHostPid, log);
     await server.listen(port);
-    const source = new HeldPageSource(imageDir, server, lazyDir, initHostPid, onChunk, log, thaw);
+    const source = new HeldPageSource(imageDir, server, lazyDir, initHostPid, onChunk, log, letGo);
     HeldPageSource.running.set(imageDir, source);
     return source;
   }

@@ -188,8 +188,17 @@ export class RuncRuntime implements HostRuntime {
     return path.join(this.bundleDir(name), 'held-dump.pid');
   }
 
-  async heldDumpState(lazyDir: string): Promise<held.HeldDumpState> {
-    return held.heldDumpState(lazyDir);
+  /** "holding" too when the dump's CRIU died after it held them: the processes, frozen here, still have the memory. */
+  async heldDumpState(name: string, lazyDir: string): Promise<'holding' | 'released' | 'failed' | 'none'> {
+    const state = await held.heldDumpState(lazyDir);
+    if (state !== 'orphaned') return state;
+    return (await this.status(name)) === 'paused' ? 'holding' : 'failed';
+  }
+
+  /** The held processes go: ended by their dump, or — their dump's CRIU dead — with their container. */
+  private async letHeldGo(name: string, lazyDir: string): Promise<void> {
+    if ((await held.heldDumpState(lazyDir)) === 'orphaned') await this.runcDelete(name);
+    else await held.releaseHeldDump(lazyDir, () => this.thaw(name));
   }
 
   /** Memory of a held dump: sent in the freeze (eager) and served afterwards (lazy). */
@@ -203,7 +212,7 @@ export class RuncRuntime implements HostRuntime {
   async servePagesFromHeld(name: string, lazyDir: string, imageDir: string, port: number, onChunk: () => Promise<void>, log: (line: string) => void): Promise<void> {
     const pid = await this.statePid(name);
     if (!pid) throw new Error(`${name} has no held processes to serve its memory from`);
-    await held.HeldPageSource.start(lazyDir, imageDir, pid, port, onChunk, log, () => this.thaw(name));
+    await held.HeldPageSource.start(lazyDir, imageDir, pid, port, onChunk, log, () => this.letHeldGo(name, lazyDir));
   }
 
   /**
@@ -219,14 +228,14 @@ export class RuncRuntime implements HostRuntime {
       if (await source.written) return true;
     }
     if (!imageNeeded || (await held.writtenFromProcesses(imageDir))) {
-      await held.releaseHeldDump(lazyDir, () => this.thaw(name));
+      await this.letHeldGo(name, lazyDir);
       return true;
     }
-    if ((await held.heldDumpState(lazyDir)) !== 'holding') return false;
+    if ((await this.heldDumpState(name, lazyDir)) !== 'holding') return false;
     const pid = await this.statePid(name);
     if (!pid) return false;
     await held.writeImageFromProcesses(lazyDir, imageDir, pid, async () => undefined);
-    await held.releaseHeldDump(lazyDir, () => this.thaw(name));
+    await this.letHeldGo(name, lazyDir);
     return true;
   }
 

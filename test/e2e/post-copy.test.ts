@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile, readdir, readlink } from 'node:fs/promises';
+import { readFile, readdir, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { BENCH_VI, benchVi, memberName } from '../../bench/bench-vi';
 import { ask as askService } from '../../bench/observers';
@@ -136,7 +136,7 @@ describe('post-copy migration (end to end)', function () {
     });
   });
 
-  describe('cloud-a -> cloud-b, the source\'s worker (and its page server) killed mid-window, before it had written the image', () => {
+  describe('cloud-a -> cloud-b, the source\'s worker (and its page server) and its dump\'s CRIU killed mid-window, before the image was written', () => {
     let report: MigrationReport;
     let statusBefore: ClientStatus;
     let fired: string[] = [];
@@ -151,6 +151,9 @@ describe('post-copy migration (end to end)', function () {
           await waitFor('the image to be half-written', async () => (await stack.firedFaults()).includes('slow-image'), 10_000, 20);
           const [image] = (await findFiles(stack.cloud('cloud-a').workDir, 'checkpoint')).filter((f) => !f.includes('.'));
           assert.ok(image && !existsSync(`${image}.work/written-from-processes.json`), 'the image was complete before the worker was killed');
+          // The dump's runc and CRIU too (their process group): the frozen processes are all that is left of the memory.
+          const hold = JSON.parse(await readFile(`${await realpath(image)}.eager.work/hold.json`, 'utf8')) as { pid: number };
+          process.kill(-hold.pid, 'SIGKILL');
           await stack.kill('cloud-a');
         }));
         fired = await stack.firedFaults();
@@ -160,7 +163,7 @@ describe('post-copy migration (end to end)', function () {
       await stack.settle();
     });
 
-    it('a new worker writes the image from the still-held processes, serves it, and the missing pages are filled: in cloud-b only, connection kept, memory intact', async () => {
+    it('a new worker writes the image from the processes still frozen there, serves it, and the missing pages are filled: in cloud-b only, connection kept, memory intact', async () => {
       assert.ok(fired.includes('slow-image'), 'the image was never slowed');
       assert.ok(stack.restarts.includes('cloud-a'), 'the source\'s worker was not restarted');
       const c = report.containers[0]!;
