@@ -217,8 +217,8 @@ export class RuncRuntime implements HostRuntime {
 
   /**
    * The held dump's memory safe in its durable image (written now if no page source of this
-   * worker is writing it) and its processes let go. False when neither exists any more (or the
-   * image was not needed and is not complete).
+   * worker is writing it) and its processes let go. False when neither exists any more. Without
+   * `imageNeeded` (the group committed) they are let go at once.
    */
   async settleHeldDump(name: string, lazyDir: string, imageDir: string, opts: { imageNeeded?: boolean } = {}): Promise<boolean> {
     const imageNeeded = opts.imageNeeded ?? true;

@@ -58,6 +58,17 @@ describe('post-copy migration (end to end)', function () {
     return { report, statusBefore: before, wanTx: (await stack.wanTxBytes(source)) - tx0 };
   }
 
+  /** `migrate` with these faults armed (and disarmed after, whatever happens); also says which fired. */
+  async function migrateWithFaults(faults: Parameters<E2eStack['setFaults']>[0], ...args: Parameters<typeof migrate>) {
+    await stack.setFaults(faults);
+    try {
+      const result = await migrate(...args);
+      return { ...result, fired: await stack.firedFaults() };
+    } finally {
+      await stack.setFaults([]);
+    }
+  }
+
   describe('cloud-a -> cloud-b', () => {
     let report: MigrationReport;
     let statusBefore: ClientStatus;
@@ -145,21 +156,16 @@ describe('post-copy migration (end to end)', function () {
       // The image written from the held processes stops after its first 4 MiB for longer than the
       // window lasts: the worker killed meanwhile leaves neither a page server nor a complete image,
       // only the dump holding the frozen processes.
-      await stack.setFaults([{ id: 'slow-image', process: 'cloud-a', at: 'post-copy:writing-image', action: 'delay', ms: 20_000, container: 'kv' }]);
-      try {
-        ({ report, statusBefore } = await migrate('post-3', 'cloud-a', 'cloud-b', async () => {
-          await waitFor('the image to be half-written', async () => (await stack.firedFaults()).includes('slow-image'), 10_000, 20);
-          const [image] = (await findFiles(stack.cloud('cloud-a').workDir, 'checkpoint')).filter((f) => !f.includes('.'));
-          assert.ok(image && !existsSync(`${image}.work/written-from-processes.json`), 'the image was complete before the worker was killed');
-          // The dump's runc and CRIU too (their process group): the frozen processes are all that is left of the memory.
-          const hold = JSON.parse(await readFile(`${await realpath(image)}.eager.work/hold.json`, 'utf8')) as { pid: number };
-          process.kill(-hold.pid, 'SIGKILL');
-          await stack.kill('cloud-a');
-        }));
-        fired = await stack.firedFaults();
-      } finally {
-        await stack.setFaults([]);
-      }
+      const slowImage = [{ id: 'slow-image', process: 'cloud-a', at: 'post-copy:writing-image', action: 'delay' as const, ms: 20_000, container: 'kv' }];
+      ({ report, statusBefore, fired } = await migrateWithFaults(slowImage, 'post-3', 'cloud-a', 'cloud-b', async () => {
+        await waitFor('the image to be half-written', async () => (await stack.firedFaults()).includes('slow-image'), 10_000, 20);
+        const [image] = (await findFiles(stack.cloud('cloud-a').workDir, 'checkpoint')).filter((f) => !f.includes('.'));
+        assert.ok(image && !existsSync(`${image}.work/written-from-processes.json`), 'the image was complete before the worker was killed');
+        // The dump's runc and CRIU too (their process group): the frozen processes are all that is left of the memory.
+        const hold = JSON.parse(await readFile(`${await realpath(image)}.eager.work/hold.json`, 'utf8')) as { pid: number };
+        process.kill(-hold.pid, 'SIGKILL');
+        await stack.kill('cloud-a');
+      }));
       await stack.settle();
     });
 
@@ -233,13 +239,7 @@ describe('post-copy migration (end to end)', function () {
       // The forward drops the daemon's first connection: the daemon ends, and CRIU, which has
       // restored the processes and unlocked the network by then, fails and kills them. Their
       // sockets must not tell the clients anything, nor keep the next attempt from binding them.
-      await stack.setFaults([{ process: 'cloud-a', at: 'restore:page-source', action: 'fail-once', container: 'kv' }]);
-      try {
-        ({ report, statusBefore } = await migrate('post-7', 'cloud-b', 'cloud-a'));
-        fired = await stack.firedFaults();
-      } finally {
-        await stack.setFaults([]);
-      }
+      ({ report, statusBefore, fired } = await migrateWithFaults([{ process: 'cloud-a', at: 'restore:page-source', action: 'fail-once', container: 'kv' }], 'post-7', 'cloud-b', 'cloud-a'));
     });
 
     after(async () => idle?.close());
@@ -267,13 +267,7 @@ describe('post-copy migration (end to end)', function () {
     before(async () => {
       // Killed before it recorded the dump: the next attempt finds the container frozen, and must
       // go on from the dump that holds it (thawing it under CRIU, or dumping it again, cannot work).
-      await stack.setFaults([{ id: 'after-held-dump', process: 'cloud-a', at: 'checkpoint:after-dump', action: 'kill', container: 'kv' }]);
-      try {
-        ({ report, statusBefore } = await migrate('post-8', 'cloud-a', 'cloud-b'));
-        fired = await stack.firedFaults();
-      } finally {
-        await stack.setFaults([]);
-      }
+      ({ report, statusBefore, fired } = await migrateWithFaults([{ id: 'after-held-dump', process: 'cloud-a', at: 'checkpoint:after-dump', action: 'kill', container: 'kv' }], 'post-8', 'cloud-a', 'cloud-b'));
       await stack.settle();
     });
 
