@@ -72,13 +72,14 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
   const incomingDir = (step: ContainerStep) => path.join(migrationDir(step.migrationId, step.container.name), 'incoming');
   const log = (message: string) => Context.current().log.info(`[${cloud.name}] ${message}`);
 
+  /** An image kept in memory, with the held dump beside it (see heldDumpDir) and that dump's CRIU work files. */
+  const imageDirsInMemory = (dir: string) => [dir, `${dir}.eager`, `${dir}.eager.work`];
+
   /** Drops a container's migration files (an image kept in memory too), and the migration's directory once it is empty. */
   const removeStepFiles = async (step: { migrationId: string; container: { name: string } }) => {
     const inMemory = await readlink(checkpointDir(step as ContainerStep)).catch(() => undefined);
     if (inMemory) {
-      await rm(inMemory, { recursive: true, force: true });
-      await rm(`${inMemory}.eager`, { recursive: true, force: true });
-      await rm(`${inMemory}.eager.work`, { recursive: true, force: true });
+      for (const dir of imageDirsInMemory(inMemory)) await rm(dir, { recursive: true, force: true });
       await rmdir(path.dirname(inMemory)).catch(() => undefined); // the migration's, once its last image is gone
     }
     await rm(migrationDir(step.migrationId, step.container.name), { recursive: true, force: true });
@@ -105,7 +106,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
   const emptyImageDir = async (step: ContainerStep, postCopy: boolean): Promise<boolean> => {
     const imageDir = checkpointDir(step);
     const old = await readlink(imageDir).catch(() => undefined);
-    for (const dir of old ? [old, `${old}.eager`, `${old}.eager.work`] : []) await rm(dir, { recursive: true, force: true });
+    for (const dir of old ? imageDirsInMemory(old) : []) await rm(dir, { recursive: true, force: true });
     await rm(imageDir, { recursive: true, force: true });
     await rm(`${imageDir}.work`, { recursive: true, force: true });
     if (postCopy && cloud.memoryDir) {

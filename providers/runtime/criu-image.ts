@@ -83,7 +83,11 @@ export function nums(message: Message, field: number): number[] {
 
 /** The records of an image file (after its two magic words); at most `limit` of them. */
 export async function readImageRecords(file: string, limit = Infinity): Promise<Message[]> {
-  const buf = await readFile(file);
+  return imageRecords(await readFile(file), limit);
+}
+
+/** The records of an image file's bytes (after its two magic words); at most `limit` of them. */
+export function imageRecords(buf: Buffer, limit = Infinity): Message[] {
   const records: Message[] = [];
   for (let at = 8; at + 4 <= buf.length && records.length < limit; ) {
     const length = buf.readUInt32LE(at);

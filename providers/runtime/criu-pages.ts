@@ -5,7 +5,8 @@
  *
  * pagemap-PID.img (criu/images/pagemap.proto): pagemap_head {pages_id}, then pagemap_entry
  * {vaddr, nr_pages, flags} records.
- * Pages flagged PE_PRESENT are stored in pages-<pages_id>.img in entry order.
+ * Pages flagged PE_PRESENT are stored in pages-<pages_id>.img in entry order; a lazy dump flags
+ * its lazy pages PE_LAZY alone and leaves them out of the file (a normal dump: PE_PRESENT|PE_LAZY).
  */
 import { open, readdir } from 'node:fs/promises';
 import path from 'node:path';

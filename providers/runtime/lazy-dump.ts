@@ -21,7 +21,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { isAlive, waitFor } from '../../lib/processes';
 import { trackChild } from '../../lib/exec';
-import { decode, encode, imageFile, num } from './criu-image';
+import { encode, imageFile, imageRecords, num } from './criu-image';
 import { imageTasks, PAGE_SIZE, PE_LAZY, PE_PRESENT, PS_IOV_GET, StreamReader, type TaskPages } from './criu-pages';
 import { hostPidsByImagePid, listening, spawnDetached, tail } from './lazy-restore';
 
@@ -162,9 +162,8 @@ export async function writtenFromProcesses(imageDir: string): Promise<boolean> {
  * held process and stored in its pages file, flagged present (what a normal dump writes).
  * `onChunk` runs after every few MiB (progress, fault points).
  */
-export async function writeImageFromProcesses(lazyDir: string, imageDir: string, initHostPid: number, onChunk: () => Promise<void>): Promise<{ bytes: number; ms: number }> {
+export async function writeImageFromProcesses(lazyDir: string, imageDir: string, hostPids: Map<number, number>, onChunk: () => Promise<void>): Promise<{ bytes: number; ms: number }> {
   const started = Date.now();
-  const hostPids = await hostPidsByImagePid(initHostPid);
   await mkdir(imageDir, { recursive: true });
   await mkdir(`${imageDir}.work`, { recursive: true });
   for (const name of await readdir(imageDir)) await rm(path.join(imageDir, name), { recursive: true, force: true });
@@ -206,21 +205,12 @@ export async function writeImageFromProcesses(lazyDir: string, imageDir: string,
 /** A lazy dump's pagemap with its lazy entries flagged present as well (their pages are in the file now). */
 async function presentPagemap(file: string): Promise<Buffer> {
   const raw = await readFile(file);
-  const records: Buffer[] = [];
-  for (let at = 8; at + 4 <= raw.length; ) {
-    const length = raw.readUInt32LE(at);
-    const record = raw.subarray(at + 4, at + 4 + length);
-    at += 4 + length;
-    if (!records.length) {
-      records.push(record); // pagemap_head
-      continue;
-    }
-    const entry = decode(record);
+  const [head, ...entries] = imageRecords(raw);
+  for (const entry of entries) {
     const flags = num(entry, 4) ?? PE_PRESENT;
     if (flags & PE_LAZY) entry.set(4, [BigInt(flags | PE_PRESENT)]);
-    records.push(encode(entry));
   }
-  return imageFile(raw, records);
+  return imageFile(raw, [head!, ...entries].map(encode));
 }
 
 /**
@@ -241,16 +231,18 @@ export class ProcessPageServer {
 
   constructor(private readonly lazyTasks: Map<number, TaskPages>, private readonly hostPids: Map<number, number>, private readonly log: (line: string) => void) {}
 
-  static async forHeldDump(lazyDir: string, initHostPid: number, log: (line: string) => void): Promise<ProcessPageServer> {
+  static async forHeldDump(lazyDir: string, hostPids: Map<number, number>, log: (line: string) => void): Promise<ProcessPageServer> {
     const tasks = new Map((await imageTasks(lazyDir)).map((t) => [t.pid, t]));
-    return new ProcessPageServer(tasks, await hostPidsByImagePid(initHostPid), log);
+    return new ProcessPageServer(tasks, hostPids, log);
   }
 
-  async listen(port: number): Promise<void> {
+  /** Listens on the loopback's `port` (0: any); returns the port. */
+  async listen(port: number): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, '127.0.0.1', () => resolve());
     });
+    return (this.server.address() as net.AddressInfo).port;
   }
 
   /** From now on, pages come from the complete image (the processes are about to be released). */
@@ -362,7 +354,7 @@ export class HeldPageSource {
     readonly imageDir: string,
     private readonly server: ProcessPageServer,
     lazyDir: string,
-    initHostPid: number,
+    hostPids: Map<number, number>,
     onChunk: () => Promise<void>,
     log: (line: string) => void,
     letGo: () => Promise<void>,
@@ -378,7 +370,7 @@ export class HeldPageSource {
     };
     this.written = begun
       .then(() => stillWanted())
-      .then(() => writeImageFromProcesses(lazyDir, imageDir, initHostPid, stillWanted))
+      .then(() => writeImageFromProcesses(lazyDir, imageDir, hostPids, stillWanted))
       .then(
         async ({ bytes, ms }) => {
           await server.useImage(imageDir);
@@ -397,9 +389,10 @@ export class HeldPageSource {
   static async start(lazyDir: string, imageDir: string, initHostPid: number, port: number, onChunk: () => Promise<void>, log: (line: string) => void, letGo: () => Promise<void>): Promise<HeldPageSource> {
     const existing = HeldPageSource.running.get(imageDir);
     if (existing) return existing;
-    const server = await ProcessPageServer.forHeldDump(lazyDir, initHostPid, log);
+    const hostPids = await hostPidsByImagePid(initHostPid);
+    const server = await ProcessPageServer.forHeldDump(lazyDir, hostPids, log);
     await server.listen(port);
-    const source = new HeldPageSource(imageDir, server, lazyDir, initHostPid, onChunk, log, letGo);
+    const source = new HeldPageSource(imageDir, server, lazyDir, hostPids, onChunk, log, letGo);
     HeldPageSource.running.set(imageDir, source);
     return source;
   }

@@ -234,7 +234,7 @@ export class RuncRuntime implements HostRuntime {
     if ((await this.heldDumpState(name, lazyDir)) !== 'holding') return false;
     const pid = await this.statePid(name);
     if (!pid) return false;
-    await held.writeImageFromProcesses(lazyDir, imageDir, pid, async () => undefined);
+    await held.writeImageFromProcesses(lazyDir, imageDir, await lazy.hostPidsByImagePid(pid), async () => undefined);
     await this.letHeldGo(name, lazyDir);
     return true;
   }

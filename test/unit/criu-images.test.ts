@@ -122,7 +122,7 @@ describe('CRIU images: pages for post-copy, sockets for the TCP nudge', () => {
 
     it('writes the durable image: the eager page, then the lazy ones read from the process, flagged present', async () => {
       const durable = path.join(dir, 'durable');
-      const result = await writeImageFromProcesses(path.join(dir, 'held'), durable, pid, async () => undefined);
+      const result = await writeImageFromProcesses(path.join(dir, 'held'), durable, new Map([[pid, pid]]), async () => undefined);
       assert.equal(result.bytes, 5 * PAGE_SIZE);
       assert.ok(await writtenFromProcesses(durable));
       assert.deepEqual((await readdir(durable)).sort(), ['core-7.img', `pagemap-${pid}.img`, 'pages-12.img']);
@@ -134,10 +134,8 @@ describe('CRIU images: pages for post-copy, sockets for the TCP nudge', () => {
     });
 
     it('serves the lazy pages over CRIU\'s page-server protocol, from the process and then from the durable image', async () => {
-      const server = await ProcessPageServer.forHeldDump(path.join(dir, 'held'), pid, () => undefined);
-      await server.listen(0);
-      const port = (server as unknown as { server: net.Server }).server.address() as net.AddressInfo;
-      const socket = net.connect(port.port, '127.0.0.1');
+      const server = await ProcessPageServer.forHeldDump(path.join(dir, 'held'), new Map([[pid, pid]]), () => undefined);
+      const socket = net.connect(await server.listen(0), '127.0.0.1');
       try {
         const client = new PageServerClient(socket);
         const first = await client.get(pid, addr + PAGE_SIZE, 8); // at most to the end of its entry
