@@ -127,9 +127,12 @@ export class LocalControlPlane implements ControlPlane {
         'dstport', VXLAN_PORT, 'dev', 'wan0', 'learning'], ns);
       await ip(['link', 'set', vx, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], ns);
     }
-    // Unknown destinations (and broadcasts such as ARP) are flooded to every peer.
+    // Unknown destinations (and broadcasts such as ARP) are flooded to every peer. Only the
+    // all-zeros entry counts: the tunnel learns the peer's MACs with the same `dst` as soon as the
+    // peer's first flood arrives, which can be before this side added its own flood entry.
     const fdb = await run('bridge', ['fdb', 'show', 'dev', vx], { netns: ns });
-    if (!fdb.stdout.includes(`dst ${peerPublicIp} `)) {
+    const floods = fdb.stdout.split('\n').some((line) => line.startsWith('00:00:00:00:00:00 ') && line.includes(` dst ${peerPublicIp} `));
+    if (!floods) {
       await run('bridge', ['fdb', 'append', '00:00:00:00:00:00', 'dev', vx, 'dst', peerPublicIp], { netns: ns });
     }
     return this.state.update((s) => {

@@ -10,6 +10,8 @@ import { ip, run } from '../../lib/exec';
 import { criuPath, testbedsDir } from '../../lib/paths';
 import { readHostNetworkFacts } from '../../providers/local/host-ranges';
 import { testbedDown, testbedUp, wanNamespace, type TestbedOptions } from '../../providers/local/testbed';
+import { LocalControlPlane } from '../../providers/local/control-plane';
+import type { LocalCloudConfig } from '../../providers/local/cloud-config';
 import { intToIp, parseCidr } from '../../lib/vi-spec';
 
 const options = (id: string, extra: Partial<TestbedOptions> = {}): TestbedOptions => ({
@@ -73,5 +75,33 @@ describe('the embedded world keeps off the host\'s network', function () {
       assert.ok(!existsSync(path.join(testbedsDir, id)), 'a refused testbed left its state directory');
       assert.doesNotMatch((await ip(['netns', 'list'])).stdout, /mvbad-/, 'a refused testbed left a namespace');
     }
+  });
+});
+
+describe('a stretched network', function () {
+  this.timeout(120_000);
+
+  it('gets its flood entry to the peer even when the tunnel already learned the peer\'s MACs', async () => {
+    // The race seen in CI: the peer's first flood reaches a tunnel this side has just created,
+    // the kernel learns a MAC "dst <peer>", and the flood entry (ARP, unknown MACs) must still be added.
+    const id = 'mvstr';
+    await testbedDown(path.join(testbedsDir, id), id);
+    try {
+      const record = await testbedUp(options(id, { hostLink: '198.18.0.12/30' }));
+      const [a, b] = record.clouds as [LocalCloudConfig, LocalCloudConfig];
+      const plane = new LocalControlPlane(a);
+      const network = { name: 'back', cidr: '10.9.0.0/24', vni: 4242, mtu: 1450 };
+      await plane.ensureNetwork(network);
+      await plane.ensureStretch(network, b.publicIp);
+      const fdb = async () => (await run('bridge', ['fdb', 'show', 'dev', 'vx-back'], { netns: a.netns })).stdout;
+      await run('bridge', ['fdb', 'del', '00:00:00:00:00:00', 'dev', 'vx-back', 'dst', b.publicIp], { netns: a.netns });
+      await run('bridge', ['fdb', 'add', '02:42:0a:09:00:07', 'dev', 'vx-back', 'dst', b.publicIp], { netns: a.netns });
+      assert.doesNotMatch(await fdb(), /^00:00:00:00:00:00 /m, 'the set-up did not remove the flood entry');
+      await plane.ensureStretch(network, b.publicIp);
+      assert.match(await fdb(), new RegExp(`^00:00:00:00:00:00 dst ${b.publicIp.replace(/\./g, '\\.')} `, 'm'), 'no flood entry to the peer');
+    } finally {
+      await testbedDown(path.join(testbedsDir, id), id);
+    }
+    assert.ok(!existsSync(`/run/netns/${wanNamespace(id)}`));
   });
 });
