@@ -26,6 +26,7 @@ import { startDemoClient, type DemoClient } from '../demo/scenario';
 import { BENCH_VI, benchVi, memberIp, memberName, probePort, probeTarget } from './bench-vi';
 import { blackoutChartSvg } from './chart';
 import { floorMove } from './floor';
+import { compressionTable } from './compression';
 import { PodmanPeer } from './podman';
 import { historyTimes } from './history';
 import { ask, machineCpuSeconds, memoryCheck, throughputMbit, WanMeter, wanBytes } from './observers';
@@ -190,7 +191,8 @@ async function runOnce(stack: Stack, c: BenchCase, system: System, run: number):
       }
     } else if (system === 'floor') {
       if (c.members !== 1) throw new Error('the floor moves one container');
-      const times = await floorMove(stack.source, stack.destination, memberName(0), stack.tmp);
+      const times = await floorMove(stack.source, stack.destination, memberName(0), stack.tmp, { compression: run === 1 });
+      if (times.compression) result.compression = times.compression;
       result.freezeMs = result.totalMs = times.totalMs;
       result.phases = { checkpoint: times.checkpointMs, copy: times.copyMs, restore: times.restoreMs };
       window = [times.startedAt + times.checkpointMs, times.startedAt + times.checkpointMs + times.copyMs];
@@ -263,7 +265,12 @@ async function main(): Promise<void> {
   const table = resultsTable(summaries, opts.cases);
   const targets = verdictTable(verdicts(summaries, opts.cases, opts.wanMbit));
   const command = `bash scripts/bench.sh ${process.argv.slice(2).join(' ')}`.trim();
-  const markdown = `Medians of ${opts.runs} runs (min–max), link ${opts.wanMbit} Mbit/s, ${new Date().toISOString()}: \`${command}\`\n\n${table}\n\n${targets}\n`;
+  const compressed = opts.cases.flatMap((c) => {
+    const samples = results.find((r) => r.case === c.id && r.compression)?.compression;
+    return samples ? [{ label: c.label, samples }] : [];
+  });
+  const compression = compressed.length ? `\n\nCompression of the floor's image (one core each way; bench/compression.ts):\n\n${compressionTable(compressed, opts.wanMbit)}\n` : '';
+  const markdown = `Medians of ${opts.runs} runs (min–max), link ${opts.wanMbit} Mbit/s, ${new Date().toISOString()}: \`${command}\`\n\n${table}\n\n${targets}\n${compression}`;
   console.log(`\n${markdown}`);
   const svg = await blackoutChartSvg(summaries, opts.cases, `Client-seen blackout over a ${opts.wanMbit} Mbit/s link (median, min–max of ${opts.runs})`);
   for (const dir of [opts.out, ...(opts.publish ? [opts.publish] : [])]) {

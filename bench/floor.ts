@@ -10,6 +10,7 @@ import path from 'node:path';
 import { run } from '../lib/exec';
 import { names } from '../providers/local/cloud-config';
 import type { LocalCloud } from '../providers/local/local-cloud';
+import { measureCompression, type CompressionSample } from './compression';
 
 export interface FloorTimes {
   /** Epoch ms at which the checkpoint started. */
@@ -18,6 +19,8 @@ export interface FloorTimes {
   copyMs: number;
   restoreMs: number;
   totalMs: number;
+  /** When asked for: how the received image compresses (measured after the move, untimed). */
+  compression?: CompressionSample[];
 }
 
 const FLOOR_PORT = 9000;
@@ -69,7 +72,7 @@ async function prepareAhead(source: LocalCloud, destination: LocalCloud, name: s
 }
 
 /** One floor move of container `name` from `source` to `destination`; the times floor.sh measured. */
-export async function floorMove(source: LocalCloud, destination: LocalCloud, name: string, workDir: string): Promise<FloorTimes> {
+export async function floorMove(source: LocalCloud, destination: LocalCloud, name: string, workDir: string, opts: { compression?: boolean } = {}): Promise<FloorTimes> {
   await prepareAhead(source, destination, name);
   const dir = path.join(workDir, `floor-${name}`);
   await rm(dir, { recursive: true, force: true });
@@ -98,6 +101,7 @@ export async function floorMove(source: LocalCloud, destination: LocalCloud, nam
   }
   const times = JSON.parse(result.stdout.trim().split('\n').pop()!) as FloorTimes;
   await finishMove(source, destination, name);
+  if (opts.compression) times.compression = await measureCompression(env.DST_IMG, path.join(dir, 'packed'));
   await rm(dir, { recursive: true, force: true });
   return times;
 }

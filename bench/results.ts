@@ -1,3 +1,5 @@
+import type { CompressionSample } from './compression';
+
 /** What one benchmark run measured, the medians over runs, the ratios and the targets. */
 
 /** MigraVI (streamed image), MigraVI with post-copy, the hand-run floor, Podman. */
@@ -36,6 +38,8 @@ export interface RunResult {
   windowMs?: number;
   /** Post-copy: the probe's longest gap after the blackout, inside the window (its answers while pages arrive). */
   windowGapMs?: number;
+  /** The floor's first run: how its image compresses (bench/compression.ts). */
+  compression?: CompressionSample[];
   /** CPU seconds the whole machine used during the run (/proc/stat). */
   cpuSeconds: number;
   /** Every probe kept its connection (same local port, counter +1 each time, no reset). */

@@ -87,7 +87,7 @@ describe('a stretched network', function () {
     const id = 'mvstr';
     await testbedDown(path.join(testbedsDir, id), id);
     try {
-      const record = await testbedUp(options(id, { hostLink: '198.18.0.12/30' }));
+      const record = await testbedUp(options(id));
       const [a, b] = record.clouds as [LocalCloudConfig, LocalCloudConfig];
       const plane = new LocalControlPlane(a);
       const network = { name: 'back', cidr: '10.9.0.0/24', vni: 4242, mtu: 1450 };
