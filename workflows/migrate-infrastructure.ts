@@ -538,13 +538,27 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       const { networks } = inventory;
 
       // Each undo removes only what this migration created: an earlier migration's stretch stays.
+      // The two sides are set up at once (neither needs the other's tunnel to exist); both
+      // finish before a failure of either rolls back, and their undos are recorded in one order
+      // (the source's unstretch runs first), whichever side finished first.
       await phase('network', undefined, async () => {
-        const created = await dst.control.replicateNetworks({ networks });
-        compensations.push({ what: 'remove replicated networks', undo: () => dst.undo.removeNetworks({ names: created }) });
-        const dstStretched = await dst.control.stretchNetworks({ networks, peerPublicIp: inventory.source.publicIp });
-        compensations.push({ what: 'unstretch destination', undo: () => dst.undo.unstretchNetworks({ networks: dstStretched, peerPublicIp: inventory.source.publicIp }) });
-        const srcStretched = await src.control.stretchNetworks({ networks, peerPublicIp: destination.publicIp });
-        compensations.push({ what: 'unstretch source', undo: () => src.undo.unstretchNetworks({ networks: srcStretched, peerPublicIp: destination.publicIp }) });
+        const undos: Compensation[][] = [[], []];
+        try {
+          await settleAll([
+            async () => {
+              const created = await dst.control.replicateNetworks({ networks });
+              undos[0]!.push({ what: 'remove replicated networks', undo: () => dst.undo.removeNetworks({ names: created }) });
+              const dstStretched = await dst.control.stretchNetworks({ networks, peerPublicIp: inventory.source.publicIp });
+              undos[0]!.push({ what: 'unstretch destination', undo: () => dst.undo.unstretchNetworks({ networks: dstStretched, peerPublicIp: inventory.source.publicIp }) });
+            },
+            async () => {
+              const srcStretched = await src.control.stretchNetworks({ networks, peerPublicIp: destination.publicIp });
+              undos[1]!.push({ what: 'unstretch source', undo: () => src.undo.unstretchNetworks({ networks: srcStretched, peerPublicIp: destination.publicIp }) });
+            },
+          ], (side) => side());
+        } finally {
+          compensations.push(...undos.flat());
+        }
       });
 
       for (const names of groupsToMove) {

@@ -164,12 +164,15 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.equal(error, undefined);
     // The prediction's two measurements run at once, in either order.
     assert.deepEqual(calls.filter((c) => /:(measureForPrediction|restoreRates)$/.test(c)).sort(), ['cloud-a:measureForPrediction', 'cloud-b:restoreRates']);
-    assert.deepEqual(calls.filter((c) => !/:(preflight|measureForPrediction|restoreRates)$/.test(c)).slice(0, -4), [
+    // The network's two sides are set up at once: the destination replicates, then stretches; the source stretches.
+    const network = calls.filter((c) => /:(replicateNetworks|stretchNetworks)$/.test(c));
+    assert.deepEqual([...network].sort(), ['cloud-a:stretchNetworks', 'cloud-b:replicateNetworks', 'cloud-b:stretchNetworks']);
+    assert.ok(network.indexOf('cloud-b:replicateNetworks') < network.indexOf('cloud-b:stretchNetworks'), `network calls: ${network.join(', ')}`);
+    const networkSpan = network.map((c) => calls.indexOf(c));
+    assert.ok(Math.min(...networkSpan) > calls.indexOf('cloud-a:claimContainers') && Math.max(...networkSpan) < calls.indexOf('cloud-b:prepareDestination'), `calls: ${calls.join(', ')}`);
+    assert.deepEqual(calls.filter((c) => !/:(preflight|measureForPrediction|restoreRates|replicateNetworks|stretchNetworks)$/.test(c)).slice(0, -4), [
       'cloud-a:inventory',
       'cloud-a:claimContainers',
-      'cloud-b:replicateNetworks',
-      'cloud-b:stretchNetworks',
-      'cloud-a:stretchNetworks',
       'cloud-b:prepareDestination',
       'cloud-a:sendRootfs',
       'cloud-b:receiveRootfs',
@@ -209,6 +212,14 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.match(String(error.cause?.message), /rolled back: the VI runs at the source/);
     assert.ok(!calls.includes('cloud-a:checkpoint'), 'froze despite the prediction');
     assert.ok(calls.includes('cloud-b:discardPrepared'), 'left the prepared destination behind');
+  });
+
+  it('undoes the source\'s stretch, set up at the same time, when the destination cannot replicate the network', async () => {
+    const { error, calls } = await migrate(plan, { failAt: 'cloud-b:replicateNetworks' });
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.match(String(error.cause?.message), /injected failure in replicateNetworks[\s\S]*rolled back: the VI runs at the source/);
+    assert.ok(calls.indexOf('cloud-a:stretchNetworks') >= 0, `the source's side did not run: ${calls.join(', ')}`);
+    assert.deepEqual(calls.slice(Math.max(calls.indexOf('cloud-a:stretchNetworks'), calls.indexOf('cloud-b:replicateNetworks')) + 1), ['cloud-a:unstretchNetworks', 'cloud-a:releaseClaims']);
   });
 
   it('rolls back in reverse order when the restore fails, fencing the destination before resuming the source', async () => {
