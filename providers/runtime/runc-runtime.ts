@@ -383,7 +383,19 @@ export class RuncRuntime implements HostRuntime {
     return connections.length;
   }
 
+  /**
+   * Thaws a container frozen for a dump that did not complete. A CRIU that died after locking the
+   * container's network (killed, out of memory) left its lock there — a table `inet CRIU-<run id>`
+   * that drops everything but CRIU's own packets (its unlock never ran): thawed behind it, the
+   * processes would run unreachable. No CRIU works on a container being thawed, so every such
+   * table is a leftover.
+   */
   async resume(name: string): Promise<void> {
+    const pid = await this.statePid(name);
+    if (pid) {
+      const nft = (...args: string[]) => run('nsenter', [`--net=/proc/${pid}/ns/net`, 'nft', ...args]);
+      for (const [, table] of (await nft('list', 'tables')).stdout.matchAll(/^table inet (CRIU-\S+)$/gm)) await nft('delete', 'table', 'inet', table!);
+    }
     await this.runc(['resume', name]);
   }
 
