@@ -39,21 +39,20 @@ describe('a container thawed after a dump that died', function () {
     const ask = async () => (await run('busybox', ['sh', '-c', `echo GET | busybox nc -w 1 ${memberIp(0)} 7000`], { netns: edge, allowFailure: true })).stdout.trim();
     await waitFor(`${name} to answer`, async () => /^\d+$/.test(await ask()), 30_000, 100);
     // Frozen as the worker freezes it for a dump, then CRIU's lock, as a CRIU killed after locking leaves it.
-    await run('runc', ['--root', path.join(record.clouds[0]!.dir, 'runc'), 'pause', name]);
-    const pid = JSON.parse((await run('runc', ['--root', path.join(record.clouds[0]!.dir, 'runc'), 'state', name])).stdout).pid as number;
-    const nft = (...args: string[]) => run('nsenter', [`--net=/proc/${pid}/ns/net`, 'nft', ...args]);
-    await run('nsenter', [`--net=/proc/${pid}/ns/net`, 'nft', '-f', '-'], {
-      input: [
-        'table inet CRIU-dead-dump {',
-        '  chain output { type filter hook output priority 0; policy drop; meta mark 0xc114 accept; }',
-        '  chain input { type filter hook input priority 0; policy drop; meta mark 0xc114 accept; }',
-        '}',
-      ].join('\n'),
-    });
-    assert.match((await nft('list', 'tables')).stdout, /table inet CRIU-dead-dump/);
+    const runcRoot = path.join(record.clouds[0]!.dir, 'runc');
+    await run('runc', ['--root', runcRoot, 'pause', name]);
+    const pid = JSON.parse((await run('runc', ['--root', runcRoot, 'state', name])).stdout).pid as number;
+    const nft = (args: string[], input?: string) => run('nsenter', [`--net=/proc/${pid}/ns/net`, 'nft', ...args], input === undefined ? {} : { input });
+    await nft(['-f', '-'], [
+      'table inet CRIU-dead-dump {',
+      '  chain output { type filter hook output priority 0; policy drop; meta mark 0xc114 accept; }',
+      '  chain input { type filter hook input priority 0; policy drop; meta mark 0xc114 accept; }',
+      '}',
+    ].join('\n'));
+    assert.match((await nft(['list', 'tables'])).stdout, /table inet CRIU-dead-dump/);
     await cloud.runtime.resume(name);
     assert.equal(await cloud.runtime.status(name), 'running');
-    assert.doesNotMatch((await nft('list', 'tables')).stdout, /CRIU-/, 'the dead dump\'s lock is still there');
+    assert.doesNotMatch((await nft(['list', 'tables'])).stdout, /CRIU-/, 'the dead dump\'s lock is still there');
     await waitFor(`${name} to answer after the thaw`, async () => /^\d+$/.test(await ask()), 10_000, 100);
   });
 });
