@@ -9,8 +9,10 @@
  * Within a group the steps run for every member at once (transfers a few at a time).
  *
  * Exactly once (docs/failure-model.md):
- * - Before a group's commit, any failure, an abort or a cancel rolls back in reverse order, in a
- *   scope that cannot be cancelled. After its commit, nothing of it is undone.
+ * - Before a group's commit, any failure, an abort or a cancel rolls back (workflows/saga.ts: the
+ *   fences, then what the source needs, then the resumes, then clean-up; a dead cloud's clean-up
+ *   is left to a follow-up workflow), in a scope that cannot be cancelled. After its commit,
+ *   nothing of it is undone.
  * - Fencing: the source is resumed only once the destination copy is proven gone — discarded by
  *   the destination, or never started (Temporal records that no restore attempt began). When it
  *   cannot be proven, the container stays frozen at the source with its complete image, the
@@ -29,6 +31,7 @@ import {
   proxyActivities,
   setHandler,
   sleep,
+  startChild,
   TimeoutFailure,
   workflowInfo,
   type ActivityOptions,
@@ -54,7 +57,9 @@ import type {
   VolumeReceipt,
   VolumeReport,
 } from '../lib/types';
+import { cleanUpAfterRollback } from './clean-up-after-rollback';
 import { faults } from './fault-sinks';
+import { DEAD_WORKER_MS, Saga, type Compensation, type SagaRunner, type UndoStep } from './saga';
 
 export const progressQuery = defineQuery<MigrationProgress>('progress');
 /** Operator: go ahead with the freeze (plans with options.approveCutover). */
@@ -108,7 +113,7 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** True when Temporal recorded that this call's activity never started on any worker. */
+/** True when Temporal recorded that this call's activity never started on any worker (none took it in time). */
 function neverStarted(err: unknown): boolean {
   return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START';
 }
@@ -157,18 +162,6 @@ interface RootfsCopy {
   sent: ArtifactReceipt;
   check: ArtifactCheck;
   resends: number;
-}
-
-interface Compensation {
-  what: string;
-  undo: () => Promise<unknown>;
-  /**
-   * A fence: the source may resume only after it succeeds. `required` tells whether it must
-   * (a restore may have started) or is mere cleanup (Temporal proves no restore began).
-   */
-  fence?: { required: () => boolean };
-  /** The container step a fence is about (to retry the discard). */
-  step?: ContainerStep;
 }
 
 /** Filler sent through the image stream just before a freeze to measure the link (~70 ms at 1 Gbit/s). */
@@ -241,6 +234,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   const undoing = (cloud: string) => on(cloud, { scheduleToCloseMs: rollbackMs });
   const src = { probe: probe(plan.source), control: control(plan.source), precopy: precopy(plan.source), undo: undoing(plan.source) };
   const dst = { probe: probe(plan.destination), control: control(plan.destination), precopy: precopy(plan.destination), undo: undoing(plan.destination) };
+  // Clean-up at the destination once nothing waits on it: a worker that is down is said to be so in seconds, not retried for minutes.
+  const dstCleanup = on(plan.destination, { scheduleToCloseMs: rollbackMs, scheduleToStartTimeout: DEAD_WORKER_MS });
 
   const startedAt = Date.now();
   const phases: PhaseTiming[] = [];
@@ -283,7 +278,9 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     }
   }
 
-  const compensations: Compensation[] = [];
+  const saga = new Saga();
+  /** When the group frozen now runs out of its blackout budget (none frozen: undefined). */
+  let freezeDeadline: number | undefined;
   /** Members whose outside connections are drained after the move. */
   const draining: Member[] = [];
   let dnsSwitchMs: number | undefined;
@@ -397,14 +394,14 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   async function cutOverGroup(label: string, members: Member[]): Promise<{ reports: ContainerReport[]; frozenMs: number }> {
     const frozenFrom = Date.now();
     const deadline = frozenFrom + budgetMs;
+    freezeDeadline = deadline;
     const remaining = () => {
       const left = deadline - Date.now();
       if (left < 1000) throw ApplicationFailure.nonRetryable(`${label} stayed frozen for the whole blackout budget (${options.blackoutBudgetSeconds} s)`, 'BlackoutBudgetExceeded');
       return left;
     };
     for (const { step } of members) {
-      const name = step.container.name;
-      compensations.push({ what: `resume ${name} at ${plan.source}`, undo: () => src.undo.resumeAtSource({ ...step, keepTcp }).then((how) => note(`${name} resumed at ${plan.source} (${how})`)) });
+      saga.record({ what: `resume ${step.container.name} at ${plan.source}`, role: 'resume', cloud: plan.source, activity: 'resumeAtSource', input: { ...step, keepTcp }, container: step.container.name });
     }
     // Each image streams to the destination while CRIU writes it (the checkpoint returns what it sent).
     const images = await phase('checkpoint', label, () =>
@@ -429,7 +426,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         settleAll(publicMembers, async (m) => {
           m.connections = await on(plan.source, { scheduleToCloseMs: remaining() }).publicConnections(m.step);
           if (!m.connections.length) return;
-          compensations.push({ what: `stop routing ${m.step.container.name}'s drained replies at ${plan.destination}`, undo: () => dst.undo.routeReplies({ ...m.step, connections: [], peerPublicIp: sourcePublicIp }) });
+          saga.record({ what: `stop routing ${m.step.container.name}'s drained replies at ${plan.destination}`, role: 'cleanup', cloud: plan.destination, activity: 'routeReplies', input: { ...m.step, connections: [], peerPublicIp: sourcePublicIp } });
           await on(plan.destination, { scheduleToCloseMs: remaining() }).routeReplies({ ...m.step, connections: m.connections, peerPublicIp: sourcePublicIp });
         }),
       );
@@ -449,12 +446,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       return result;
     });
     for (const m of members) {
-      compensations.push({
-        what: `discard ${m.step.container.name} at ${plan.destination}`,
-        undo: () => dst.undo.discardContainer(m.step),
-        fence: { required: () => m.restoreMayHaveStarted },
-        step: m.step,
-      });
+      saga.record({ what: `discard ${m.step.container.name} at ${plan.destination}`, role: 'fence', cloud: plan.destination, activity: 'discardContainer', input: m.step, required: () => m.restoreMayHaveStarted });
     }
     const restored = await phase('restore', label, () =>
       settleAll(members, (m, i) => {
@@ -547,37 +539,41 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
           await settleAll([
             async () => {
               const created = await dst.control.replicateNetworks({ networks });
-              undos[0]!.push({ what: 'remove replicated networks', undo: () => dst.undo.removeNetworks({ names: created }) });
+              undos[0]!.push({ what: `remove the replicated networks at ${plan.destination}`, role: 'cleanup', cloud: plan.destination, activity: 'removeNetworks', input: { names: created } });
               const dstStretched = await dst.control.stretchNetworks({ networks, peerPublicIp: inventory.source.publicIp });
-              undos[0]!.push({ what: 'unstretch destination', undo: () => dst.undo.unstretchNetworks({ networks: dstStretched, peerPublicIp: inventory.source.publicIp }) });
+              undos[0]!.push({ what: `unstretch the networks at ${plan.destination}`, role: 'cleanup', cloud: plan.destination, activity: 'unstretchNetworks', input: { networks: dstStretched, peerPublicIp: inventory.source.publicIp } });
             },
             async () => {
               const srcStretched = await src.control.stretchNetworks({ networks, peerPublicIp: destination.publicIp });
-              undos[1]!.push({ what: 'unstretch source', undo: () => src.undo.unstretchNetworks({ networks: srcStretched, peerPublicIp: destination.publicIp }) });
+              undos[1]!.push({ what: `unstretch the networks at ${plan.source}`, role: 'cleanup', cloud: plan.source, activity: 'unstretchNetworks', input: { networks: srcStretched, peerPublicIp: destination.publicIp } });
             },
           ], (side) => side());
         } finally {
-          compensations.push(...undos.flat());
+          for (const undo of undos.flat()) saga.record(undo);
         }
       });
 
       for (const names of groupsToMove) {
         const label = names.join(',');
         const steps: ContainerStep[] = names.map((name) => ({ migrationId, container: inventory.containers.find((c) => c.name === name)! }));
-        // Undone after the containers are back at the source (compensations run in reverse): the
-        // names point at the source's addresses again, whether or not a switch went through (a
-        // DNS call that timed out may still have been applied).
-        // Only once a switch was attempted: a DNS service that is down must not hold up a rollback that never touched it.
+        // A rollback points the names at the source's addresses again before the source resumes
+        // (bounded by the budget: workflows/saga.ts), whether or not a switch went through (a DNS
+        // call that timed out may still have been applied); only once a switch was attempted: a
+        // DNS service that is down must not hold up a rollback that never touched it.
         let switchAttempted = false;
         for (const { dnsCloud, zone, records } of redirectRecords(steps, (name) => steps.find((s) => s.container.name === name)?.container.floatingIp?.address)) {
-          compensations.push({
+          saga.record({
             what: `point ${records.map((r) => r.name).join(', ')} back to ${plan.source}`,
-            undo: () => (switchAttempted ? undoing(dnsCloud).setDnsRecords({ zone, records }) : Promise.resolve()),
+            role: 'before-resume',
+            cloud: dnsCloud,
+            activity: 'setDnsRecords',
+            input: { zone, records },
+            needed: () => switchAttempted,
           });
         }
         const endpoints = await phase('prepare', label, () =>
           settleAll(steps, (step) => {
-            compensations.push({ what: `remove ${step.container.name}'s port, bundle and files at ${plan.destination}`, undo: () => dst.undo.discardPrepared(step) });
+            saga.record({ what: `remove ${step.container.name}'s port, bundle and files at ${plan.destination}`, role: 'cleanup', cloud: plan.destination, activity: 'discardPrepared', input: step });
             return dst.control.prepareDestination(step);
           }),
         );
@@ -663,7 +659,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
 
         // Committed: the group lives at the destination now, and the stretched network must stay
         // for it. Nothing done so far is to be undone any more.
-        compensations.length = 0;
+        saga.commit();
+        freezeDeadline = undefined;
         containers.push(...group.reports);
         groups.push({ containers: names, frozenMs: group.frozenMs, predicted, linkProbeBytes });
         draining.push(...members.filter((m) => m.connections?.length));
@@ -672,7 +669,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
             settleAll(steps, async (step) => {
               try {
                 const draining = (members.find((m) => m.step === step)?.connections?.length ?? 0) > 0;
-                await Promise.all([src.undo.releaseSource({ ...step, keepFloatingIp: draining }), dst.undo.cleanupReceived(step)]);
+                await Promise.all([src.undo.releaseSource({ ...step, keepFloatingIp: draining }), dstCleanup.cleanupReceived(step)]);
               } catch (err) {
                 warnings.push(`could not release ${step.container.name} at ${plan.source}: ${describe(err)}`);
                 log.warn('release failed after commit', { container: step.container.name, error: describe(err) });
@@ -719,8 +716,6 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     });
   } catch (err) {
     const reason = abortReason ?? (isCancellation(err) ? 'the migration was cancelled' : describe(err));
-    // Groups committed before the failure stay moved: their old addresses go now, undrained.
-    await CancellationScope.nonCancellable(() => endDrains());
     await CancellationScope.nonCancellable(() => rollBack(reason));
   }
 
@@ -750,7 +745,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     for (const m of draining.splice(0)) {
       try {
         await src.undo.releasePublicAddress(m.step);
-        await dst.undo.routeReplies({ ...m.step, connections: [], peerPublicIp: sourcePublicIp });
+        await dstCleanup.routeReplies({ ...m.step, connections: [], peerPublicIp: sourcePublicIp });
       } catch (err) {
         warnings.push(`could not end the drain of ${m.step.container.name}: ${describe(err)}`);
       }
@@ -762,53 +757,57 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
    * The workflow says so (state "frozen-at-source") and waits for proof: a retried discard that
    * succeeds, or an operator's confirmDestinationGone signal after checking the destination.
    */
-  async function awaitFenceProof(compensation: Compensation, why: string): Promise<void> {
+  async function awaitFenceProof(fence: Compensation, why: string): Promise<void> {
     const frozenSince = Date.now();
-    const what = compensation.step?.container.name ?? 'the container';
+    const what = (fence.input as ContainerStep).container.name;
     for (;;) {
       progress.state = 'frozen-at-source';
-      progress.error = `${what} stays frozen at ${plan.source} with its complete checkpoint image: its copy at ${plan.destination} could not be proven gone (${compensation.what}: ${why}). Retrying every ${FENCE_RETRY_SECONDS} s; an operator who made sure nothing of it runs at ${plan.destination} may signal confirmDestinationGone.`;
+      progress.error = `${what} stays frozen at ${plan.source} with its complete checkpoint image: its copy at ${plan.destination} could not be proven gone (${fence.what}: ${why}). Retrying every ${FENCE_RETRY_SECONDS} s; an operator who made sure nothing of it runs at ${plan.destination} may signal confirmDestinationGone.`;
       progress.phase = `frozen at source: waiting for proof that ${what} is gone from ${plan.destination}`;
       if (await condition(() => destinationConfirmedGone, `${FENCE_RETRY_SECONDS} seconds`)) {
         note(`${what} stayed frozen at ${plan.source} for ${Math.round((Date.now() - frozenSince) / 1000)} s until the operator confirmed its copy at ${plan.destination} was gone (${why})`);
-        return;
+        break;
       }
       try {
-        await on(plan.destination, { scheduleToCloseMs: FENCE_RETRY_SECONDS * 2000 }).discardContainer(compensation.step!);
+        await on(plan.destination, { scheduleToCloseMs: FENCE_RETRY_SECONDS * 2000 }).discardContainer(fence.input as ContainerStep);
         note(`${what} stayed frozen at ${plan.source} for ${Math.round((Date.now() - frozenSince) / 1000)} s until ${plan.destination} proved its copy gone (first: ${why})`);
-        return;
+        break;
       } catch (err) {
         why = describe(err);
       }
     }
+    progress.state = 'compensating';
   }
 
-  /** Runs the compensations in reverse, fenced; always ends by throwing what happened. */
+  /** How the saga's undos reach the clouds, and where the rollback reports to. */
+  function sagaRunner(): SagaRunner {
+    return {
+      run: (step, bound) => {
+        const stub = on(step.cloud, { scheduleToCloseMs: bound.ms, ...(bound.deadWorkerMs ? { scheduleToStartTimeout: bound.deadWorkerMs } : {}) });
+        return (stub as unknown as Record<string, (input: unknown) => Promise<unknown>>)[step.activity]!(step.input);
+      },
+      awaitFenceProof,
+      handOff: async (steps: UndoStep[]) => {
+        const child = await startChild(cleanUpAfterRollback, { workflowId: `${workflowId}-cleanup`, args: [{ migration: workflowId, steps }], parentClosePolicy: 'ABANDON' });
+        return child.workflowId;
+      },
+      workerDown: neverStarted,
+      describe,
+      stage: (what) => {
+        progress.phase = what;
+      },
+      note,
+    };
+  }
+
+  /** Runs the saga's rollback (fences, the source's side, resumes, then clean-up); always ends by throwing what happened. */
   async function rollBack(reason: string): Promise<never> {
     progress.state = 'compensating';
     progress.error = reason;
-    log.error('migration failed, rolling back', { reason, compensations: compensations.length });
-    const undoFailures: string[] = [];
-    const deferred: Compensation[] = [];
-    for (const compensation of [...compensations].reverse()) {
-      if (compensation.fence && !compensation.fence.required()) {
-        deferred.push(compensation); // no restore ever started: the source need not wait for this cleanup
-        continue;
-      }
-      progress.phase = `rollback: ${compensation.what}`;
-      try {
-        await compensation.undo();
-      } catch (undoErr) {
-        // Never resume the source while a destination copy may be alive.
-        if (compensation.fence) await awaitFenceProof(compensation, describe(undoErr));
-        else undoFailures.push(`${compensation.what}: ${describe(undoErr)}`);
-        progress.state = 'compensating';
-      }
-    }
-    for (const compensation of deferred) {
-      progress.phase = `rollback: ${compensation.what}`;
-      await compensation.undo().catch((undoErr: unknown) => undoFailures.push(`${compensation.what}: ${describe(undoErr)}`));
-    }
+    log.error('migration failed, rolling back', { reason, compensations: saga.size });
+    const { undoFailures, handedOff } = await saga.rollBack(sagaRunner(), { rollbackMs, budgetLeftMs: () => (freezeDeadline === undefined ? undefined : freezeDeadline - Date.now()) });
+    // Groups committed before the failure stay moved: their old addresses go now, undrained.
+    await endDrains();
     // Containers not committed are free again (a committed one's claim went with its release).
     await src.undo.releaseClaims(claim).catch((undoErr: unknown) => undoFailures.push(`release the claims: ${describe(undoErr)}`));
     const moved = containers.map((c) => c.name);
@@ -818,7 +817,13 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     progress.state = 'failed';
     const lines = [`migration ${plan.name} failed: ${reason}`];
     lines.push(undoFailures.length ? `rolled back, but some cleanup failed: ${where}\n- ${undoFailures.join('\n- ')}` : `rolled back: ${where}`);
+    if (handedOff) {
+      const clouds = [...new Set(handedOff.steps.map((s) => s.cloud))].join(', ');
+      lines.push(`clean-up left for when the worker of ${clouds} is back (workflow ${handedOff.workflowId}): ${handedOff.steps.map((s) => s.what).join('; ')}`);
+    }
     if (events.length) lines.push(`on the way: ${events.join('; ')}`);
-    throw ApplicationFailure.nonRetryable(lines.join('\n'), 'MigrationFailed', { bytesMoved: progress.bytesMoved, events });
+    // The undos and the stage each ran in, for those who check the order (test/unit/workflow.test.ts).
+    const undos = saga.recorded();
+    throw ApplicationFailure.nonRetryable(lines.join('\n'), 'MigrationFailed', { bytesMoved: progress.bytesMoved, events, undos, ...(handedOff ? { cleanupWorkflowId: handedOff.workflowId, cleanupSteps: handedOff.steps.map((s) => s.what) } : {}) });
   }
 }

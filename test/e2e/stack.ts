@@ -13,11 +13,13 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { ClientStatus } from '../../demo/client';
 import { KV_IP, KV_PORT } from '../../demo/demo-vi';
-import { deployDemoVi, startDemoClient, type DemoClient } from '../../demo/scenario';
+import { deployVi } from '../../client/migravi-client';
+import { deployDemoVi, plugClientPort, startDemoClient, type DemoClient } from '../../demo/scenario';
 import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../lib/embedded-stack';
 import { run } from '../../lib/exec';
 import type { Fault } from '../../lib/faults';
 import { criuPath, testbedsDir } from '../../lib/paths';
+import type { ViSpecInput } from '../../lib/vi-spec';
 import { isAlive, stopPid, waitFor } from '../../lib/processes';
 import { openLocalCloud } from '../../providers/local/local-cloud';
 import { registerProcess, testbedDown, testbedUp, unregisterProcess, type TestbedRecord } from '../../providers/local/testbed';
@@ -53,7 +55,18 @@ export class E2eStack {
     this.pids = parts.pids;
   }
 
-  static async start(opts: { id: string; ballastMiB: number; wanRateMbit?: number }): Promise<E2eStack> {
+  /**
+   * `vi`: deploys this VI (through cloud-a's worker, DNS names included; `prepare` runs first, on
+   * the testbed's state directory) instead of the demo's counter service.
+   */
+  static async start(opts: {
+    id: string;
+    ballastMiB: number;
+    wanRateMbit?: number;
+    vi?: (stateDir: string) => Promise<ViSpecInput>;
+    /** The client holding its one connection (default: the counter service's, on the private network at cloud-a). */
+    client?: (record: TestbedRecord) => Promise<DemoClient>;
+  }): Promise<E2eStack> {
     const stateDir = path.join(testbedsDir, opts.id);
     await testbedDown(stateDir, opts.id); // leftovers of an interrupted run
     const tmp = await mkdtemp(path.join(os.tmpdir(), `migravi-${opts.id}-`));
@@ -68,8 +81,15 @@ export class E2eStack {
       const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env);
       const workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp, undefined, env);
       connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
-      await deployDemoVi(record, 'cloud-a', opts.ballastMiB);
-      const client = await startDemoClient(record, 'cloud-a');
+      if (opts.vi) {
+        const vi = await opts.vi(stateDir);
+        const temporal = new Client({ connection });
+        await deployVi(temporal, 'cloud-a', vi);
+        await plugClientPort(record, 'cloud-a');
+      } else {
+        await deployDemoVi(record, 'cloud-a', opts.ballastMiB);
+      }
+      const client = await (opts.client ?? ((r: TestbedRecord) => startDemoClient(r, 'cloud-a')))(record);
       stack = new E2eStack(record, tmp, temporalPid, faultFile, {
         connection,
         client,

@@ -10,6 +10,7 @@ import { abortMigration, approveCutover, confirmDestinationGone, waitForState } 
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { CloudActivities, DigestMismatchDetails } from '../../activities/cloud-activities';
+import { UNDO_ACTIVITIES, type UndoRole } from '../../workflows/saga';
 import { waitFor } from '../../lib/processes';
 import { temporalCliPath } from '../../lib/paths';
 import { cloudTaskQueue, ORCHESTRATOR_TASK_QUEUE } from '../../lib/plan';
@@ -69,6 +70,13 @@ function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): Clou
     resumeAtSource: async () => 'restored-from-image',
     releaseSource: async () => undefined,
     cleanupReceived: async () => undefined,
+    // The public face: one outside connection open through the floating IP, a DNS service, volumes.
+    publicConnections: async () => [{ client: '198.51.100.7', clientPort: 40000, privateIp: '192.0.2.10', port: 7000 }],
+    routeReplies: async () => undefined,
+    releasePublicAddress: async () => undefined,
+    setDnsRecords: async () => undefined,
+    sendVolumes: async (input) => [{ kind: 'volume', index: 0, round: (input as { round: 'pre' | 'final' }).round, remotePath: '/in/volume-0', bytes: 300, wireBytes: 300, sha256: 'ab'.repeat(32), manifestSha256: 'ef'.repeat(32), changedEntries: 2, deletedEntries: 0, fileBytes: 200, durationMs: 2 }],
+    receiveVolumes: async () => [check('volume', 200)],
   };
   return Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => [
@@ -143,10 +151,10 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     });
     let outcome: { result?: MigrationReport; error?: Error } = {};
     try {
-      const [result] = await Promise.all([handle.result() as Promise<MigrationReport>, operate(handle, harness)]);
-      outcome = { result };
-    } catch (error) {
-      outcome = { error: error as Error };
+      // The operator's part runs to its end even when the workflow fails first (it may wait for what follows the failure).
+      const [result, operated] = await Promise.allSettled([handle.result() as Promise<MigrationReport>, operate(handle, harness)]);
+      if (operated.status === 'rejected') outcome = { error: operated.reason as Error };
+      else outcome = result.status === 'fulfilled' ? { result: result.value } : { error: result.reason as Error };
     } finally {
       orchestrator.shutdown();
       for (const worker of cloudWorkers.values()) worker.shutdown();
@@ -502,5 +510,102 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     const afterFailure = calls.slice(calls.lastIndexOf('cloud-b:restore') + 1);
     // Only db's steps are undone; the network stays stretched for kv.
     assert.deepEqual(afterFailure, ['cloud-b:discardContainer', 'cloud-a:resumeAtSource', 'cloud-b:discardPrepared', 'cloud-a:releaseClaims']);
+  });
+
+  describe('the blackout budget\'s promise for a public VI (a floating IP, a DNS name, a volume, a writable rootfs)', () => {
+    const publicKv: ContainerSpec = {
+      ...kv,
+      readonlyRootfs: false,
+      floatingIp: { network: 'net', address: '203.0.113.40' },
+      publicNames: [{ name: 'kv.vi.example.', zone: 'vi.example.', ttl: 5, dnsCloud: 'cloud-a' }],
+      volumes: [{ source: '/vol/kv', target: '/data', readOnly: false }],
+    };
+    const publicInventory: Inventory = { ...readonlyInventory, containers: [publicKv] };
+    const restoredWithAddress: Override = async () => ({ durationMs: 9, check: { kind: 'checkpoint', files: 2, verifiedBytes: 5000, recomputedSha256: 'cd'.repeat(32), verifyMs: 3 }, completedEarlierAttempt: false, floatingIp: '203.0.113.50' });
+    const publicFake = (extra: FakeOptions = {}): FakeOptions => ({ inventory: publicInventory, ...extra, overrides: { 'cloud-b:restore': restoredWithAddress, ...extra.overrides } });
+    // The fake edge reports one outside connection for good: the drain after a commit ends at its timeout.
+    const publicPlan = { ...plan, options: { drainTimeoutSeconds: 1 } };
+    const undoKeys = new Set<string>(UNDO_ACTIVITIES.flatMap((a) => [`cloud-a:${a}`, `cloud-b:${a}`]));
+
+    it('walks every compensation the workflow records: only fences (and the source\'s DNS undo) come before a resume', async function () {
+      this.timeout(300_000);
+      const happy = await migrate(publicPlan, publicFake());
+      assert.ok(happy.result, String(happy.error));
+      assert.ok(happy.calls.includes('cloud-a:setDnsRecords') && happy.calls.includes('cloud-b:routeReplies') && happy.calls.includes('cloud-b:receiveVolumes'), `not every public step ran: ${happy.calls.join(', ')}`);
+      // Every call up to the commit point (the release comes after it) is a place to fail.
+      const points = happy.calls.slice(0, happy.calls.findIndex((c) => ['cloud-a:releaseSource', 'cloud-b:cleanupReceived'].includes(c))).map((c, i, all) => `${c}#${all.slice(0, i + 1).filter((x) => x === c).length}`);
+      const seen = new Map<string, UndoRole>();
+      for (const failAt of points) {
+        const { error, calls } = await migrate(publicPlan, publicFake({ failAt }));
+        assert.ok(error instanceof WorkflowFailedError, `${failAt}: the migration did not fail`);
+        assert.match(String(error.cause?.message), /rolled back: the VI runs at the source/, failAt);
+        const undos = ((error.cause as ApplicationFailure).details?.[0] as { undos: Array<{ what: string; cloud: string; activity: string; stage: UndoRole }> }).undos;
+        for (const u of undos) {
+          assert.ok((UNDO_ACTIVITIES as readonly string[]).includes(u.activity), `${failAt}: ${u.what} undoes with ${u.activity}, not an undo the follow-up may run`);
+          // Nothing of the destination may stand before the resume but the proof that its copy is gone.
+          if (u.cloud === 'cloud-b') assert.ok(u.stage === 'fence' || u.stage === 'cleanup', `${failAt}: ${u.what} at the destination runs as ${u.stage}`);
+          seen.set(`${u.activity} at ${u.cloud === 'cloud-a' ? 'source' : 'destination'}`, u.stage);
+        }
+        const [key, nth] = failAt.split('#') as [string, string];
+        let met = 0;
+        const failedAt = calls.findIndex((c) => c === key && ++met === Number(nth));
+        const rollback = calls.slice(failedAt + 1).filter((c) => undoKeys.has(c));
+        const frozen = calls.slice(0, failedAt + 1).includes('cloud-a:checkpoint');
+        const resume = rollback.indexOf('cloud-a:resumeAtSource');
+        assert.equal(resume >= 0, frozen, `${failAt}: ${frozen ? 'frozen but never resumed' : 'resumed though never frozen'} (${rollback.join(', ')})`);
+        const fenced = undos.some((u) => u.stage === 'fence');
+        for (const before of rollback.slice(0, Math.max(0, resume))) {
+          assert.ok((before === 'cloud-b:discardContainer' && fenced) || before === 'cloud-a:setDnsRecords', `${failAt}: ${before} ran before the source resumed (${rollback.join(', ')})`);
+        }
+      }
+      console.log(`      compensations walked at ${points.length} failure points: ${[...seen].map(([k, v]) => `${k} → ${v}`).join('; ')}`);
+      assert.deepEqual(new Set(seen.values()), new Set(['fence', 'before-resume', 'resume', 'cleanup']), 'a stage was never walked');
+    });
+
+    for (const dying of ['routeReplies', 'receiveRootfs', 'receiveVolumes']) {
+      it(`resumes the source within the budget when the destination\'s worker dies in ${dying} and stays down; its clean-up waits for it`, async function () {
+        this.timeout(120_000);
+        const budgetS = 6;
+        const at: Record<string, number> = {};
+        let cleanup: { done: string[]; failed: unknown[] } | undefined;
+        // The final volume round is the second (the first ran before the freeze); the clean-up's own call to stop routing succeeds.
+        const dieHere: Override = async (_input, nth) => {
+          if (dying === 'receiveVolumes' && nth === 1) return [{ kind: 'volume', files: 1, verifiedBytes: 200, recomputedSha256: 'cd'.repeat(32), verifyMs: 3 }];
+          if (at.died !== undefined) return undefined;
+          at.died = Date.now();
+          const { Context } = await import('@temporalio/activity');
+          await Context.current().cancelled; // until its worker goes away
+          throw new Error('unreachable');
+        };
+        const stamped = (name: string, result: unknown): Override => async () => {
+          at[name] ??= Date.now();
+          return result;
+        };
+        const { error, calls } = await migrate(
+          { ...publicPlan, options: { ...publicPlan.options, blackoutBudgetSeconds: budgetS } },
+          publicFake({ overrides: { [`cloud-b:${dying}`]: dieHere, 'cloud-a:checkpoint': stamped('frozen', { imageDir: '/img', imageBytes: 5000, durationMs: 7 }), 'cloud-a:resumeAtSource': stamped('resumed', 'restored-from-image') } }),
+          async (handle, harness) => {
+            await waitFor(`the destination's worker to reach ${dying}`, () => at.died !== undefined, 30_000);
+            await harness.stopCloud('cloud-b');
+            await waitFor('the source to resume', () => at.resumed !== undefined, 60_000);
+            const cleanupId = `${handle.workflowId}-cleanup`;
+            await waitFor('the clean-up to be handed off', async () => !!(await env.client.workflow.getHandle(cleanupId).describe().catch(() => undefined)), 60_000);
+            harness.startCloud('cloud-b'); // it comes back: the clean-up there runs
+            cleanup = await env.client.workflow.getHandle(cleanupId).result();
+          },
+        );
+        assert.ok(error instanceof WorkflowFailedError, String(error));
+        const message = String(error.cause?.message);
+        assert.match(message, /rolled back: the VI runs at the source/);
+        assert.match(message, /clean-up left for when the worker of cloud-b is back \(workflow test-\w+-cleanup\): .*remove kv's port, bundle and files at cloud-b/);
+        // The budget runs from the freeze; the source resumed a few seconds after it ran out, not after the rollback's 600 s per undo.
+        assert.ok(at.resumed! - at.frozen! < (budgetS + 5) * 1000, `resumed ${at.resumed! - at.frozen!} ms after the freeze with a ${budgetS} s budget`);
+        const resumed = calls.indexOf('cloud-a:resumeAtSource');
+        assert.deepEqual(calls.slice(calls.lastIndexOf(`cloud-b:${dying}`) + 1, resumed).filter((c) => c.startsWith('cloud-b:')), [], 'a destination undo ran before the resume');
+        assert.deepEqual(cleanup?.failed, []);
+        assert.ok(cleanup!.done.some((d) => /remove kv's port, bundle and files at cloud-b/.test(d)), `clean-up did: ${cleanup!.done.join('; ')}`);
+        assert.ok(calls.slice(resumed).includes('cloud-b:discardPrepared'), 'the destination was not cleaned once back');
+      });
+    }
   });
 });
