@@ -76,6 +76,15 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
   const imageDirsInMemory = (dir: string) => [dir, `${dir}.eager`, `${dir}.eager.work`];
 
   /** Drops a container's migration files (an image kept in memory too), and the migration's directory once it is empty. */
+  /** A restored copy's lease, armed or moved later; refused (for good) once it ran out. */
+  const armLease = async (name: string, until: number) => {
+    if (Date.now() >= until) throw ApplicationFailure.nonRetryable(`${name}'s lease in ${cloud.name} ended before it could be restored or renewed`, 'FenceExpired');
+    try {
+      await runtime.armFence(name, until);
+    } catch (err) {
+      throw ApplicationFailure.nonRetryable((err as Error).message, 'FenceExpired');
+    }
+  };
   const removeStepFiles = async (step: { migrationId: string; container: { name: string } }) => {
     const inMemory = await readlink(checkpointDir(step as ContainerStep)).catch(() => undefined);
     if (inMemory) {
@@ -669,7 +678,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      * that finds the container running (an earlier attempt restored it) completes the remaining
      * steps and reports the check that attempt recorded — never a check that did not happen.
      */
-    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean; postCopy?: PageSource; concurrent?: number }, attempt: Attempt): Promise<RestoreResult> {
+    async restore(input: ContainerStep & { image: ArtifactReceipt; keepTcp: boolean; postCopy?: PageSource; concurrent?: number; fenceUntil?: number }, attempt: Attempt): Promise<RestoreResult> {
       const { image } = input;
       const container = placedHere(input.container);
       const dir = migrationDir(input.migrationId, container.name);
@@ -685,6 +694,7 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
           throw ApplicationFailure.nonRetryable(`${container.name} runs in ${cloud.name} but no check of this image was recorded here`, 'RestoreFailed');
         }
         completedEarlierAttempt = true;
+        if (input.fenceUntil) await armLease(container.name, input.fenceUntil);
         durationMs = (await readJson<{ durationMs: number }>(restoreRecord))?.durationMs ?? 0;
         log(`${container.name} was restored by an earlier attempt: completing the step`);
       } else {
@@ -716,8 +726,11 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
         plugged.catch(() => undefined); // awaited below, whatever the restore does
         const restoreStarted = Date.now();
         try {
+          // The lease first: from here on a copy may come to life, and it must die at the lease's end unless the group commits.
+          if (input.fenceUntil) await armLease(container.name, input.fenceUntil);
           if (input.postCopy) await restoreLazily(input, imageDir, netnsPath, attempt);
           else await runtime.restore(container, imageDir, netnsPath, input.keepTcp);
+          if (runtime.fenceFired(container.name)) throw ApplicationFailure.nonRetryable(`${container.name}'s lease ran out while it was restored in ${cloud.name}: the copy was killed`, 'FenceExpired');
         } finally {
           await plugged;
         }
@@ -809,6 +822,20 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
           return report;
         }
         await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
+
+    /** Destination: the workflow still hears from this cloud; the restored copy's lease goes on until `until`. */
+    async renewFence(input: ContainerStep & { until: number }): Promise<void> {
+      await armLease(input.container.name, input.until);
+    },
+
+    /** Destination, at the group's commit: the restored copy stays for good (its lease timer stops). */
+    async disarmFence(input: ContainerStep): Promise<void> {
+      try {
+        await runtime.disarmFence(input.container.name);
+      } catch (err) {
+        throw ApplicationFailure.nonRetryable((err as Error).message, 'FenceExpired');
       }
     },
 

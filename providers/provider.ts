@@ -152,6 +152,16 @@ export interface HostRuntime {
   endLazyRestore(imageDir: string): Promise<void>;
   /** Removes the container and its bundle; safe when it is already gone. */
   remove(name: string): Promise<void>;
+  /**
+   * A restored copy's lease: armed before its restore starts, by a timer outside the worker that
+   * kills the copy (and a restore still running) at `untilMs` unless disarmed; arming again only
+   * moves the deadline later. Refuses once the timer fired.
+   */
+  armFence(name: string, untilMs: number): Promise<void>;
+  /** The group committed: the copy stays. Throws when its lease ran out first (it was killed). */
+  disarmFence(name: string): Promise<void>;
+  /** True once the lease ran out and the timer killed the copy. */
+  fenceFired(name: string): boolean;
   /** Memory the container's processes hold that a checkpoint writes out (anonymous and shared pages). */
   memoryBytes(name: string): Promise<number>;
   /** Directory holding this container's bundle (config and rootfs). */

@@ -85,6 +85,17 @@ const MAX_RESTORE_CALLS = 5;
 const FENCE_RETRY_SECONDS = 15;
 /** How many times a post-copy window restarts a lost page source before the group is rolled back. */
 const MAX_PAGE_SOURCE_RESTARTS = 5;
+/**
+ * A restored copy's lease (providers/runtime/fence-timer.ts): it dies this long after the last
+ * renewal that may have reached its cloud, unless its group commits. Longer than the orchestrator
+ * takes to come back after a crash (Temporal's workflow-task timeout, 10 s): a good copy must
+ * outlive that.
+ */
+const LEASE_MS = 15_000;
+/** How often the workflow renews the leases of a group being restored (each renewal waits this long at most). */
+const LEASE_RENEW_MS = 3_000;
+/** Allowance for the clocks of the orchestrator and a destination host, before a lease is taken as ended. */
+const LEASE_CLOCK_MARGIN_MS = 1_000;
 
 /** Activities of one cloud with the given time budget (every step is bounded). */
 function on(cloud: string, opts: Partial<ActivityOptions> & { scheduleToCloseMs: number }) {
@@ -279,6 +290,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   }
 
   const saga = new Saga();
+  /** The renewals of the leases of the group being restored (until its commit or rollback). */
+  let leases: { stop(): void } | undefined;
   /** When the group frozen now runs out of its blackout budget (none frozen: undefined). */
   let freezeDeadline: number | undefined;
   /** Members whose outside connections are drained after the move. */
@@ -343,6 +356,10 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     connections?: PublicConnection[];
     restoreMayHaveStarted: boolean;
     resends: number;
+    /** The latest lease end its cloud may have been given (the workflow's clock). */
+    leaseUntil?: number;
+    /** Its cloud was asked to commit the copy and may have stopped its lease: the lease proves nothing any more. */
+    disarmStarted?: boolean;
   }
 
   /**
@@ -360,13 +377,18 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         scheduleToCloseMs: remaining() + 120_000,
         retry: { maximumAttempts: 1 },
       });
+      // The copy's lease: it dies then unless renewed or committed (a dead destination cannot keep the source frozen past it).
+      const fenceUntil = Date.now() + LEASE_MS;
+      const leaseBefore = m.leaseUntil;
+      m.leaseUntil = Math.max(m.leaseUntil ?? 0, fenceUntil);
       try {
-        const restored = await restoreStub.restore({ ...m.step, image, keepTcp, concurrent, ...(postCopy ? { postCopy } : {}) });
+        const restored = await restoreStub.restore({ ...m.step, image, keepTcp, concurrent, fenceUntil, ...(postCopy ? { postCopy } : {}) });
         m.restoreMayHaveStarted = true; // it runs there now: a group rollback must fence it too
         if (restored.completedEarlierAttempt) note(`${name}: an earlier restore attempt had restored it; the retry completed the step`);
         return { restored, image, restoredAt: Date.now() };
       } catch (err) {
         if (!neverStarted(err)) m.restoreMayHaveStarted = true;
+        else m.leaseUntil = leaseBefore; // no worker took this call: its lease never reached the destination
         if (isCancellation(err)) throw err;
         const bad = mismatch(err);
         if (bad && m.resends < MAX_RESENDS) {
@@ -446,8 +468,17 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       return result;
     });
     for (const m of members) {
-      saga.record({ what: `discard ${m.step.container.name} at ${plan.destination}`, role: 'fence', cloud: plan.destination, activity: 'discardContainer', input: m.step, required: () => m.restoreMayHaveStarted });
+      saga.record({
+        what: `discard ${m.step.container.name} at ${plan.destination}`,
+        role: 'fence',
+        cloud: plan.destination,
+        activity: 'discardContainer',
+        input: m.step,
+        required: () => m.restoreMayHaveStarted,
+        leaseEnds: () => (m.leaseUntil === undefined || m.disarmStarted ? undefined : m.leaseUntil + LEASE_CLOCK_MARGIN_MS),
+      });
     }
+    leases = keepLeases(members);
     const restored = await phase('restore', label, () =>
       settleAll(members, (m, i) => {
         const postCopy = images[i]!.postCopy;
@@ -483,6 +514,54 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       ...(m.step.container.floatingIp ? { floatingIp: { source: m.step.container.floatingIp.address, destination: restored[i]!.restored.floatingIp } } : {}),
     }));
     return { reports, frozenMs };
+  }
+
+  /**
+   * Renews the leases of the group's restored copies while the workflow hears from their cloud.
+   * A renewal that no worker took is known not to have arrived; one that was taken may have, and
+   * counts (the lease then ends later than the workflow can be sure of otherwise).
+   */
+  function keepLeases(members: Member[]): { stop(): void } {
+    let stopped = false;
+    const renew = async (m: Member) => {
+      const before = m.leaseUntil!;
+      const until = Date.now() + LEASE_MS;
+      m.leaseUntil = Math.max(before, until);
+      try {
+        await on(plan.destination, { scheduleToCloseMs: LEASE_RENEW_MS, scheduleToStartTimeout: LEASE_RENEW_MS, retry: { maximumAttempts: 1 } }).renewFence({ ...m.step, until });
+      } catch (err) {
+        if (neverStarted(err)) m.leaseUntil = before;
+      }
+    };
+    void (async () => {
+      try {
+        while (!(await condition(() => stopped, LEASE_RENEW_MS))) {
+          await Promise.all(members.filter((m) => m.leaseUntil !== undefined && !m.disarmStarted).map(renew));
+        }
+      } catch (err) {
+        if (!isCancellation(err)) throw err; // an abort: the rollback takes over
+      }
+    })();
+    return { stop: () => (stopped = true) };
+  }
+
+  /** The commit of a restored group at its destination: every copy's lease stops, or the group rolls back. */
+  async function commitCopies(members: Member[]): Promise<void> {
+    try {
+      await settleAll(members, async (m) => {
+        m.disarmStarted = true;
+        try {
+          await on(plan.destination, { scheduleToCloseMs: LEASE_MS, scheduleToStartTimeout: DEAD_WORKER_MS }).disarmFence(m.step);
+        } catch (err) {
+          // Not taken by any worker, or its lease had run out (the copy was killed): its lease still tells.
+          if (neverStarted(err) || failureType(err) === 'FenceExpired') m.disarmStarted = false;
+          throw err;
+        }
+      });
+    } finally {
+      leases?.stop();
+      leases = undefined;
+    }
   }
 
   /**
@@ -657,8 +736,10 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
           });
         }
 
-        // Committed: the group lives at the destination now, and the stretched network must stay
-        // for it. Nothing done so far is to be undone any more.
+        // The commit point: each copy stays for good (its lease stops); one whose lease ran out
+        // was killed, and the group rolls back. Then the group lives at the destination, and the
+        // stretched network must stay for it. Nothing done so far is to be undone any more.
+        await commitCopies(members);
         saga.commit();
         freezeDeadline = undefined;
         containers.push(...group.reports);
@@ -792,6 +873,8 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
         return child.workflowId;
       },
       workerDown: neverStarted,
+      now: () => Date.now(),
+      sleepUntil: (at) => sleep(Math.max(1, at - Date.now())),
       describe,
       stage: (what) => {
         progress.phase = what;
@@ -805,6 +888,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
     progress.state = 'compensating';
     progress.error = reason;
     log.error('migration failed, rolling back', { reason, compensations: saga.size });
+    leases?.stop(); // from here the leases only run out
     const { undoFailures, handedOff } = await saga.rollBack(sagaRunner(), { rollbackMs, budgetLeftMs: () => (freezeDeadline === undefined ? undefined : freezeDeadline - Date.now()) });
     // Groups committed before the failure stay moved: their old addresses go now, undrained.
     await endDrains();

@@ -3,8 +3,9 @@
  * rollback runs the undos in an order that keeps the blackout budget's promise — clean-up at the
  * other side never stands between a frozen source and its resume (docs/failure-model.md):
  *
- *   1. fences: each destination copy that may have started is proven gone (a discard that
- *      succeeds, or an operator's word); nothing else runs before them;
+ *   1. fences: each destination copy that may have started is proven gone — a discard that
+ *      succeeds, the end of the copy's lease (its timer kills it then, whatever its worker does),
+ *      or an operator's word; nothing else runs before them;
  *   2. undos at the source's side that the resume needs (the public names pointed back),
  *      bounded by what is left of the blackout budget; one that fails is tried again after;
  *   3. the resumes at the source;
@@ -44,6 +45,11 @@ export interface Compensation extends UndoStep {
   needed?: () => boolean;
   /** Fences only: false when Temporal proved no restore began (the discard is then mere clean-up). */
   required?: () => boolean;
+  /**
+   * Fences only: when the copy's lease ends for sure (ms, the workflow's clock, margin included),
+   * or undefined when no lease can be relied on (none was armed, or a commit may have disarmed it).
+   */
+  leaseEnds?: () => number | undefined;
   /** Resumes only: the container resumed (for the events). */
   container?: string;
 }
@@ -60,6 +66,9 @@ export interface SagaRunner {
   run(step: UndoStep, bound: UndoBound): Promise<unknown>;
   /** The fence could not be proven: waits (the source frozen) until it is. */
   awaitFenceProof(fence: Compensation, why: string): Promise<void>;
+  now(): number;
+  /** Waits (a durable timer) until `at`. */
+  sleepUntil(at: number): Promise<void>;
   /** Starts the follow-up workflow that retries `steps` in order until their workers answer; returns its id. */
   handOff(steps: UndoStep[]): Promise<string>;
   /** True when the failure says no worker of that cloud took the undo. */
@@ -83,8 +92,8 @@ export interface RollbackOutcome {
   handedOff?: { workflowId: string; steps: UndoStep[] };
 }
 
-/** A worker that does not pick an undo up within this long is taken for down. */
-export const DEAD_WORKER_MS = 10_000;
+/** A worker that does not pick an undo up within this long is taken for down (a live one takes it in milliseconds). */
+export const DEAD_WORKER_MS = 5_000;
 /** The least time an undo before the resume gets, even when the budget is spent. */
 export const MIN_BEFORE_RESUME_MS = 5_000;
 
@@ -99,6 +108,7 @@ export class Saga {
 
   record(c: Compensation): void {
     if ((c.role === 'fence') !== (c.required !== undefined)) throw new Error(`saga: ${c.what}: a fence (and only a fence) says when it is required`);
+    if (c.leaseEnds && c.role !== 'fence') throw new Error(`saga: ${c.what}: only a fence has a lease`);
     this.compensations.push(c);
   }
 
@@ -122,19 +132,33 @@ export class Saga {
     const undoFailures: string[] = [];
 
     // 1. Never resume a source while a destination copy may be alive.
+    const again: Compensation[] = [];
     await Promise.all(
       inStage('fence').map(async (fence) => {
         runner.stage(`rollback: ${fence.what}`);
+        const leaseEnd = fence.leaseEnds?.();
+        if (leaseEnd === undefined) {
+          try {
+            await runner.run(fence, { ms: limits.rollbackMs, deadWorkerMs: DEAD_WORKER_MS });
+          } catch (err) {
+            await runner.awaitFenceProof(fence, runner.describe(err));
+          }
+          return;
+        }
+        // A lease holds: the copy is gone at its end whatever happens there; a discard may prove it sooner.
+        const left = leaseEnd - runner.now();
         try {
-          await runner.run(fence, { ms: limits.rollbackMs, deadWorkerMs: DEAD_WORKER_MS });
+          if (left < 1000) throw new Error('its lease has ended');
+          await runner.run(fence, { ms: left, deadWorkerMs: Math.min(DEAD_WORKER_MS, left) });
         } catch (err) {
-          await runner.awaitFenceProof(fence, runner.describe(err));
+          await runner.sleepUntil(leaseEnd);
+          runner.note(`${fence.what}: proven by the end of its lease (${runner.describe(err)}); what is left of it there is cleaned up after the resume`);
+          again.push(fence);
         }
       }),
     );
 
     // 2. What the resume needs at the source's side, within what is left of the budget.
-    const again: Compensation[] = [];
     for (const c of inStage('before-resume')) {
       runner.stage(`rollback: ${c.what}`);
       const left = limits.budgetLeftMs();

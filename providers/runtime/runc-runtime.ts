@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { run, CommandError, trackChild, type RunResult } from '../../lib/exec';
@@ -8,6 +8,7 @@ import type { ContainerSpec } from '../../lib/types';
 import type { ContainerStatus, HostRuntime, LazyMemoryState } from '../provider';
 import { imageTasks, lazyPageCount, PAGE_SIZE, type PageServerClient } from './criu-pages';
 import * as lazy from './lazy-restore';
+import * as fence from './fence-timer';
 import * as held from './lazy-dump';
 import { establishedConnections } from './criu-tcp';
 import { depsDir } from '../../lib/paths';
@@ -40,6 +41,25 @@ export class RuncRuntime implements HostRuntime {
 
   bundleDir(name: string): string {
     return path.join(this.opts.bundlesDir, name);
+  }
+
+  private restorePgidFile(name: string): string {
+    return path.join(this.bundleDir(name), 'restore.pgid');
+  }
+
+  /** A restored copy's lease (providers/runtime/fence-timer.ts): killed at `untilMs` unless disarmed. */
+  async armFence(name: string, untilMs: number): Promise<void> {
+    await mkdir(this.bundleDir(name), { recursive: true });
+    await fence.armFence(this.bundleDir(name), this.opts.stateRoot, name, untilMs);
+  }
+
+  /** The group committed: the copy stays. Throws when its lease ran out first (it was killed). */
+  async disarmFence(name: string): Promise<void> {
+    await fence.disarmFence(this.bundleDir(name), name);
+  }
+
+  fenceFired(name: string): boolean {
+    return fence.fenceFired(this.bundleDir(name));
   }
 
   /** runc's global options for this cloud: its own state directory and sid's CRIU. */
@@ -116,12 +136,15 @@ export class RuncRuntime implements HostRuntime {
    * Starts `runc` detached with its stdio on /dev/null: a container whose stdio is a host pipe or
    * file cannot be checkpointed (PLATFORM.md). runc's own errors come back through --log.
    */
-  private async runcDetached(args: string[], name: string): Promise<void> {
+  private async runcDetached(args: string[], name: string, opts: { pgidFile?: string } = {}): Promise<void> {
     const logFile = path.join(this.bundleDir(name), 'runc.log');
     const argv = [...this.globalArgs(), '--log', logFile, ...args];
     const exitCode = await new Promise<number | null>((resolve, reject) => {
-      // In an activity, runc gets its own process group so a given-up attempt can kill it and CRIU.
-      const child = spawn('runc', argv, { stdio: 'ignore', detached: currentAttempt() !== undefined });
+      // In an activity, runc gets its own process group so a given-up attempt can kill it and CRIU
+      // (and a restore's fence timer too, once its lease ran out).
+      const detached = currentAttempt() !== undefined || opts.pgidFile !== undefined;
+      const child = spawn('runc', argv, { stdio: 'ignore', detached });
+      if (opts.pgidFile && child.pid) writeFileSync(opts.pgidFile, String(child.pid));
       const untrack = trackChild(child);
       child.on('error', reject);
       child.on('close', (code) => {
@@ -272,7 +295,7 @@ export class RuncRuntime implements HostRuntime {
     await mkdir(workDir, { recursive: true });
     await destroyLeftoverSockets(workDir, imageDir, netnsPath);
     const args = ['restore', '--detach', '--image-path', imageDir, '--work-path', workDir, '--bundle', bundle, ...(keepTcp ? ['--tcp-established'] : []), spec.name];
-    await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
+    await this.runcDetached(args, spec.name, { pgidFile: this.restorePgidFile(spec.name) }).catch(async (err: unknown) => {
       throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\n${await socketsOf(netnsPath)}`);
     });
   }
@@ -300,7 +323,7 @@ export class RuncRuntime implements HostRuntime {
     await this.writeBundleConfig(spec, netnsPath);
     await lazy.startLazyPages(this.opts.criuPath, imageDir, pageServerPort);
     const args = ['restore', '--detach', '--lazy-pages', '--image-path', imageDir, '--work-path', workDir, '--bundle', this.bundleDir(spec.name), ...(keepTcp ? ['--tcp-established'] : []), spec.name];
-    await this.runcDetached(args, spec.name).catch(async (err: unknown) => {
+    await this.runcDetached(args, spec.name, { pgidFile: this.restorePgidFile(spec.name) }).catch(async (err: unknown) => {
       const daemon = await lazy.lazyDaemonState(imageDir);
       await lazy.endLazyRestore(imageDir);
       throw new Error(`${(err as Error).message}\n${await criuLogTail(workDir, 'restore.log')}\nCRIU's lazy-pages daemon: ${daemon}\n${await criuLogTail(workDir, 'lazy-pages.log')}\n${await socketsOf(netnsPath)}`);
@@ -409,6 +432,7 @@ export class RuncRuntime implements HostRuntime {
   }
 
   async remove(name: string): Promise<void> {
+    await fence.stopFence(this.bundleDir(name));
     await held.killHeldDump(this.heldDumpPidFile(name));
     await this.runcDelete(name);
     await rm(this.bundleDir(name), { recursive: true, force: true });

@@ -13,10 +13,13 @@ interface Recorder {
   handedOff: UndoStep[][];
   proofs: string[];
   notes: string[];
+  /** The runner's clock (ms); sleepUntil moves it. */
+  clock: number;
+  slept: number[];
 }
 
 function recorder(opts: { down?: string[]; failing?: string[] } = {}): Recorder {
-  const rec: Recorder = { ran: [], handedOff: [], proofs: [], notes: [], runner: undefined as never };
+  const rec: Recorder = { ran: [], handedOff: [], proofs: [], notes: [], clock: 1_000_000, slept: [], runner: undefined as never };
   rec.runner = {
     run: async (step, bound) => {
       rec.ran.push({ what: step.what, bound });
@@ -32,6 +35,11 @@ function recorder(opts: { down?: string[]; failing?: string[] } = {}): Recorder 
       return 'm-cleanup';
     },
     workerDown: (err) => err instanceof WorkerDown,
+    now: () => rec.clock,
+    sleepUntil: async (at) => {
+      rec.slept.push(at - rec.clock);
+      rec.clock = Math.max(rec.clock, at);
+    },
     describe: (err) => (err as Error).message,
     stage: () => undefined,
     note: (event) => rec.notes.push(event),
@@ -40,7 +48,7 @@ function recorder(opts: { down?: string[]; failing?: string[] } = {}): Recorder 
 }
 
 /** The undos of one frozen container with a public name, recorded in the order the workflow records them. */
-function publicMove(saga: Saga, flags: { restoreStarted: boolean; dnsSwitched: boolean }): void {
+function publicMove(saga: Saga, flags: { restoreStarted: boolean; dnsSwitched: boolean; leaseEnds?: () => number }): void {
   const undo = (what: string, cloud: string, activity: Compensation['activity'], role: Compensation['role'], extra: Partial<Compensation> = {}) =>
     saga.record({ what, cloud, activity, role, input: {}, ...extra });
   undo('unstretch b', 'cloud-b', 'unstretchNetworks', 'cleanup');
@@ -49,7 +57,7 @@ function publicMove(saga: Saga, flags: { restoreStarted: boolean; dnsSwitched: b
   undo('discard prepared', 'cloud-b', 'discardPrepared', 'cleanup');
   undo('resume kv', 'cloud-a', 'resumeAtSource', 'resume', { container: 'kv' });
   undo('stop routing', 'cloud-b', 'routeReplies', 'cleanup');
-  undo('discard kv', 'cloud-b', 'discardContainer', 'fence', { required: () => flags.restoreStarted });
+  undo('discard kv', 'cloud-b', 'discardContainer', 'fence', { required: () => flags.restoreStarted, ...(flags.leaseEnds ? { leaseEnds: flags.leaseEnds } : {}) });
 }
 
 const limits = (budgetLeftMs?: number) => ({ rollbackMs: 600_000, budgetLeftMs: () => budgetLeftMs });
@@ -114,6 +122,35 @@ describe('saga: the rollback order', () => {
     await saga.rollBack(rec.runner, limits(5_000));
     assert.deepEqual(order.slice(0, 3), ['discard kv', 'proof of discard kv', 'resume kv']);
     assert.deepEqual(rec.proofs, ['discard kv: no worker of cloud-b took discardContainer']);
+  });
+
+  it('takes the end of the copy\'s lease for the fence when the destination is down, then cleans its remains', async () => {
+    const saga = new Saga();
+    const rec = recorder({ down: ['cloud-b'] });
+    const leaseEnd = rec.clock + 7_000;
+    publicMove(saga, { restoreStarted: true, dnsSwitched: false, leaseEnds: () => leaseEnd });
+    const outcome = await saga.rollBack(rec.runner, limits(5_000));
+    // The discard may prove it sooner, but is given no longer than the lease has left.
+    assert.deepEqual(rec.ran[0], { what: 'discard kv', bound: { ms: 7_000, deadWorkerMs: Math.min(DEAD_WORKER_MS, 7_000) } });
+    assert.deepEqual(rec.slept, [7_000]);
+    assert.deepEqual(rec.proofs, [], 'waited for an operator although the lease proves the copy gone');
+    assert.deepEqual(rec.ran.map((r) => r.what), ['discard kv', 'resume kv', 'discard kv', 'unstretch a']);
+    assert.match(rec.notes[0]!, /discard kv: proven by the end of its lease/);
+    assert.deepEqual(outcome.handedOff?.steps.map((s) => s.what), ['discard kv', 'stop routing', 'discard prepared', 'unstretch b']);
+  });
+
+  it('resumes at once when the copy\'s lease has already ended; a commit that may have disarmed it leaves the fence to proof', async () => {
+    const ended = new Saga();
+    const rec = recorder({ down: ['cloud-b'] });
+    publicMove(ended, { restoreStarted: true, dnsSwitched: false, leaseEnds: () => rec.clock - 1 });
+    await ended.rollBack(rec.runner, limits(5_000));
+    assert.deepEqual(rec.ran.map((r) => r.what).slice(0, 2), ['resume kv', 'discard kv']);
+
+    const uncertain = new Saga();
+    const rec2 = recorder({ down: ['cloud-b'] });
+    publicMove(uncertain, { restoreStarted: true, dnsSwitched: false, leaseEnds: undefined });
+    await uncertain.rollBack(rec2.runner, limits(5_000));
+    assert.equal(rec2.proofs.length, 1, 'no lease to rely on: the fence needs its proof');
   });
 
   it('tries an undo the resume needed again after the resume when it failed before', async () => {

@@ -4,7 +4,10 @@
  * cancellation, budgets and resends.
  */
 import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
+import { temporal } from '@temporalio/proto';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { abortMigration, approveCutover, confirmDestinationGone, waitForState } from '../../client/migravi-client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -12,9 +15,11 @@ import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle
 import type { CloudActivities, DigestMismatchDetails } from '../../activities/cloud-activities';
 import { UNDO_ACTIVITIES, type UndoRole } from '../../workflows/saga';
 import { waitFor } from '../../lib/processes';
-import { temporalCliPath } from '../../lib/paths';
+import { repoRoot, temporalCliPath } from '../../lib/paths';
 import { cloudTaskQueue, ORCHESTRATOR_TASK_QUEUE } from '../../lib/plan';
 import type { ArtifactKind, ContainerSpec, Inventory, MigrationReport } from '../../lib/types';
+
+const HISTORIES_DIR = path.join(repoRoot, 'test', 'fixtures', 'histories');
 
 const kv: ContainerSpec = { name: 'kv', interfaces: [{ network: 'net', ip: '192.0.2.10', mac: '02:00:00:00:00:0a' }], args: ['/bin/kv'], readonlyRootfs: true };
 const readonlyInventory: Inventory = {
@@ -67,6 +72,8 @@ function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): Clou
     awaitPostCopy: async () => ({ windowMs: 40, lazyBytes: 1 << 20, rescuedPages: 0, droppedPages: 0, recoveries: [] }),
     servePages: async () => undefined,
     discardContainer: async () => undefined,
+    renewFence: async () => undefined,
+    disarmFence: async () => undefined,
     resumeAtSource: async () => 'restored-from-image',
     releaseSource: async () => undefined,
     cleanupReceived: async () => undefined,
@@ -91,6 +98,17 @@ function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): Clou
       },
     ]),
   ) as unknown as CloudActivities;
+}
+
+/**
+ * A finished workflow's history, as a release's fixture: its protobuf encoding (what the server
+ * sends). Not JSON: the SDK's historyToJSON/historyFromJSON fail here ("type must be a Type"), as
+ * @temporalio/common and @temporalio/proto 1.24 each bring their own copy of protobufjs.
+ */
+async function saveHistory(name: string, handle: WorkflowHandle): Promise<void> {
+  await mkdir(HISTORIES_DIR, { recursive: true });
+  // The workflow id is part of what replays (child workflow ids derive from it): it goes in the file name.
+  await writeFile(path.join(HISTORIES_DIR, `${name}--${handle.workflowId}.binpb`), temporal.api.history.v1.History.encode(await handle.fetchHistory()).finish());
 }
 
 interface Harness {
@@ -122,6 +140,8 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     plan: unknown,
     fake: FakeOptions = {},
     operate: (handle: WorkflowHandle, harness: Harness) => Promise<void> = async () => undefined,
+    /** Saved as test/fixtures/histories/NAME.json when MIGRAVI_RECORD_HISTORIES is set (test/unit/replay.test.ts replays them). */
+    fixture?: string,
   ): Promise<{ result?: MigrationReport; error?: Error; calls: string[] }> {
     const calls: string[] = [];
     const runs: Array<Promise<void>> = [];
@@ -160,6 +180,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
       for (const worker of cloudWorkers.values()) worker.shutdown();
       await Promise.all(runs);
     }
+    if (fixture && process.env.MIGRAVI_RECORD_HISTORIES) await saveHistory(fixture, handle);
     return { ...outcome, calls };
   }
 
@@ -168,7 +189,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     ApplicationFailure.create({ message: 'checkpoint arrived corrupt', type: 'DigestMismatch', nonRetryable: true, details: [{ kind: 'checkpoint', badFiles, problems: badFiles.map((f) => `${f}: bad`) } satisfies DigestMismatchDetails] });
 
   it('runs the phases in order, each on the right cloud, and reports what the activities measured', async () => {
-    const { result, calls, error } = await migrate(plan);
+    const { result, calls, error } = await migrate(plan, {}, undefined, 'happy-path');
     assert.equal(error, undefined);
     // The prediction's two measurements run at once, in either order.
     assert.deepEqual(calls.filter((c) => /:(measureForPrediction|restoreRates)$/.test(c)).sort(), ['cloud-a:measureForPrediction', 'cloud-b:restoreRates']);
@@ -187,6 +208,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
       'cloud-a:checkpoint',
       'cloud-a:sendCheckpoint',
       'cloud-b:restore',
+      'cloud-b:disarmFence',
     ]);
     // Release runs on both sides at once, in either order; then the VI has left the source and
     // the networks it released there are unstretched at the destination.
@@ -231,7 +253,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   });
 
   it('rolls back in reverse order when the restore fails, fencing the destination before resuming the source', async () => {
-    const { error, calls } = await migrate(plan, { failAt: 'cloud-b:restore' });
+    const { error, calls } = await migrate(plan, { failAt: 'cloud-b:restore' }, undefined, 'rollback-restore-failed');
     assert.ok(error instanceof WorkflowFailedError);
     assert.match(String(error.cause?.message), /restore failed: injected failure in restore[\s\S]*rolled back: the VI runs at the source/);
     const afterFailure = calls.slice(calls.indexOf('cloud-b:restore') + 1);
@@ -246,9 +268,28 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     ]);
   });
 
-  it('never resumes the source while the destination copy is not proven gone: it stays frozen with its image, says so, and waits for proof', async () => {
+  it('keeps the source frozen until the copy\'s lease has ended when the destination cannot discard it', async () => {
+    const at: Record<string, number> = {};
+    const { error, calls } = await migrate(plan, {
+      failAt: 'cloud-b:restore',
+      overrides: {
+        'cloud-b:discardContainer': async () => { at.discard ??= Date.now(); throw ApplicationFailure.nonRetryable('cloud-b refuses', 'Injected'); },
+        'cloud-a:resumeAtSource': async () => { at.resumed = Date.now(); return 'restored-from-image'; },
+      },
+    });
+    assert.ok(error instanceof WorkflowFailedError);
+    // Resumed once the lease had ended; the refused discard, tried again after the resume, is reported.
+    assert.match(String(error.cause?.message), /rolled back, but some cleanup failed: the VI runs at the source\n- discard kv at cloud-b: discardContainer failed: cloud-b refuses[\s\S]*discard kv at cloud-b: proven by the end of its lease/);
+    assert.ok(calls.indexOf('cloud-a:resumeAtSource') > calls.indexOf('cloud-b:discardContainer'));
+    // The lease (15 s from the restore's start) ran out before the resume; the discard was tried again after it.
+    assert.ok(at.resumed! - at.discard! >= 13_000, `resumed ${at.resumed! - at.discard!} ms after the refused discard`);
+    assert.ok(calls.slice(calls.indexOf('cloud-a:resumeAtSource')).includes('cloud-b:discardContainer'));
+  });
+
+  it('never resumes the source while the destination copy is not proven gone (a commit that may have happened): it stays frozen with its image, says so, and waits for proof', async () => {
     let resumedWhileFrozen = true;
-    const { error, calls } = await migrate(plan, { failAt: 'cloud-b:restore', overrides: { 'cloud-b:discardContainer': async () => { throw ApplicationFailure.nonRetryable('cloud-b refuses', 'Injected'); } } }, async (handle, harness) => {
+    // The restore went through; the commit (its lease stopped) failed after it began: the copy may live for good.
+    const { error, calls } = await migrate(plan, { failAt: 'cloud-b:disarmFence', overrides: { 'cloud-b:discardContainer': async () => { throw ApplicationFailure.nonRetryable('cloud-b refuses', 'Injected'); } } }, async (handle, harness) => {
       const frozen = await waitForState(handle, 'frozen-at-source');
       assert.match(String(frozen.error), /kv stays frozen at cloud-a with its complete checkpoint image: its copy at cloud-b could not be proven gone/);
       resumedWhileFrozen = harness.calls.includes('cloud-a:resumeAtSource');
@@ -352,7 +393,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
             return { windowMs: 900, lazyBytes: 1 << 20, rescuedPages: 12, droppedPages: 0, recoveries: ['CRIU\'s lazy-pages daemon was lost'] };
           },
         },
-      });
+      }, undefined, 'post-copy');
       assert.equal(error, undefined);
       const order = calls.filter((c) => /:(restore|awaitPostCopy|servePages|releaseSource)$/.test(c));
       assert.deepEqual(order, ['cloud-b:restore', 'cloud-b:awaitPostCopy', 'cloud-a:servePages', 'cloud-b:awaitPostCopy', 'cloud-a:releaseSource']);
@@ -501,6 +542,21 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.deepEqual(calls, ['cloud-a:inventory', 'cloud-a:releaseClaims']);
   });
 
+  it('moves part of a VI and keeps its networks stretched for the rest', async () => {
+    const db: ContainerSpec = { ...kv, name: 'db', vi: 'shop', interfaces: [{ network: 'net', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' }] };
+    const two: Inventory = { ...readonlyInventory, containers: [{ ...kv, vi: 'shop' }, db] };
+    const { result, error, calls } = await migrate(
+      { name: 'unit', vi: 'shop', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] },
+      // Inventory finds the plan's container; the source still uses the network for db, so it releases none.
+      { inventory: { ...two, containers: [two.containers[0]!] }, overrides: { 'cloud-a:releaseNetworks': async () => [] } },
+      undefined,
+      'split-vi',
+    );
+    assert.ok(result, String(error));
+    assert.deepEqual(result.containers.map((c) => c.name), ['kv']);
+    assert.equal(calls.at(-1), 'cloud-a:releaseNetworks', 'the destination unstretched a network the rest of the VI uses');
+  });
+
   it('keeps a committed group at the destination when a later group fails, and says so', async () => {
     const db: ContainerSpec = { ...kv, name: 'db', interfaces: [{ network: 'net', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' }] };
     const two: Inventory = { ...readonlyInventory, containers: [kv, db] };
@@ -562,7 +618,8 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
       assert.deepEqual(new Set(seen.values()), new Set(['fence', 'before-resume', 'resume', 'cleanup']), 'a stage was never walked');
     });
 
-    for (const dying of ['routeReplies', 'receiveRootfs', 'receiveVolumes']) {
+    // One kind of step here (the public-VI fault matrix kills the real worker at each of them).
+    for (const dying of ['routeReplies']) {
       it(`resumes the source within the budget when the destination\'s worker dies in ${dying} and stays down; its clean-up waits for it`, async function () {
         this.timeout(120_000);
         const budgetS = 6;
@@ -592,7 +649,9 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
             await waitFor('the clean-up to be handed off', async () => !!(await env.client.workflow.getHandle(cleanupId).describe().catch(() => undefined)), 60_000);
             harness.startCloud('cloud-b'); // it comes back: the clean-up there runs
             cleanup = await env.client.workflow.getHandle(cleanupId).result();
+            if (process.env.MIGRAVI_RECORD_HISTORIES && dying === 'routeReplies') await saveHistory('clean-up-after-rollback', env.client.workflow.getHandle(cleanupId));
           },
+          dying === 'routeReplies' ? 'rollback-dead-destination' : undefined,
         );
         assert.ok(error instanceof WorkflowFailedError, String(error));
         const message = String(error.cause?.message);
