@@ -825,9 +825,13 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
       }
     },
 
-    /** Destination: the workflow still hears from this cloud; the restored copy's lease goes on until `until`. */
-    async renewFence(input: ContainerStep & { until: number }): Promise<void> {
-      await armLease(input.container.name, input.until);
+    /**
+     * Destination: the workflow still hears from this cloud; the restored copy's lease goes on
+     * until `until`. Its input names no container step on purpose: it runs beside the step's
+     * restore or post-copy window instead of superseding it (attempt.ts).
+     */
+    async renewFence(input: { migrationId: string; containerName: string; until: number }): Promise<void> {
+      await armLease(input.containerName, input.until);
     },
 
     /** Destination, at the group's commit: the restored copy stays for good (its lease timer stops). */

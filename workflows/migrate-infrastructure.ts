@@ -528,7 +528,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
       const until = Date.now() + LEASE_MS;
       m.leaseUntil = Math.max(before, until);
       try {
-        await on(plan.destination, { scheduleToCloseMs: LEASE_RENEW_MS, scheduleToStartTimeout: LEASE_RENEW_MS, retry: { maximumAttempts: 1 } }).renewFence({ ...m.step, until });
+        await on(plan.destination, { scheduleToCloseMs: LEASE_RENEW_MS, scheduleToStartTimeout: LEASE_RENEW_MS, retry: { maximumAttempts: 1 } }).renewFence({ migrationId, containerName: m.step.container.name, until });
       } catch (err) {
         if (neverStarted(err)) m.leaseUntil = before;
       }
