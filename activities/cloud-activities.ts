@@ -831,7 +831,11 @@ export function createCloudActivities(cloud: Cloud, options: CloudActivityOption
      * restore or post-copy window instead of superseding it (attempt.ts).
      */
     async renewFence(input: { migrationId: string; containerName: string; until: number }): Promise<void> {
-      await armLease(input.containerName, input.until);
+      try {
+        await runtime.renewFence(input.containerName, input.until);
+      } catch (err) {
+        throw ApplicationFailure.nonRetryable((err as Error).message, 'FenceExpired');
+      }
     },
 
     /** Destination, at the group's commit: the restored copy stays for good (its lease timer stops). */

@@ -154,10 +154,12 @@ export interface HostRuntime {
   remove(name: string): Promise<void>;
   /**
    * A restored copy's lease: armed before its restore starts, by a timer outside the worker that
-   * kills the copy (and a restore still running) at `untilMs` unless disarmed; arming again only
-   * moves the deadline later. Refuses once the timer fired.
+   * kills the copy (and a restore still running) at `untilMs` unless disarmed; arming while it
+   * runs only moves the deadline later. Refuses once the timer fired.
    */
   armFence(name: string, untilMs: number): Promise<void>;
+  /** Moves a running lease's end later; does nothing when none runs (not started yet, or committed). */
+  renewFence(name: string, untilMs: number): Promise<void>;
   /** The group committed: the copy stays. Throws when its lease ran out first (it was killed). */
   disarmFence(name: string): Promise<void>;
   /** True once the lease ran out and the timer killed the copy. */

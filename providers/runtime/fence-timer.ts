@@ -54,21 +54,42 @@ export function fenceFired(dir: string): boolean {
 }
 
 /**
- * Arms the timer, or moves its deadline later (never earlier: a late, older renewal changes
- * nothing). Refuses once it fired: that copy is gone for good.
+ * Starts the timer before a restore (the restore's own call: never beside a commit of the same
+ * step). A timer still running from an earlier attempt of the step has its deadline moved later
+ * instead. Refuses once a timer fired: that copy is gone for good.
  */
-export async function armFence(dir: string, runcRoot: string, name: string, untilMs: number): Promise<void> {
+export async function startFence(dir: string, runcRoot: string, name: string, untilMs: number): Promise<void> {
   if (fenceFired(dir)) throw new Error(`${name}'s lease ran out: its copy here was killed`);
-  const current = Number(await readFile(file(dir, 'fence.until'), 'utf8').catch(() => '0'));
-  if (untilMs > current) {
-    await writeFile(file(dir, 'fence.until.tmp'), String(Math.round(untilMs)));
-    await rename(file(dir, 'fence.until.tmp'), file(dir, 'fence.until'));
+  if (await timerPid(dir)) {
+    await moveDeadline(dir, untilMs);
+    return;
   }
-  if (await timerPid(dir)) return;
-  await rmQuiet(file(dir, 'fence.disarmed'));
+  // No timer: whatever a finished one left (a renewal that came after a commit) says nothing now.
+  for (const f of ['fence.disarmed', 'fence.pid']) await rmQuiet(file(dir, f));
+  await writeDeadline(dir, untilMs);
   const timer = spawn('sh', ['-c', TIMER_SCRIPT, 'migravi-fence', dir, runcRoot, name], { detached: true, stdio: 'ignore' });
   timer.unref();
   await writeFile(file(dir, 'fence.pid'), String(timer.pid));
+}
+
+/**
+ * A renewal: moves the running timer's deadline later (never earlier: a late, older renewal
+ * changes nothing). Starts nothing: a renewal that arrives after the commit stopped the timer, or
+ * before the restore started it, does nothing. Refuses once the timer fired.
+ */
+export async function renewFence(dir: string, name: string, untilMs: number): Promise<void> {
+  if (fenceFired(dir)) throw new Error(`${name}'s lease ran out: its copy here was killed`);
+  if (await timerPid(dir)) await moveDeadline(dir, untilMs);
+}
+
+async function moveDeadline(dir: string, untilMs: number): Promise<void> {
+  const current = Number(await readFile(file(dir, 'fence.until'), 'utf8').catch(() => '0'));
+  if (untilMs > current) await writeDeadline(dir, untilMs);
+}
+
+async function writeDeadline(dir: string, untilMs: number): Promise<void> {
+  await writeFile(file(dir, 'fence.until.tmp'), String(Math.round(untilMs)));
+  await rename(file(dir, 'fence.until.tmp'), file(dir, 'fence.until'));
 }
 
 /**

@@ -50,7 +50,12 @@ export class RuncRuntime implements HostRuntime {
   /** A restored copy's lease (providers/runtime/fence-timer.ts): killed at `untilMs` unless disarmed. */
   async armFence(name: string, untilMs: number): Promise<void> {
     await mkdir(this.bundleDir(name), { recursive: true });
-    await fence.armFence(this.bundleDir(name), this.opts.stateRoot, name, untilMs);
+    await fence.startFence(this.bundleDir(name), this.opts.stateRoot, name, untilMs);
+  }
+
+  /** Moves a running lease's end later; does nothing when none runs (not started yet, or committed). */
+  async renewFence(name: string, untilMs: number): Promise<void> {
+    await fence.renewFence(this.bundleDir(name), name, untilMs);
   }
 
   /** The group committed: the copy stays. Throws when its lease ran out first (it was killed). */
