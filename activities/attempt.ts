@@ -141,6 +141,52 @@ async function stopOrphans(file: string, orphans: Set<number>, signal: AbortSign
   rmSync(file, { force: true });
 }
 
+/**
+ * Beats while the attempt moves — its progress count, or the CPU time of the processes it
+ * started (`mark` changes) — and aborts it as stalled after STALL_MS without.
+ */
+function startWatchdog(label: string, mark: () => string, beat: () => void, abort: (reason: Error) => void): NodeJS.Timeout {
+  let lastMark = '';
+  let lastProgressAt = Date.now();
+  return setInterval(() => {
+    const now = mark();
+    if (now !== lastMark) {
+      lastMark = now;
+      lastProgressAt = Date.now();
+      beat();
+    } else if (Date.now() - lastProgressAt > STALL_MS) {
+      abort(new StalledError(`${label} made no progress for ${STALL_MS / 1000} s`));
+    }
+  }, TICK_MS);
+}
+
+/** Stops the attempt running on the same step (in this worker) and waits until it has stopped; then this one is the step's. */
+async function supersede(step: string, by: string, self: { abort(reason: Error): void; finished: Promise<void> }): Promise<void> {
+  for (let older = running.get(step); older; older = running.get(step)) {
+    older.abort(new Error(`superseded by ${by}`));
+    await older.finished;
+  }
+  running.set(step, self);
+}
+
+/** A fault a test set at this point (lib/faults.ts): hang, delay, kill the worker, or tell the caller to corrupt. */
+async function injectFault(opts: AttemptOptions, at: string, signal: AbortSignal, children: Set<number>): Promise<'corrupt' | undefined> {
+  const action = checkFault(opts, at);
+  if (action === 'hang') await hangUntilAborted(signal);
+  if (typeof action === 'object') await new Promise((resolve) => setTimeout(resolve, action.delayMs));
+  if (action === 'stop-children-and-kill') {
+    for (const pid of children) process.kill(-pid, 'SIGSTOP');
+    process.kill(process.pid, 'SIGKILL');
+  }
+  return action === 'corrupt' ? 'corrupt' : undefined;
+}
+
+/** What Temporal records of a failed attempt: a stall is retried, an injected fault says what it was; anything else as it came. */
+function asFailure(reason: unknown, err: unknown): unknown {
+  if (reason instanceof StalledError) return ApplicationFailure.retryable(reason.message, 'Stalled');
+  if (reason instanceof InjectedFault) return ApplicationFailure.create({ message: reason.message, type: 'InjectedFault', nonRetryable: reason.fault.action === 'fail' });
+  return err;
+}
 
 export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attempt) => Promise<R>): Promise<R> {
   const ctx = Context.current();
@@ -168,22 +214,11 @@ export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attemp
   };
   ctx.cancellationSignal.addEventListener('abort', onCancel, { once: true });
 
-  let lastMark = '';
-  let lastProgressAt = Date.now();
   const orphans = new Set<number>();
   const childWaiters: Array<() => void> = [];
   const beat = () => ctx.heartbeat(details);
   beat();
-  const watchdog = setInterval(() => {
-    const mark = `${progressCount}/${[...children, ...orphans].map(treeCpuTicks).join(',')}`;
-    if (mark !== lastMark) {
-      lastMark = mark;
-      lastProgressAt = Date.now();
-      beat();
-    } else if (Date.now() - lastProgressAt > STALL_MS) {
-      abort(new StalledError(`${label} made no progress for ${STALL_MS / 1000} s`));
-    }
-  }, TICK_MS);
+  const watchdog = startWatchdog(label, () => `${progressCount}/${[...children, ...orphans].map(treeCpuTicks).join(',')}`, beat, abort);
 
   const attempt: Attempt = {
     signal: controller.signal,
@@ -211,32 +246,15 @@ export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attemp
         if (--uninterruptibleDepth === 0 && cancelPending) onCancel();
       }
     },
-    async fault(at) {
-      const action = checkFault(opts, at);
-      if (action === 'hang') await hangUntilAborted(controller.signal);
-      if (typeof action === 'object') await new Promise((resolve) => setTimeout(resolve, action.delayMs));
-      if (action === 'stop-children-and-kill') {
-        for (const pid of children) process.kill(-pid, 'SIGSTOP');
-        process.kill(process.pid, 'SIGKILL');
-      }
-      return action === 'corrupt' ? 'corrupt' : undefined;
-    },
+    fault: (at) => injectFault(opts, at, controller.signal, children),
   };
 
   try {
     // A newer attempt on the same step stops the older one first, and waits until it has stopped:
     // one still running in this worker, or the children a dead worker's attempt left behind.
-    if (opts.step) {
-      for (let older = running.get(opts.step); older; older = running.get(opts.step)) {
-        older.abort(new Error(`superseded by ${opts.activity} attempt ${ctx.info.attempt}`));
-        await older.finished;
-      }
-      running.set(opts.step, { abort, finished });
-    }
+    if (opts.step) await supersede(opts.step, `${opts.activity} attempt ${ctx.info.attempt}`, { abort, finished });
     if (childRecord) await stopOrphans(childRecord, orphans, controller.signal, (line) => ctx.log.info(`[${opts.cloud}] ${label}: ${line}`));
-    const atStart = checkFault(opts, `${opts.activity}:start`);
-    if (atStart === 'hang') await hangUntilAborted(controller.signal);
-    if (typeof atStart === 'object') await new Promise((resolve) => setTimeout(resolve, atStart.delayMs));
+    await injectFault(opts, `${opts.activity}:start`, controller.signal, new Set());
     // An abandoned attempt ends now, not when its work notices: its children are killed (exec.ts)
     // and its connections closed, but a stream on a dead connection may never settle.
     const result = await Promise.race([runInAttempt(attempt, () => work(attempt)), rejectWhenAborted(controller.signal, children)]);
@@ -244,12 +262,7 @@ export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attemp
     checkFault(opts, `${opts.activity}:end`);
     return result;
   } catch (err) {
-    const reason: unknown = controller.signal.aborted ? controller.signal.reason : err;
-    if (reason instanceof StalledError) throw ApplicationFailure.retryable(reason.message, 'Stalled');
-    if (reason instanceof InjectedFault) {
-      throw ApplicationFailure.create({ message: reason.message, type: 'InjectedFault', nonRetryable: reason.fault.action === 'fail' });
-    }
-    throw err;
+    throw asFailure(controller.signal.aborted ? controller.signal.reason : err, err);
   } finally {
     clearInterval(watchdog);
     ctx.cancellationSignal.removeEventListener('abort', onCancel);

@@ -195,9 +195,9 @@ export async function deployVi(cloud: Cloud, input: ViSpec, progress: (line: str
       continue;
     }
     progress(`starting ${spec.name} (${spec.args.join(' ')})`);
-    const { netnsPath } = await controlPlane.ensurePort(spec);
+    await controlPlane.ensurePort(spec);
     await controlPlane.setPortEnabled(spec.name, true);
-    await runtime.run(spec, rootfs, netnsPath);
+    await runtime.run(spec, rootfs);
     const placed = await withFloatingIp(cloud, spec);
     await controlPlane.registerContainer(placed);
     report(placed);

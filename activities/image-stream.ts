@@ -327,6 +327,24 @@ async function listFiles(dir: string): Promise<string[]> {
   return entries.map((e) => e.name).sort();
 }
 
+/** While CRIU writes the image, its page files go out as they grow; a failed dump fails the stream. */
+async function followDump(dir: string, dumping: Promise<unknown>, sendUpTo: (name: string, end: number) => Promise<boolean>): Promise<void> {
+  let dumpEnded = false;
+  const dumped = dumping.then(
+    () => (dumpEnded = true),
+    () => (dumpEnded = true),
+  );
+  while (!dumpEnded) {
+    let moved = false;
+    for (const name of (await listFiles(dir)).filter((n) => PAGES_FILE.test(n))) {
+      const size = await stat(path.join(dir, name)).then((s) => s.size, () => 0);
+      if (await sendUpTo(name, size)) moved = true;
+    }
+    if (!moved) await Promise.race([dumped, new Promise((r) => setTimeout(r, 5))]);
+  }
+  await dumping;
+}
+
 /** The sender's side of the protocol over an open channel (closed at the end, or destroyed on failure or abort). */
 export async function sendImage(channel: Duplex, opts: SendOptions & { directory: string }): Promise<ArtifactReceipt> {
   const started = Date.now();
@@ -336,7 +354,6 @@ export async function sendImage(channel: Duplex, opts: SendOptions & { directory
   let wire = 0;
   let delivered = 0;
   let resumedBytes = 0;
-  let dumpEnded = !opts.dumping;
   const beat = () => attempt.progress({ kind: 'checkpoint', bytes: delivered, wireBytes: priorWire + wire, done: [] } satisfies TransferHeartbeat);
   const onAbort = () => channel.destroy(new Error('the transfer was given up'));
   attempt.signal.addEventListener('abort', onAbort, { once: true });
@@ -388,21 +405,7 @@ export async function sendImage(channel: Duplex, opts: SendOptions & { directory
       return true;
     };
 
-    if (opts.dumping) {
-      const dumped = opts.dumping.then(
-        () => (dumpEnded = true),
-        () => (dumpEnded = true),
-      );
-      while (!dumpEnded) {
-        let moved = false;
-        for (const name of (await listFiles(opts.dir)).filter((n) => PAGES_FILE.test(n))) {
-          const size = await stat(path.join(opts.dir, name)).then((s) => s.size, () => 0);
-          if (await sendUpTo(name, size)) moved = true;
-        }
-        if (!moved) await Promise.race([dumped, new Promise((r) => setTimeout(r, 5))]);
-      }
-      await opts.dumping; // a failed dump fails the stream
-    }
+    if (opts.dumping) await followDump(opts.dir, opts.dumping, sendUpTo);
     const names = await listFiles(opts.dir);
     const unknown = (opts.only ?? []).filter((n) => !names.includes(n));
     if (unknown.length) throw new Error(`cannot resend ${unknown.join(', ')}: not in ${opts.dir}`);

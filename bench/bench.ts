@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { startMigration } from '../client/migravi-client';
 import { deployVi, removeVi } from '../activities/deploy-vi';
-import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../lib/embedded-stack';
+import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../providers/local/embedded-stack';
 import { criuPath, testbedsDir } from '../lib/paths';
 import { stopPid, waitFor } from '../lib/processes';
 import type { MigrationReport } from '../lib/types';

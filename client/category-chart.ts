@@ -4,7 +4,7 @@
  * stays a static, dependency-free SVG any browser or viewer opens (libraries such as Vega or d3
  * would need a DOM or a renderer at run time for the same picture).
  */
-import type { CategoryTime } from '../lib/report-categories';
+import type { CategoryTime } from '../lib/types';
 
 const COLORS = ['#d1495b', '#edae49', '#00798c', '#30638e', '#8d99ae'];
 

@@ -2,18 +2,10 @@
  * A migration's time in the seed paper's categories (its Figure 1): the share of each kind of work
  * in the whole migration. Pure code: the workflow computes it for its report.
  */
-import type { PhaseTiming } from './types';
+import type { CategoryTime, PhaseTiming, TimeCategory } from './types';
 
-export type TimeCategory = 'container migration' | 'network replication' | 'inter-cloud communication and copies' | 'redirect' | 'others';
+export type { CategoryTime, TimeCategory } from './types';
 
-export interface CategoryTime {
-  category: TimeCategory;
-  ms: number;
-  /** Of the migration's wall time, 0..1. */
-  share: number;
-  /** The phases counted in it (others: also the orchestration between phases). */
-  phases: string[];
-}
 
 const CATEGORY_OF: Record<string, TimeCategory> = {
   // The freeze: the only time the applications are unavailable.

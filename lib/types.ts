@@ -1,6 +1,5 @@
 /** Values passed between the workflow and the activities. Plain data: they go through Temporal's history. */
 import type { BlackoutPrediction } from './prediction';
-import type { CategoryTime } from './report-categories';
 
 /** A private (tenant) network of the VI. */
 export interface NetworkSpec {
@@ -350,4 +349,16 @@ export interface CloudListing {
   containers: Array<{ name: string; vi?: string; addresses: string[]; floatingIp?: string; status: string }>;
   /** The cloud's floating-IP range. */
   floatingRange?: string;
+}
+
+/** The seed paper's categories of a migration's time (its Figure 1; lib/report-categories.ts counts them). */
+export type TimeCategory = 'container migration' | 'network replication' | 'inter-cloud communication and copies' | 'redirect' | 'others';
+
+export interface CategoryTime {
+  category: TimeCategory;
+  ms: number;
+  /** Of the migration's wall time, 0..1. */
+  share: number;
+  /** The phases counted in it (others: also the orchestration between phases). */
+  phases: string[];
 }

@@ -30,10 +30,11 @@ export interface ControlPlane {
 
   /**
    * A port with the container's fixed IP and MAC on its network, its ingress rules enforced
-   * (OpenStack: a security group); returns the netns path to run in. A new port is unplugged
-   * until setPortEnabled(true); an existing one keeps its state.
+   * (OpenStack: a security group), realised on this cloud's host where the runtime runs the
+   * container (how is the provider's business). A new port is unplugged until
+   * setPortEnabled(true); an existing one keeps its state.
    */
-  ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }>;
+  ensurePort(container: ContainerSpec): Promise<void>;
   removePort(containerName: string): Promise<void>;
   /** Plugs the port into its network or unplugs it (OpenStack: admin_state_up); the port stays. */
   setPortEnabled(containerName: string, enabled: boolean): Promise<void>;
@@ -97,14 +98,14 @@ export interface LazyMemoryState {
 
 export interface HostRuntime {
   status(name: string): Promise<ContainerStatus>;
-  /** Creates and starts the container from its spec, rootfs (a directory or a tarball) and network namespace. */
-  run(spec: ContainerSpec, rootfs: string, netnsPath: string): Promise<void>;
+  /** Creates and starts the container from its spec and rootfs (a directory or a tarball), on its port (ControlPlane.ensurePort first). */
+  run(spec: ContainerSpec, rootfs: string): Promise<void>;
   /**
    * Right after a restore: makes the peers of the container's restored TCP connections
    * retransmit now instead of at the end of their back-off (up to twice the freeze later).
    * Returns how many connections were nudged.
    */
-  nudgePeers(imageDir: string, netnsPath: string): Promise<number>;
+  nudgePeers(name: string, imageDir: string): Promise<number>;
   /** Thaws a container left frozen (paused), e.g. by a dump that was killed half-way. */
   resume(name: string): Promise<void>;
   /** Whether the dump into imageDir finished successfully (the image is complete and restorable). */
@@ -112,7 +113,7 @@ export interface HostRuntime {
   /** Dumps the container (with established TCP connections when asked) and stops it. */
   checkpoint(name: string, imageDir: string, keepTcp: boolean): Promise<void>;
   /** Starts the container from a checkpoint image; its rootfs must already be in its bundle. */
-  restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void>;
+  restore(spec: ContainerSpec, imageDir: string, keepTcp: boolean): Promise<void>;
   /**
    * Post-copy, source: freezes the container and writes every image file but its lazy memory
    * into `lazyDir`; the processes stay frozen and held, the first copy of that memory, until
@@ -141,7 +142,7 @@ export interface HostRuntime {
    * afterwards from a page server reached on the loopback's `pageServerPort`, under a guard that
    * keeps a lost page source from turning missing pages into zeros.
    */
-  restoreLazy(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean, pageServerPort: number): Promise<void>;
+  restoreLazy(spec: ContainerSpec, imageDir: string, keepTcp: boolean, pageServerPort: number): Promise<void>;
   /** The guard takes hold of the restored processes' memory (before any page is fetched); returns how many processes it holds. */
   holdLazyMemory(imageDir: string): Promise<number>;
   /** Where a lazy restore stands; the missing pages are counted once the daemon has ended, or when asked. */

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { deployVi, followMigration, startMigration } from '../client/migravi-client';
-import { startCloudWorkers, startOrchestratorWorker, startTemporalServer, waitForTemporal } from '../lib/embedded-stack';
+import { startCloudWorkers, startOrchestratorWorker, startTemporalServer, waitForTemporal } from '../providers/local/embedded-stack';
 import { criuPath, testbedsDir } from '../lib/paths';
 import { isAlive, readPidFile, stopPid } from '../lib/processes';
 import { openLocalCloud } from '../providers/local/local-cloud';

@@ -2,7 +2,9 @@
  * A cloud worker: runs the activities of one cloud (task queue "migravi.<cloud>"), next to that
  * cloud's containers. In the embedded testbed it runs inside the cloud's edge namespace and
  * reaches Temporal across the WAN, as an agent in a real cloud would.
- *   node dist/workers/cloud-worker.js --cloud cloud-a --state-dir DIR [--temporal 203.0.113.1:7233]
+ *   node dist/workers/cloud-worker.js --config CLOUD.json [--temporal 203.0.113.1:7233]
+ * The configuration names the cloud's provider (`"provider": "local"`): the worker opens the
+ * cloud through providers/registry.ts and knows no provider itself.
  */
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
@@ -10,19 +12,18 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { createCloudActivities } from '../activities/cloud-activities';
 import { startImageReceiver } from '../activities/image-stream';
 import { cloudTaskQueue } from '../lib/plan';
-import { openLocalCloud } from '../providers/local/local-cloud';
+import { openCloud } from '../providers/registry';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      cloud: { type: 'string' },
-      'state-dir': { type: 'string' },
+      config: { type: 'string' },
       temporal: { type: 'string', default: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' },
       namespace: { type: 'string', default: process.env.TEMPORAL_NAMESPACE ?? 'default' },
     },
   });
-  if (!values.cloud || !values['state-dir']) throw new Error('usage: cloud-worker --cloud NAME --state-dir DIR [--temporal HOST:PORT]');
-  const cloud = openLocalCloud(values['state-dir'], values.cloud);
+  if (!values.config) throw new Error('usage: cloud-worker --config CLOUD.json [--temporal HOST:PORT] [--namespace NAME]');
+  const cloud = await openCloud(values.config);
   const taskQueue = cloudTaskQueue(cloud.name);
   const connection = await NativeConnection.connect({ address: values.temporal });
   // A client of its own, to tell whether the migration holding a claim still runs (stale claims expire).

@@ -6,6 +6,8 @@ import path from 'node:path';
  * that cloud's worker. It holds paths to keys, never the keys themselves.
  */
 export interface LocalCloudConfig {
+  /** Which provider opens this cloud (providers/registry.ts). */
+  provider: 'local';
   name: string;
   /** Prefix of every namespace and link this testbed creates (lets tests and the demo coexist). */
   testbedId: string;
@@ -42,7 +44,8 @@ export function loadCloudConfig(stateDir: string, cloud: string): LocalCloudConf
   } catch {
     throw new Error(`cloud "${cloud}" is not set up in ${stateDir} (no ${file}); bring the testbed up first`);
   }
-  return JSON.parse(text) as LocalCloudConfig;
+  // Written before configurations named their provider: an embedded cloud.
+  return { provider: 'local', ...(JSON.parse(text) as Omit<LocalCloudConfig, 'provider'>) };
 }
 
 /** Names of kernel objects; link names are limited to 15 characters. */

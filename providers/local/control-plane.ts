@@ -160,14 +160,14 @@ export class LocalControlPlane implements ControlPlane {
     return (await this.state.read()).stretches[network] ?? [];
   }
 
-  async ensurePort(container: ContainerSpec): Promise<{ netnsPath: string }> {
+  async ensurePort(container: ContainerSpec): Promise<void> {
     const netns = names.containerNetns(this.cfg, container.name);
     const edge = this.cfg.netns;
     // The record is written once the port is complete and removed before it is taken apart: a
     // port recorded as this container wants it needs no work (a restore inside the freeze finds
     // its port prepared: no process to start while every member of a group waits for the CPU).
     const recorded = (await this.state.read()).ports[container.name];
-    if (recorded?.shape === portShape(container) && existsSync(`/run/netns/${netns}`)) return { netnsPath: `/run/netns/${netns}` };
+    if (recorded?.shape === portShape(container) && existsSync(`/run/netns/${netns}`)) return;
     const networks: NetworkSpec[] = [];
     for (const iface of container.interfaces) {
       const network = await this.getNetwork(iface.network);
@@ -199,7 +199,6 @@ export class LocalControlPlane implements ControlPlane {
     await this.state.update((s) => {
       s.ports[container.name] = { interfaces: container.interfaces, netns, shape: portShape(container) };
     });
-    return { netnsPath: `/run/netns/${netns}` };
   }
 
   /**

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Cloud } from '../provider';
 import { RuncRuntime } from '../runtime/runc-runtime';
-import { loadCloudConfig, type LocalCloudConfig } from './cloud-config';
+import { loadCloudConfig, names, type LocalCloudConfig } from './cloud-config';
 import { LocalControlPlane } from './control-plane';
 
 export interface LocalCloud extends Cloud {
@@ -9,9 +9,14 @@ export interface LocalCloud extends Cloud {
   controlPlane: LocalControlPlane;
 }
 
-/** One embedded cloud, as its worker (or the testbed tools) open it from its config on disk. */
+/** One embedded cloud, as the testbed tools open it from its config on disk. */
 export function openLocalCloud(stateDir: string, name: string): LocalCloud {
-  const config = loadCloudConfig(stateDir, name);
+  return localCloudFrom(loadCloudConfig(stateDir, name));
+}
+
+/** The embedded cloud a configuration describes (its worker opens it through providers/registry.ts). */
+export function localCloudFrom(config: LocalCloudConfig): LocalCloud {
+  const { name } = config;
   return {
     name,
     config,
@@ -21,6 +26,8 @@ export function openLocalCloud(stateDir: string, name: string): LocalCloud {
       bundlesDir: path.join(config.dir, 'containers'),
       criuPath: config.criuPath,
       cgroupPrefix: `/${config.testbedId}/${config.name}`,
+      // Each port is a namespace behind the cloud's edge (LocalControlPlane.ensurePort).
+      netnsOf: (container) => `/run/netns/${names.containerNetns(config, container)}`,
     }),
     workDir: path.join(config.dir, 'migrations'),
     memoryDir: memoryDirOf(config),

@@ -228,6 +228,7 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
     const dir = path.join(opts.stateDir, 'clouds', name);
     await mkdir(dir, { recursive: true });
     const cfg: LocalCloudConfig = {
+      provider: 'local',
       name,
       testbedId: opts.id,
       netns: `${opts.id}-${name}`,

@@ -30,11 +30,17 @@ export interface RuncRuntimeOptions {
   criuPath: string;
   /** Prefix of cgroup paths, unique per cloud. */
   cgroupPrefix: string;
+  /**
+   * The network namespace a container's port is realised in on this host (by the provider: the
+   * embedded cloud's edge, or an agent plugging a Neutron port). The runtime runs the container
+   * there; callers only ask the control plane for the port.
+   */
+  netnsOf(containerName: string): string;
 }
 
 /**
  * Containers on a Linux host with runc, checkpointed and restored by CRIU. Provider-neutral: the
- * same code serves every cloud; only the network namespace it is handed differs.
+ * same code serves every cloud; only where its ports are realised (RuncRuntimeOptions.netnsOf) differs.
  */
 export class RuncRuntime implements HostRuntime {
   constructor(private readonly opts: RuncRuntimeOptions) {}
@@ -163,7 +169,8 @@ export class RuncRuntime implements HostRuntime {
     }
   }
 
-  async run(spec: ContainerSpec, rootfsDir: string, netnsPath: string): Promise<void> {
+  async run(spec: ContainerSpec, rootfsDir: string): Promise<void> {
+    const netnsPath = this.opts.netnsOf(spec.name);
     if ((await this.status(spec.name)) === 'running') return;
     await this.remove(spec.name);
     const bundle = this.bundleDir(spec.name);
@@ -290,7 +297,8 @@ export class RuncRuntime implements HostRuntime {
     }
   }
 
-  async restore(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean): Promise<void> {
+  async restore(spec: ContainerSpec, imageDir: string, keepTcp: boolean): Promise<void> {
+    const netnsPath = this.opts.netnsOf(spec.name);
     const status = await this.status(spec.name);
     if (status === 'running') return;
     if (status !== 'absent') await this.runcDelete(spec.name); // a stopped one left by a failed attempt
@@ -318,7 +326,8 @@ export class RuncRuntime implements HostRuntime {
    * Post-copy restore: the lazy-pages daemon and the guard first, then `runc restore
    * --lazy-pages` with the daemon's work directory (CRIU hands it the processes' userfaultfds).
    */
-  async restoreLazy(spec: ContainerSpec, imageDir: string, netnsPath: string, keepTcp: boolean, pageServerPort: number): Promise<void> {
+  async restoreLazy(spec: ContainerSpec, imageDir: string, keepTcp: boolean, pageServerPort: number): Promise<void> {
+    const netnsPath = this.opts.netnsOf(spec.name);
     const status = await this.status(spec.name);
     if (status === 'running') return;
     if (status !== 'absent') await this.runcDelete(spec.name);
@@ -403,7 +412,8 @@ export class RuncRuntime implements HostRuntime {
    * ICMP "host unreachable" quoting each peer's first unacknowledged byte, 15 times 1 ms apart,
    * from the container's address (scripts/tcp-nudge.c says why this works and is safe).
    */
-  async nudgePeers(imageDir: string, netnsPath: string): Promise<number> {
+  async nudgePeers(name: string, imageDir: string): Promise<number> {
+    const netnsPath = this.opts.netnsOf(name);
     const connections = await establishedConnections(imageDir);
     if (!connections.length) return 0;
     const args = connections.map((c) => `${c.peer}:${c.peerPort}:${c.local}:${c.localPort}:${c.rcvNxt}`);

@@ -15,7 +15,7 @@ import type { ClientStatus } from '../../demo/client';
 import { KV_IP, KV_PORT } from '../../demo/demo-vi';
 import { deployVi } from '../../client/migravi-client';
 import { deployDemoVi, plugClientPort, startDemoClient, type DemoClient } from '../../demo/scenario';
-import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../lib/embedded-stack';
+import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../providers/local/embedded-stack';
 import { run } from '../../lib/exec';
 import type { Fault } from '../../lib/faults';
 import { criuPath, testbedsDir } from '../../lib/paths';

@@ -5,9 +5,10 @@
  */
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { temporalCliPath } from './paths';
-import { startService, waitFor } from './processes';
-import { registerProcess, type TestbedRecord } from '../providers/local/testbed';
+import { temporalCliPath } from '../../lib/paths';
+import { startService, waitFor } from '../../lib/processes';
+import { cloudConfigPath } from './cloud-config';
+import { registerProcess, type TestbedRecord } from './testbed';
 
 export interface TemporalServerOptions {
   port: number;
@@ -66,7 +67,7 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
 export async function startOrchestratorWorker(record: TestbedRecord, temporalAddress: string, logFile: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const pid = await startService({
     name: 'orchestrator worker',
-    argv: [process.execPath, path.join(__dirname, '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress],
+    argv: [process.execPath, path.join(__dirname, '..', '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress],
     logFile,
     env,
     readyLine: /orchestrator worker ready/,
@@ -91,9 +92,8 @@ export async function startCloudWorkers(
         name: `cloud worker ${cloud.name}`,
         argv: [
           'nsenter', `--net=/run/netns/${cloud.netns}`,
-          process.execPath, path.join(__dirname, '..', 'workers', 'cloud-worker.js'),
-          '--cloud', cloud.name,
-          '--state-dir', record.options.stateDir,
+          process.execPath, path.join(__dirname, '..', '..', 'workers', 'cloud-worker.js'),
+          '--config', cloudConfigPath(record.options.stateDir, cloud.name),
           '--temporal', `${record.hostAddress}:${temporalPort}`,
         ],
         logFile: path.join(logDir, `worker-${cloud.name}.log`),
