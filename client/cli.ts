@@ -1,122 +1,182 @@
+#!/usr/bin/env node
 /**
- * The operator's command line.
- *   node dist/client/cli.js migrate PLAN.yaml [--temporal HOST:PORT] [--no-wait]
- *   node dist/client/cli.js progress WORKFLOW_ID
- *   node dist/client/cli.js approve WORKFLOW_ID
- *   node dist/client/cli.js abort WORKFLOW_ID [REASON]
- *   node dist/client/cli.js confirm-gone WORKFLOW_ID   (a migration frozen at its source: the destination copy is gone)
- *   node dist/client/cli.js validate-vi VI.yaml        (checks a VI description, prints it with its addresses allocated)
- *   node dist/client/cli.js list CLOUD                 (the VIs, networks and containers a cloud hosts, with their state)
- *   node dist/client/cli.js deploy CLOUD VI.yaml       (deploys a VI description; again with the same file: no change)
- *   node dist/client/cli.js remove CLOUD VI [--delete-volumes]
- *   node dist/client/cli.js report WORKFLOW_ID [--out DIR]  (a finished migration's report: printed, and written as JSON and an SVG chart)
- * The plan file is read and validated before anything connects to Temporal.
+ * `migravi`, the operator's command line (installed on the PATH by the set-up; `migravi --help`,
+ * and `--help` on every command). Input files are read and validated before anything connects
+ * to Temporal; the exit code says what happened (client/exit-codes.ts). `--json` prints one JSON
+ * document on stdout for scripts, the human lines going to stderr.
+ *
+ * Commander (14, the last line for Node 20) parses it: no dependencies, its own types, help and
+ * errors for every subcommand generated from the same declarations that parse them.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
-import { loadPlanFile } from '../lib/plan-file';
+import { Command, CommanderError, Option } from 'commander';
 import YAML from 'yaml';
-import { PlanError } from '../lib/plan';
-import { loadViFile } from '../lib/vi-file';
-import { allocateAddresses, ViSpecError } from '../lib/vi-spec';
+import { loadPlanFile } from '../lib/plan-file';
 import type { MigrationReport } from '../lib/types';
+import { loadViFile } from '../lib/vi-file';
+import { allocateAddresses } from '../lib/vi-spec';
 import { categoryChartSvg } from './category-chart';
+import { EXIT, EXIT_CODES_HELP, exitFor, UnreachableError } from './exit-codes';
 import { formatReport } from './format-report';
 import { abortMigration, approveCutover, confirmDestinationGone, deployVi, describeCloud, followMigration, queryProgress, removeVi, startMigration } from './migravi-client';
 
-const usage =
-  'usage: migravi migrate PLAN | progress ID | approve ID | abort ID [REASON] | confirm-gone ID | report ID [--out DIR] | validate-vi VI_FILE | list CLOUD | deploy CLOUD VI_FILE | remove CLOUD VI [--delete-volumes]   [--temporal HOST:PORT] [--no-wait]';
-const commands = ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove'];
+interface GlobalOptions {
+  temporal: string;
+  namespace: string;
+  json: boolean;
+}
 
-async function main(): Promise<number> {
-  const { positionals, values } = parseArgs({
-    allowPositionals: true,
-    options: {
-      temporal: { type: 'string', default: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' },
-      'no-wait': { type: 'boolean', default: false },
-      'delete-volumes': { type: 'boolean', default: false },
-      out: { type: 'string', default: '.' },
-    },
-  });
-  const [command, target, ...rest] = positionals;
-  if (!command || !target || !commands.includes(command) || (['deploy', 'remove'].includes(command) && !rest[0])) {
-    console.error(usage);
-    return 2;
+/** What a command prints: one JSON document with --json (its lines then go to stderr), else its lines. */
+class Output {
+  constructor(private readonly json: boolean) {}
+  line(text: string): void {
+    (this.json ? process.stderr : process.stdout).write(`${text}\n`);
   }
-  if (command === 'validate-vi') {
-    // Offline: the VI file is checked and printed with every address it will get.
-    console.log(YAML.stringify(allocateAddresses(await loadViFile(target))));
-    return 0;
+  result(value: unknown, lines: () => string[]): void {
+    if (this.json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+    else for (const text of lines()) process.stdout.write(`${text}\n`);
   }
-  // Validate first: a bad plan is refused before any connection is made.
-  const plan = command === 'migrate' ? await loadPlanFile(target) : undefined;
-  const vi = command === 'deploy' ? await loadViFile(rest[0]!) : undefined;
-  const connection = await Connection.connect({ address: values.temporal, connectTimeout: '5s' });
+}
+
+async function withClient<T>(opts: GlobalOptions, use: (client: Client) => Promise<T>): Promise<T> {
+  let connection: Connection;
   try {
-    const client = new Client({ connection });
-    if (plan) {
-      const handle = await startMigration(client, plan);
-      console.log(`started ${handle.workflowId}`);
-      if (values['no-wait']) return 0;
-      const report = await followMigration(
-        handle,
-        (p) => console.log(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`),
-        250,
-        (t) => console.log(`    ${t.kind}: ${(t.bytes / 1048576).toFixed(1)}${t.totalBytes ? ` of ${(t.totalBytes / 1048576).toFixed(1)}` : ''} MiB sent`),
-      );
-      console.log(formatReport(report));
-      return 0;
-    }
-    if (vi) {
-      console.log(`deploying VI ${vi.name} (${vi.containers.length} containers, ${vi.networks.length} networks) into ${target}…`);
-      const outcome = await deployVi(client, target, vi);
-      for (const c of outcome.containers) console.log(`  ${c.name.padEnd(12)} ${(outcome.started.includes(c.name) ? 'started' : 'unchanged').padEnd(10)} ${c.addresses.join(' ')}`);
-      if (outcome.networksCreated.length) console.log(`  networks created: ${outcome.networksCreated.join(', ')}`);
-      return 0;
-    }
-    if (command === 'remove') {
-      const outcome = await removeVi(client, target, rest[0]!, { deleteVolumes: values['delete-volumes'] });
-      console.log(`removed VI ${outcome.vi} from ${outcome.cloud}: containers ${outcome.containers.join(', ') || 'none'}; networks ${outcome.networks.join(', ') || 'none'}`);
-      if (outcome.volumesKept.length) console.log(`  volumes kept (--delete-volumes removes them): ${outcome.volumesKept.join(', ')}`);
-      if (outcome.volumesDeleted.length) console.log(`  volumes deleted: ${outcome.volumesDeleted.join(', ')}`);
-      return 0;
-    }
-    if (command === 'list') {
-      const listing = await describeCloud(client, target);
-      console.log(`${listing.cloud}:`);
-      for (const n of listing.networks) console.log(`  network ${n.name} ${n.cidr}${n.vi ? ` (VI ${n.vi})` : ''}${n.stretchedTo.length ? ` stretched to ${n.stretchedTo.join(', ')}` : ''}`);
-      console.log(`  ${'VI'.padEnd(10)} ${'CONTAINER'.padEnd(12)} ${'STATE'.padEnd(8)} ADDRESSES`);
-      for (const c of listing.containers) console.log(`  ${(c.vi ?? '-').padEnd(10)} ${c.name.padEnd(12)} ${c.status.padEnd(8)} ${c.addresses.join(' ')}${c.floatingIp ? ` public:${c.floatingIp}` : ''}`);
-      return 0;
-    }
-    const handle = client.workflow.getHandle(target);
-    if (command === 'report') {
-      const report = (await handle.result()) as MigrationReport;
-      console.log(formatReport(report));
-      await mkdir(values.out, { recursive: true });
-      const base = path.join(values.out, target);
-      await writeFile(`${base}.json`, JSON.stringify(report, null, 2));
-      await writeFile(`${base}.svg`, categoryChartSvg(report.categories, `Migration ${report.plan}: ${report.source} → ${report.destination}, ${(report.wallMs / 1000).toFixed(1)} s`));
-      console.log(`written: ${base}.json, ${base}.svg`);
-      return 0;
-    }
-    if (command === 'progress') console.log(JSON.stringify(await queryProgress(handle), null, 2));
-    if (command === 'approve') await approveCutover(handle);
-    if (command === 'abort') await abortMigration(handle, rest.join(' ') || 'aborted by the operator (CLI)');
-    if (command === 'confirm-gone') await confirmDestinationGone(handle);
-    return 0;
+    connection = await Connection.connect({ address: opts.temporal, connectTimeout: '5s' });
+  } catch (err) {
+    throw new UnreachableError(`cannot reach Temporal at ${opts.temporal} (${(err as Error).message}); is it running? (--temporal HOST:PORT or TEMPORAL_ADDRESS)`);
+  }
+  try {
+    return await use(new Client({ connection, namespace: opts.namespace }));
   } finally {
     await connection.close();
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    const invalidInput = err instanceof PlanError || err instanceof ViSpecError;
-    console.error(invalidInput ? err.message : `migravi: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(invalidInput ? 2 : 1);
-  },
-);
+function program(): Command {
+  const cli = new Command('migravi')
+    .description('Live migration of a running virtual infrastructure between clouds, orchestrated by Temporal.')
+    .addOption(new Option('--temporal <host:port>', 'Temporal frontend').env('TEMPORAL_ADDRESS').default('127.0.0.1:7233'))
+    .addOption(new Option('--namespace <name>', 'Temporal namespace').env('TEMPORAL_NAMESPACE').default('default'))
+    .option('--json', 'print one JSON document on stdout (human lines go to stderr)', false)
+    .addHelpText('after', `\n${EXIT_CODES_HELP}`)
+    .configureHelp({ showGlobalOptions: true })
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride();
+  const globals = (cmd: Command) => cmd.optsWithGlobals<GlobalOptions>();
+  migrationCommands(cli, globals);
+  viCommands(cli, globals);
+  return cli;
+}
+
+type Globals = (cmd: Command) => GlobalOptions;
+
+function migrationCommands(cli: Command, globals: Globals): void {
+  cli.command('migrate').description('start a migration from a plan file and follow it to its report').argument('<plan>', 'plan file (YAML or JSON)')
+    .option('--no-wait', 'print the migration id and return once it has started')
+    .action(async (file: string, opts: { wait: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      const out = new Output(g.json);
+      const plan = await loadPlanFile(file); // validated before anything connects
+      await withClient(g, async (client) => {
+        const handle = await startMigration(client, plan);
+        out.line(`started ${handle.workflowId}`);
+        if (!opts.wait) return out.result({ workflowId: handle.workflowId }, () => []);
+        const report = await followMigration(handle, (p) => out.line(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`), 250, (t) =>
+          out.line(`    ${t.kind}: ${(t.bytes / 1048576).toFixed(1)}${t.totalBytes ? ` of ${(t.totalBytes / 1048576).toFixed(1)}` : ''} MiB sent`),
+        );
+        out.result({ workflowId: handle.workflowId, report }, () => [formatReport(report)]);
+      });
+    });
+  cli.command('progress').description("a migration's state, phase and bytes moved (its progress query)").argument('<id>', 'migration (workflow) id')
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const progress = await withClient(g, (client) => queryProgress(client.workflow.getHandle(id)));
+      new Output(g.json).result(progress, () => [`${id}: ${progress.state}, ${progress.phase}${progress.container ? ` (${progress.container})` : ''}; ${(progress.bytesMoved / 1048576).toFixed(1)} MiB moved${progress.error ? `\n${progress.error}` : ''}`]);
+    });
+  const signalCommand = (name: string, description: string, send: (handle: ReturnType<Client['workflow']['getHandle']>, rest: string[]) => Promise<void>, extra?: [string, string]) => {
+    const command = cli.command(name).description(description).argument('<id>', 'migration (workflow) id');
+    if (extra) command.argument(...extra);
+    command.action(async (id: string, ...args: unknown[]) => {
+      const cmd = args[args.length - 1] as Command;
+      const g = globals(cmd);
+      await withClient(g, (client) => send(client.workflow.getHandle(id), cmd.args.slice(1)));
+      new Output(g.json).result({ workflowId: id, sent: name }, () => [`${name}: sent to ${id}`]);
+    });
+  };
+  signalCommand('approve', 'let a migration waiting for approval (options.approveCutover) freeze and move', (h) => approveCutover(h));
+  signalCommand('abort', 'stop a migration before its commit point and roll it back', (h, rest) => abortMigration(h, rest.join(' ') || 'aborted by the operator (CLI)'), ['[reason...]', 'why (it goes into the failure and the report)']);
+  signalCommand('confirm-gone', "for a migration frozen at its source: you made sure the destination's copy is gone, the source may resume", (h) => confirmDestinationGone(h));
+  cli.command('report').description("a finished migration's report, printed and written as JSON and an SVG chart").argument('<id>', 'migration (workflow) id')
+    .option('--out <dir>', 'where the JSON and SVG files go', '.')
+    .action(async (id: string, opts: { out: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const report = await withClient(g, async (client) => (await client.workflow.getHandle(id).result()) as MigrationReport);
+      await mkdir(opts.out, { recursive: true });
+      const base = path.join(opts.out, id);
+      await writeFile(`${base}.json`, JSON.stringify(report, null, 2));
+      await writeFile(`${base}.svg`, categoryChartSvg(report.categories, `Migration ${report.plan}: ${report.source} → ${report.destination}, ${(report.wallMs / 1000).toFixed(1)} s`));
+      new Output(g.json).result({ report, files: [`${base}.json`, `${base}.svg`] }, () => [formatReport(report), `written: ${base}.json, ${base}.svg`]);
+    });
+}
+
+function viCommands(cli: Command, globals: Globals): void {
+  cli.command('validate-vi').description('check a VI description offline and print it with the addresses it will get').argument('<vi-file>', 'VI description (YAML or JSON)')
+    .action(async (file: string, _o: unknown, cmd: Command) => {
+      const allocated = allocateAddresses(await loadViFile(file));
+      new Output(globals(cmd).json).result(allocated, () => [YAML.stringify(allocated).trimEnd()]);
+    });
+  cli.command('list').description('the VIs, networks and containers a cloud hosts, with their state read from its runtime').argument('<cloud>', 'cloud name')
+    .action(async (cloud: string, _o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const listing = await withClient(g, (client) => describeCloud(client, cloud));
+      new Output(g.json).result(listing, () => [
+        `${listing.cloud}:`,
+        ...listing.networks.map((n) => `  network ${n.name} ${n.cidr}${n.vi ? ` (VI ${n.vi})` : ''}${n.stretchedTo.length ? ` stretched to ${n.stretchedTo.join(', ')}` : ''}`),
+        `  ${'VI'.padEnd(10)} ${'CONTAINER'.padEnd(12)} ${'STATE'.padEnd(8)} ADDRESSES`,
+        ...listing.containers.map((c) => `  ${(c.vi ?? '-').padEnd(10)} ${c.name.padEnd(12)} ${c.status.padEnd(8)} ${c.addresses.join(' ')}${c.floatingIp ? ` public:${c.floatingIp}` : ''}`),
+      ]);
+    });
+  cli.command('deploy').description('deploy a VI description into a cloud (again with the same file: no change)').argument('<cloud>', 'cloud name').argument('<vi-file>', 'VI description (YAML or JSON)')
+    .action(async (cloud: string, file: string, _o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const out = new Output(g.json);
+      const vi = await loadViFile(file); // validated before anything connects
+      out.line(`deploying VI ${vi.name} (${vi.containers.length} containers, ${vi.networks.length} networks) into ${cloud}…`);
+      const outcome = await withClient(g, (client) => deployVi(client, cloud, vi));
+      out.result(outcome, () => [
+        ...outcome.containers.map((c) => `  ${c.name.padEnd(12)} ${(outcome.started.includes(c.name) ? 'started' : 'unchanged').padEnd(10)} ${c.addresses.join(' ')}`),
+        ...(outcome.networksCreated.length ? [`  networks created: ${outcome.networksCreated.join(', ')}`] : []),
+      ]);
+    });
+  cli.command('remove').description("remove a VI's containers, ports, rules and networks from a cloud").argument('<cloud>', 'cloud name').argument('<vi>', 'VI name')
+    .option('--delete-volumes', "remove its volumes' files too", false)
+    .action(async (cloud: string, vi: string, opts: { deleteVolumes: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      const outcome = await withClient(g, (client) => removeVi(client, cloud, vi, { deleteVolumes: opts.deleteVolumes }));
+      new Output(g.json).result(outcome, () => [
+        `removed VI ${outcome.vi} from ${outcome.cloud}: containers ${outcome.containers.join(', ') || 'none'}; networks ${outcome.networks.join(', ') || 'none'}`,
+        ...(outcome.volumesKept.length ? [`  volumes kept (--delete-volumes removes them): ${outcome.volumesKept.join(', ')}`] : []),
+        ...(outcome.volumesDeleted.length ? [`  volumes deleted: ${outcome.volumesDeleted.join(', ')}`] : []),
+      ]);
+    });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const cli = program();
+  try {
+    await cli.parseAsync(argv);
+    return EXIT.ok;
+  } catch (err) {
+    // Commander has printed its own message (usage errors) or the help (--help, exit 0).
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    const { code, message } = exitFor(err);
+    const json = cli.opts<GlobalOptions>().json || argv.includes('--json');
+    if (json) process.stdout.write(`${JSON.stringify({ error: { code, message } }, null, 2)}\n`);
+    process.stderr.write(code === EXIT.usage ? `${message}\n` : `migravi: ${message}\n`);
+    return code;
+  }
+}
+
+void main(process.argv).then((code) => process.exit(code));

@@ -155,6 +155,12 @@ fi
 step "TypeScript build"
 npx tsc --build || die "TypeScript build failed"
 
+step "migravi on the PATH"
+# The package's bin (package.json): this checkout's CLI, for every shell of the machine.
+chmod +x dist/client/cli.js
+ln -sfn "$ROOT/dist/client/cli.js" /usr/local/bin/migravi
+echo "$(command -v migravi) -> $(readlink /usr/local/bin/migravi)"
+
 step "demo service binary and container rootfs"
 mkdir -p "$MIGRAVI_DEPS/images"
 gcc -O2 -static -Wall -Werror -o "$MIGRAVI_DEPS/images/kv-server.tmp" demo/kv-server.c || die "gcc failed on demo/kv-server.c"

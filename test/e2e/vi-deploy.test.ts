@@ -191,7 +191,13 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
 
   it('moves a part of the VI (db): the split VI keeps working over the stretched network', async () => {
     digestsAtSource = await treeDigests(volumeDir);
-    const report = await (await startMigration(stack.temporal, { name: 'shop-part', vi: 'shop', containers: ['db'], source: 'cloud-a', destination: 'cloud-b' })).result();
+    // With the CLI, for a script: one JSON document on stdout, the progress on stderr, exit 0.
+    const planFile = path.join(stack.tmp, 'shop-part.plan.yaml');
+    await writeFile(planFile, YAML.stringify({ name: 'shop-part', vi: 'shop', containers: ['db'], source: 'cloud-a', destination: 'cloud-b' }));
+    const out = await run(process.execPath, [cli, 'migrate', planFile, '--json', '--temporal', '127.0.0.1:7243'], { allowFailure: true });
+    assert.equal(out.exitCode, 0, out.stderr);
+    assert.match(out.stderr, /started migrate-shop-part-/);
+    const { report } = JSON.parse(out.stdout) as { workflowId: string; report: MigrationReport };
     assert.deepEqual(report.containers.map((c) => c.name), ['db']);
     assert.equal(await stack.cloud('cloud-b').runtime.status('db'), 'running');
     assert.equal(await stack.cloud('cloud-a').runtime.status('db'), 'absent');
@@ -217,12 +223,15 @@ describe('a VI file deployed through the cloud\'s worker: networks, addresses, e
 
   it('rolls the move back when a volume round arrives corrupt inside the freeze: the VI runs at the source, its volume untouched, nothing of it at the destination', async () => {
     await stack.setFaults([{ process: 'cloud-a', at: 'volumes:final', action: 'corrupt' }]);
-    const failure = await (await startMigration(stack.temporal, { name: 'shop-corrupt', vi: 'shop', source: 'cloud-a', destination: 'cloud-b' })).result().then(
-      () => assert.fail('a migration with a corrupt volume round completed'),
-      (err: Error) => causes(err),
-    );
+    // With the CLI: a migration that failed and rolled back exits 3, saying why and where the VI runs.
+    const planFile = path.join(stack.tmp, 'shop-corrupt.plan.yaml');
+    await writeFile(planFile, YAML.stringify({ name: 'shop-corrupt', vi: 'shop', source: 'cloud-a', destination: 'cloud-b' }));
+    const out = await run(process.execPath, [cli, 'migrate', planFile, '--temporal', '127.0.0.1:7243'], { allowFailure: true });
     await stack.setFaults([]);
-    assert.match(failure, /volume 0 \(final\) arrived corrupt/);
+    assert.equal(out.exitCode, 3, `${out.stdout}\n${out.stderr}`);
+    assert.match(out.stderr, /migravi: migration shop-corrupt failed: /);
+    assert.match(out.stderr, /volume 0 \(final\) arrived corrupt/);
+    assert.match(out.stderr, /rolled back: the VI runs at the source/);
     const a = stack.cloud('cloud-a');
     const b = stack.cloud('cloud-b');
     for (const name of ['web', 'app']) {

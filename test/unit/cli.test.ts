@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -32,10 +32,18 @@ describe('command line', function () {
     assert.match(result.stderr, /cannot read plan file .*nope\.yaml: ENOENT/);
   });
 
-  it('accepts the demo plan and only then tries to reach Temporal', () => {
+  it('accepts the demo plan and only then tries to reach Temporal, which it says it cannot reach (exit 4)', () => {
     const result = runCli('migrate', path.join(__dirname, '..', '..', '..', 'demo', 'plan.yaml'));
-    assert.equal(result.status, 1);
-    assert.match(result.stderr, /migravi: .*(connect|127\.0\.0\.1:9)/i);
+    assert.equal(result.status, 4, result.stderr);
+    assert.match(result.stderr, /migravi: cannot reach Temporal at 127\.0\.0\.1:9 .*is it running\?/);
+  });
+
+  it('says the same as one JSON document on stdout with --json, for scripts', () => {
+    const result = runCli('progress', 'migrate-demo-x', '--json');
+    assert.equal(result.status, 4, result.stderr);
+    const { error } = JSON.parse(result.stdout) as { error: { code: number; message: string } };
+    assert.equal(error.code, 4);
+    assert.match(error.message, /cannot reach Temporal at 127\.0\.0\.1:9/);
   });
 
   it('checks a VI file offline and prints it with the addresses it will get', () => {
@@ -50,9 +58,42 @@ describe('command line', function () {
     assert.match(bad.stderr, /invalid VI description:\n\s+- containers\.0\.networks\.0\.network: no network "front" in this VI \(it has: back\)/);
   });
 
-  it('prints its usage for an unknown command', () => {
-    const result = runCli('teleport', 'x');
-    assert.equal(result.status, 2);
-    assert.match(result.stderr, /usage: migravi migrate PLAN/);
+  it('refuses an unknown command or a missing argument with exit 2, saying what is wrong', () => {
+    const unknown = runCli('teleport', 'x');
+    assert.equal(unknown.status, 2);
+    assert.match(unknown.stderr, /unknown command 'teleport'/);
+    const missing = runCli('deploy', 'cloud-a');
+    assert.equal(missing.status, 2);
+    assert.match(missing.stderr, /missing required argument 'vi-file'/);
+  });
+
+  // Every command the top-level help lists, read from that help (a new command is covered too).
+  const commands = () => {
+    const help = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' }).stdout;
+    return [...help.slice(help.indexOf('Commands:')).matchAll(/^ {2}([a-z-]+) /gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+  };
+
+  it('is on the PATH as migravi (installed by the set-up), this checkout\'s own', () => {
+    const result = spawnSync('migravi', ['--help'], { encoding: 'utf8' });
+    assert.equal(result.status, 0, `migravi on the PATH: ${result.error?.message ?? result.stderr}`);
+    assert.match(result.stdout, /^Usage: migravi /);
+    assert.equal(realpathSync('/usr/local/bin/migravi'), realpathSync(cli), 'the migravi on the PATH is another checkout\'s');
+  });
+
+  it('has --help, listing every command and the exit codes', () => {
+    const result = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(commands(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove']);
+    for (const code of [0, 1, 2, 3, 4, 5]) assert.match(result.stdout, new RegExp(`^ {2}${code} {2}\\S`, 'm'), `exit code ${code} is not explained`);
+  });
+
+  it('has --help on every command: its arguments, its options and the global ones, exit 0, nothing contacted', () => {
+    for (const command of commands()) {
+      const result = runCli(command, '--help');
+      assert.equal(result.status, 0, `${command}: ${result.stderr}`);
+      assert.match(result.stdout, new RegExp(`^Usage: migravi ${command} `), command);
+      assert.match(result.stdout, /Global Options:[\s\S]*--temporal <host:port>[\s\S]*--json/, command);
+      assert.doesNotMatch(result.stderr, /cannot reach/, command);
+    }
   });
 });

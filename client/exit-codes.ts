@@ -1,0 +1,46 @@
+/**
+ * What `migravi` exits with, for scripts (README, "Command line"). A code says what happened to
+ * the request, not which command ran.
+ */
+import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
+import { PlanError } from '../lib/plan';
+import { ViSpecError } from '../lib/vi-spec';
+
+export const EXIT = {
+  /** Done as asked. */
+  ok: 0,
+  /** Anything not below (a bug, a cloud that failed an operation): the message says what. */
+  failed: 1,
+  /** Bad usage or invalid input (a plan, a VI file): refused before anything was touched. */
+  usage: 2,
+  /** The migration failed and was rolled back; the message says where the VI runs now. */
+  migrationFailed: 3,
+  /** Temporal could not be reached at the given address. */
+  unreachable: 4,
+  /** No migration (workflow) with that id. */
+  notFound: 5,
+} as const;
+
+export const EXIT_CODES_HELP = `Exit codes:
+  0  done as asked
+  1  failed (the message says what; e.g. a cloud refused a deploy)
+  2  bad usage or invalid input: nothing was touched
+  3  the migration failed and was rolled back (the message says where the VI runs)
+  4  Temporal could not be reached
+  5  no migration with that id`;
+
+/** Temporal could not be reached (raised where the CLI connects). */
+export class UnreachableError extends Error {}
+
+/** The exit code and the message for an error that ended a command. */
+export function exitFor(err: unknown): { code: number; message: string } {
+  if (err instanceof PlanError || err instanceof ViSpecError) return { code: EXIT.usage, message: err.message };
+  if (err instanceof UnreachableError) return { code: EXIT.unreachable, message: err.message };
+  if (err instanceof WorkflowNotFoundError) return { code: EXIT.notFound, message: `no migration ${err.workflowId} in this namespace` };
+  if (err instanceof WorkflowFailedError) {
+    const cause = err.cause;
+    const isMigration = cause && 'type' in cause && (cause as { type?: string }).type === 'MigrationFailed';
+    return { code: isMigration ? EXIT.migrationFailed : EXIT.failed, message: cause?.message ?? err.message };
+  }
+  return { code: EXIT.failed, message: err instanceof Error ? err.message : String(err) };
+}
