@@ -11,7 +11,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import YAML from 'yaml';
 import { loadPlanFile } from '../lib/plan-file';
 import type { MigrationReport } from '../lib/types';
@@ -20,6 +20,8 @@ import { allocateAddresses } from '../lib/vi-spec';
 import { categoryChartSvg } from './category-chart';
 import { EXIT, EXIT_CODES_HELP, exitFor, UnreachableError } from './exit-codes';
 import { formatReport } from './format-report';
+import { cloudsDown, cloudsStatus, cloudsUp, type CloudsStatus } from '../providers/local/clouds-service';
+import { DEFAULT_HOST_LINK } from '../providers/local/testbed';
 import { abortMigration, approveCutover, confirmDestinationGone, deployVi, describeCloud, followMigration, queryProgress, removeVi, startMigration } from './migravi-client';
 
 interface GlobalOptions {
@@ -67,6 +69,7 @@ function program(): Command {
   const globals = (cmd: Command) => cmd.optsWithGlobals<GlobalOptions>();
   migrationCommands(cli, globals);
   viCommands(cli, globals);
+  cloudsCommands(cli, globals);
   return cli;
 }
 
@@ -163,13 +166,73 @@ function viCommands(cli: Command, globals: Globals): void {
     });
 }
 
+function cloudsCommands(cli: Command, globals: Globals): void {
+  const clouds = cli.command('clouds').description('the embedded clouds on this machine, with Temporal and every worker, as a service');
+  const id = () => new Option('--id <id>', "the testbed's id (namespaces, links and state are named after it)").default('migravi');
+  const say = (g: GlobalOptions) => (line: string) => new Output(g.json).line(`[clouds] ${line}`);
+  clouds.command('up').description('bring the clouds up (or keep those that run, with their VIs), the Temporal dev server and the supervised workers')
+    .addOption(id())
+    .option('--clouds <names>', 'the clouds, comma-separated', 'cloud-a,cloud-b')
+    .option('--wan-mbit <rate>', "each cloud's WAN link (Mbit/s)", '1000')
+    .option('--fresh', 'take down what runs under this id first: empty clouds', false)
+    .option('--temporal-port <port>', "the Temporal server's port", '7233')
+    .option('--ui-port <port>', "its Web UI's port", '8233')
+    .option('--host-link <cidr>', 'the link between this host and the clouds\' WAN (a /30)', DEFAULT_HOST_LINK)
+    .option('--wan-gateway <ip>', "the WAN's router (the clouds get the next addresses)", '203.0.113.1')
+    .action(async (o: { id: string; clouds: string; wanMbit: string; fresh: boolean; temporalPort: string; uiPort: string; hostLink: string; wanGateway: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const status = await cloudsUp({
+        id: o.id, clouds: o.clouds.split(',').map((c) => c.trim()), wanRateMbit: positive(o.wanMbit, '--wan-mbit'), fresh: o.fresh,
+        temporalPort: positive(o.temporalPort, '--temporal-port'), uiPort: positive(o.uiPort, '--ui-port'), hostLink: o.hostLink, wanGateway: o.wanGateway, log: say(g),
+      });
+      new Output(g.json).result(status, () => statusLines(status));
+      if (!status.up) throw new Error(`the clouds of ${o.id} are not all up: see above`);
+    });
+  clouds.command('down').description('stop every worker, remove the clouds and their VIs, stop the Temporal server')
+    .addOption(id())
+    .option('--keep-temporal', 'leave the Temporal server running (its Web UI keeps the migrations)', false)
+    .action(async (o: { id: string; keepTemporal: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      await cloudsDown({ id: o.id, keepTemporal: o.keepTemporal, log: say(g) });
+      new Output(g.json).result({ id: o.id, down: true }, () => [`the clouds of ${o.id} are down`]);
+    });
+  clouds.command('status').description('what runs: the clouds, the Temporal server, each worker (pid, restarts, log); exit 1 when not all up')
+    .addOption(id())
+    .action(async (o: { id: string }, cmd: Command) => {
+      const status = await cloudsStatus(o.id);
+      new Output(globals(cmd).json).result(status, () => statusLines(status));
+      if (!status.up) process.exitCode = EXIT.failed;
+    });
+}
+
+function statusLines(s: CloudsStatus): string[] {
+  const run = (running: boolean) => (running ? 'running' : 'NOT RUNNING');
+  return [
+    `clouds of ${s.id}: ${s.up ? 'up' : 'not up'}`,
+    ...s.clouds.map((c) => `  ${c.name.padEnd(10)} public ${c.publicIp.padEnd(15)} floating IPs ${c.floatingRange}${c.dns ? `  DNS ${c.dns}` : ''}`),
+    ...(s.temporal ? [`Temporal ${s.temporal.address} (${s.temporal.pid ? `pid ${s.temporal.pid}, ` : ''}${run(s.temporal.running)}), Web UI ${s.temporal.ui}`] : []),
+    ...(s.supervisor ? [`supervisor pid ${s.supervisor.pid} ${run(s.supervisor.running)}`] : ['no supervisor: migravi clouds up']),
+    ...s.processes.map((p) => `  ${p.name.padEnd(22)} ${(p.pid ? `pid ${p.pid}` : '-').padEnd(10)} ${run(p.running).padEnd(11)} restarts ${p.restarts}${p.last ? ` (last: ${p.last})` : ''}  log ${p.log}`),
+  ];
+}
+
+function positive(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${flag}: ${JSON.stringify(value)} is not a positive whole number`);
+  return n;
+}
+
 async function main(argv: string[]): Promise<number> {
   const cli = program();
   try {
     await cli.parseAsync(argv);
-    return EXIT.ok;
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (err) {
     // Commander has printed its own message (usage errors) or the help (--help, exit 0).
+    if (err instanceof InvalidArgumentError) {
+      process.stderr.write(`${err.message}\n`);
+      return EXIT.usage;
+    }
     if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
     const { code, message } = exitFor(err);
     const json = cli.opts<GlobalOptions>().json || argv.includes('--json');

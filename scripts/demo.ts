@@ -1,8 +1,9 @@
 /**
  * The main job: a live migration of the demo VI between two embedded clouds, ending with its report.
- * Brings the clouds up, starts (or reuses) the Temporal dev server with its Web UI, starts the
- * workers, deploys the counter service in cloud-a with a client keeping one connection open,
- * migrates the service to cloud-b through the workflow, and prints what happened.
+ * Brings the clouds up as `migravi clouds up` does (the testbed, the Temporal dev server with its
+ * Web UI, reused if it runs, and the supervised workers), deploys the demo VI in cloud-a with
+ * clients keeping their connections open, migrates it to cloud-b through the workflow, and prints
+ * what happened.
  * The clouds are torn down at the end; the Temporal server stays up so the run can be inspected.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -10,11 +11,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { deployVi, followMigration, startMigration } from '../client/migravi-client';
-import { startCloudWorkers, startOrchestratorWorker, startTemporalServer, waitForTemporal } from '../providers/local/embedded-stack';
-import { criuPath, testbedsDir } from '../lib/paths';
-import { isAlive, readPidFile, stopPid } from '../lib/processes';
+import { cloudsDown, cloudsUp } from '../providers/local/clouds-service';
+import { testbedsDir } from '../lib/paths';
+import { stopPid } from '../lib/processes';
 import { openLocalCloud } from '../providers/local/local-cloud';
-import { testbedDown, testbedUp } from '../providers/local/testbed';
+import { readTestbed } from '../providers/local/testbed';
 import { getFromOutside, plugClientPort, resolveFromOutside, startDemoClient, waitForDbRows, webTarget } from '../demo/scenario';
 import { DEMO_VI, DEMO_VI_FILE, loadDemoVi } from '../demo/demo-vi';
 import { formatReport } from '../client/format-report';
@@ -27,30 +28,9 @@ const PUBLIC_NAME = 'www.vi.example.';
 const DRAIN_SECONDS = 5;
 const TEMPORAL_PORT = 7233;
 const UI_PORT = 8233;
-const temporalDir = '/var/lib/migravi/temporal';
 
 function say(line: string): void {
   console.log(`\x1b[1m[demo]\x1b[0m ${line}`);
-}
-
-/** Reuses the demo's Temporal server if it still runs (the Web UI keeps earlier runs), else starts it. */
-async function ensureTemporal(): Promise<void> {
-  await mkdir(temporalDir, { recursive: true });
-  const pidFile = path.join(temporalDir, 'server.pid');
-  const pid = await readPidFile(pidFile);
-  if (pid && isAlive(pid)) {
-    await waitForTemporal(`127.0.0.1:${TEMPORAL_PORT}`, 10_000);
-    say(`Temporal server already running (pid ${pid})`);
-    return;
-  }
-  const started = await startTemporalServer({
-    port: TEMPORAL_PORT,
-    uiPort: UI_PORT,
-    dbFile: path.join(temporalDir, 'demo.sqlite'),
-    logFile: path.join(temporalDir, 'server.log'),
-  });
-  await writeFile(pidFile, String(started));
-  say(`Temporal dev server started (pid ${started}), SQLite ${path.join(temporalDir, 'demo.sqlite')}`);
 }
 
 /**
@@ -80,20 +60,14 @@ async function main(): Promise<void> {
     },
   });
   const stateDir = path.join(testbedsDir, TESTBED_ID);
-  await testbedDown(stateDir, TESTBED_ID, (line) => say(`cleanup of an earlier run: ${line}`));
-  const record = await testbedUp(
-    { id: TESTBED_ID, stateDir, clouds: ['cloud-a', 'cloud-b'], wanGateway: '203.0.113.1', wanPrefixLength: 25, wanRateMbit: Number(values['wan-mbit']), criuPath },
-    (line) => say(line),
-  );
-  // Logs outlive the clouds, so a failed run can be read after the teardown.
-  const logDir = path.join('/var/lib/migravi/logs', `demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`);
-  await mkdir(logDir, { recursive: true });
+  // The same service `migravi clouds up` runs, from empty clouds: testbed, Temporal, supervised workers.
+  const service = await cloudsUp({ id: TESTBED_ID, fresh: true, wanRateMbit: Number(values['wan-mbit']), log: say });
+  const record = await readTestbed(stateDir);
+  if (!service.up || !record) throw new Error(`the clouds did not come up:\n${JSON.stringify(service, null, 2)}`);
+  const logDir = service.logDir!;
   let failed = false;
   try {
-    await ensureTemporal();
     await terminateStaleMigrations();
-    await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(logDir, 'orchestrator.log'));
-    await startCloudWorkers(record, TEMPORAL_PORT, logDir);
     say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, through the WAN and the host link to ${record.hostAddress}:${TEMPORAL_PORT}`);
 
     const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
@@ -182,13 +156,13 @@ async function main(): Promise<void> {
     }
   } finally {
     if (values['keep-clouds']) {
-      say(`clouds left up (--keep-clouds): tear down with: node dist/scripts/testbed.js down --id ${TESTBED_ID}`);
+      say(`clouds left up (--keep-clouds): see them with migravi clouds status, tear them down with migravi clouds down`);
     } else {
-      await testbedDown(stateDir, TESTBED_ID, () => undefined);
+      await cloudsDown({ id: TESTBED_ID, keepTemporal: true });
       say('clouds torn down');
     }
     say(`logs of this run: ${logDir}`);
-    say(`Temporal server left running for the Web UI; stop it with: kill $(cat ${path.join(temporalDir, 'server.pid')})`);
+    say(`Temporal server left running for the Web UI; stop it with: kill $(cat /var/lib/migravi/temporal/server.pid)`);
   }
   if (failed) process.exit(1);
 }

@@ -64,15 +64,29 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
   return pid;
 }
 
+/** How the orchestrator worker is started (on the host: it reaches Temporal on the loopback). */
+export function orchestratorArgv(temporalAddress: string): string[] {
+  return [process.execPath, path.join(__dirname, '..', '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress];
+}
+
+/** How a cloud's worker is started: inside the cloud's edge namespace, reaching Temporal across the WAN. */
+export function cloudWorkerArgv(record: TestbedRecord, cloud: string, temporalPort: number): string[] {
+  const config = record.clouds.find((c) => c.name === cloud);
+  if (!config) throw new Error(`no cloud ${cloud} in testbed ${record.options.id}`);
+  return [
+    'nsenter', `--net=/run/netns/${config.netns}`,
+    process.execPath, path.join(__dirname, '..', '..', 'workers', 'cloud-worker.js'),
+    '--config', cloudConfigPath(record.options.stateDir, cloud),
+    '--temporal', `${record.hostAddress}:${temporalPort}`,
+  ];
+}
+
+/** What a started worker prints once it polls its task queue. */
+export const ORCHESTRATOR_READY = /orchestrator worker ready/;
+export const CLOUD_WORKER_READY = /cloud worker ready/;
+
 export async function startOrchestratorWorker(record: TestbedRecord, temporalAddress: string, logFile: string, env?: NodeJS.ProcessEnv): Promise<number> {
-  const pid = await startService({
-    name: 'orchestrator worker',
-    argv: [process.execPath, path.join(__dirname, '..', '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress],
-    logFile,
-    env,
-    readyLine: /orchestrator worker ready/,
-    timeoutMs: 120_000,
-  });
+  const pid = await startService({ name: 'orchestrator worker', argv: orchestratorArgv(temporalAddress), logFile, env, readyLine: ORCHESTRATOR_READY, timeoutMs: 120_000 });
   await registerProcess(record.options.stateDir, 'orchestrator worker', pid);
   return pid;
 }
@@ -88,19 +102,13 @@ export async function startCloudWorkers(
   const pids: Record<string, number> = {};
   await Promise.all(
     record.clouds.filter((cloud) => !only || only.includes(cloud.name)).map(async (cloud) => {
-      const pid = await startService({
+      pids[cloud.name] = await startService({
         name: `cloud worker ${cloud.name}`,
-        argv: [
-          'nsenter', `--net=/run/netns/${cloud.netns}`,
-          process.execPath, path.join(__dirname, '..', '..', 'workers', 'cloud-worker.js'),
-          '--config', cloudConfigPath(record.options.stateDir, cloud.name),
-          '--temporal', `${record.hostAddress}:${temporalPort}`,
-        ],
+        argv: cloudWorkerArgv(record, cloud.name, temporalPort),
         logFile: path.join(logDir, `worker-${cloud.name}.log`),
-        readyLine: /cloud worker ready/,
+        readyLine: CLOUD_WORKER_READY,
         env,
       });
-      pids[cloud.name] = pid;
     }),
   );
   for (const [cloud, pid] of Object.entries(pids)) await registerProcess(record.options.stateDir, `cloud worker ${cloud}`, pid);

@@ -89,6 +89,8 @@ export function addToIpv4(address: string, n: number): string {
 }
 
 export const DEFAULT_HOST_LINK = '198.18.0.0/30';
+/** The name the clouds service's supervisor is registered under (providers/local/supervisor.ts). */
+export const SUPERVISOR = 'supervisor';
 export const DEFAULT_DNS_ZONE = 'vi.example.';
 
 /** Cloud i's floating IPs: the i-th /28 from the WAN's network + 32 (clear of the router, the clouds and the outside world). */
@@ -308,7 +310,9 @@ export async function testbedDown(stateDir: string, idHint?: string, log: (line:
     log(`no testbed in ${stateDir}`);
     return;
   }
-  for (const proc of [...(record?.processes ?? [])].reverse()) {
+  // The supervisor first (it would restart the workers stopped after it), then the rest, newest first.
+  const processes = [...(record?.processes ?? [])].reverse();
+  for (const proc of [...processes.filter((p) => p.name === SUPERVISOR), ...processes.filter((p) => p.name !== SUPERVISOR)]) {
     await stopPid(proc.pid);
   }
   for (const cloud of record?.clouds ?? []) {

@@ -67,11 +67,14 @@ describe('command line', function () {
     assert.match(missing.stderr, /missing required argument 'vi-file'/);
   });
 
-  // Every command the top-level help lists, read from that help (a new command is covered too).
-  const commands = () => {
-    const help = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' }).stdout;
-    return [...help.slice(help.indexOf('Commands:')).matchAll(/^ {2}([a-z-]+) /gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+  // Every command a help lists, read from that help (a new command is covered too); `clouds up` as "clouds up".
+  const commandsOf = (...parent: string[]): string[] => {
+    const help = spawnSync(process.execPath, [cli, ...parent, '--help'], { encoding: 'utf8' }).stdout;
+    const at = help.indexOf('Commands:');
+    if (at < 0) return [];
+    return [...help.slice(at).matchAll(/^ {2}([a-z-]+) /gm)].map((m) => m[1]!).filter((c) => c !== 'help');
   };
+  const commands = () => commandsOf().flatMap((c) => [c, ...commandsOf(c).map((sub) => `${c} ${sub}`)]);
 
   it('is on the PATH as migravi (installed by the set-up), this checkout\'s own', () => {
     const result = spawnSync('migravi', ['--help'], { encoding: 'utf8' });
@@ -83,13 +86,14 @@ describe('command line', function () {
   it('has --help, listing every command and the exit codes', () => {
     const result = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
-    assert.deepEqual(commands(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove']);
+    assert.deepEqual(commandsOf(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove', 'clouds']);
+    assert.deepEqual(commandsOf('clouds'), ['up', 'down', 'status']);
     for (const code of [0, 1, 2, 3, 4, 5]) assert.match(result.stdout, new RegExp(`^ {2}${code} {2}\\S`, 'm'), `exit code ${code} is not explained`);
   });
 
   it('has --help on every command: its arguments, its options and the global ones, exit 0, nothing contacted', () => {
     for (const command of commands()) {
-      const result = runCli(command, '--help');
+      const result = runCli(...command.split(' '), '--help');
       assert.equal(result.status, 0, `${command}: ${result.stderr}`);
       assert.match(result.stdout, new RegExp(`^Usage: migravi ${command} `), command);
       assert.match(result.stdout, /Global Options:[\s\S]*--temporal <host:port>[\s\S]*--json/, command);
