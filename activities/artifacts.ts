@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { run } from '../lib/exec';
@@ -68,6 +68,34 @@ export function tarDirectory(dir: string): { stream: Readable; finished: Promise
     tar.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar of ${dir} failed (exit ${code}): ${stderr.trim()}`))));
   });
   return { stream: tar.stdout, finished };
+}
+
+/**
+ * About the size of the tar stream of entries of these sizes (a directory or a link counts 0): a
+ * 512-byte header per entry, the data in 512-byte blocks, two empty blocks at the end, all in
+ * 10 KiB records (GNU tar's default). Long names add a header each: it is an estimate, for the
+ * progress bars, never for a check.
+ */
+export function tarBytesOf(entrySizes: number[]): number {
+  const blocks = entrySizes.reduce((sum, size) => sum + 512 + Math.ceil(size / 512) * 512, 1024);
+  return Math.ceil(blocks / 10240) * 10240;
+}
+
+/** The tar stream's size of a whole directory, estimated from a walk of it (tarBytesOf). */
+export async function estimateTarBytes(dir: string): Promise<number> {
+  const sizes: number[] = [];
+  const visit = async (at: string): Promise<void> => {
+    for (const entry of await readdir(at, { withFileTypes: true })) {
+      const full = path.join(at, entry.name);
+      if (entry.isDirectory()) {
+        sizes.push(0);
+        await visit(full);
+      } else sizes.push(entry.isFile() ? (await lstat(full)).size : 0);
+    }
+  };
+  sizes.push(0); // "." itself
+  await visit(dir);
+  return tarBytesOf(sizes);
 }
 
 /** Hashes a file; stops when `signal` aborts. */

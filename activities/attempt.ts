@@ -73,6 +73,8 @@ export interface AttemptOptions {
   /** Serializes attempts on one container of one migration; undefined for cloud-wide steps. */
   step?: string;
   migration?: string;
+  /** The container of the step, named in its heartbeats (the client's progress bars). */
+  container?: string;
   /** Where the children of each step's attempt are recorded, so a restarted worker can stop a dead one's. */
   stateDir?: string;
 }
@@ -160,6 +162,26 @@ function startWatchdog(label: string, mark: () => string, beat: () => void, abor
   }, TICK_MS);
 }
 
+/**
+ * What a heartbeat carries besides the work's own details: whose step it is and, for a transfer
+ * (details with `wireBytes`), the rate since this attempt's first report — so one heartbeat read
+ * by a client says how fast the copy goes, with no earlier sample of its own.
+ */
+class RateMeter {
+  private first?: { at: number; wireBytes: number };
+
+  decorate(details: unknown, container: string | undefined): unknown {
+    if (!details || typeof details !== 'object') return details;
+    const wireBytes = (details as { wireBytes?: unknown }).wireBytes;
+    if (typeof wireBytes !== 'number') return container ? { ...details, container } : details;
+    const now = Date.now();
+    this.first ??= { at: now, wireBytes };
+    const elapsedMs = now - this.first.at;
+    const rateBytesPerSecond = elapsedMs >= 200 ? Math.round(((wireBytes - this.first.wireBytes) * 1000) / elapsedMs) : undefined;
+    return { ...details, ...(container ? { container } : {}), ...(rateBytesPerSecond !== undefined ? { rateBytesPerSecond } : {}) };
+  }
+}
+
 /** Stops the attempt running on the same step (in this worker) and waits until it has stopped; then this one is the step's. */
 async function supersede(step: string, by: string, self: { abort(reason: Error): void; finished: Promise<void> }): Promise<void> {
   for (let older = running.get(step); older; older = running.get(step)) {
@@ -216,7 +238,8 @@ export async function runAttempt<R>(opts: AttemptOptions, work: (attempt: Attemp
 
   const orphans = new Set<number>();
   const childWaiters: Array<() => void> = [];
-  const beat = () => ctx.heartbeat(details);
+  const meter = new RateMeter();
+  const beat = () => ctx.heartbeat(meter.decorate(details, opts.container));
   beat();
   const watchdog = startWatchdog(label, () => `${progressCount}/${[...children, ...orphans].map(treeCpuTicks).join(',')}`, beat, abort);
 

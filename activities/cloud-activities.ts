@@ -56,7 +56,7 @@ function withAttempts<T extends Record<string, ActivityImpl>>(cloudName: string,
       name,
       (input: Partial<ContainerStep>) => {
         const step = input.migrationId && input.container ? `${input.migrationId}/${input.container.name}` : undefined;
-        return runAttempt({ cloud: cloudName, activity: name, step, migration: input.migrationId, stateDir }, (attempt) =>
+        return runAttempt({ cloud: cloudName, activity: name, step, migration: input.migrationId, container: input.container?.name, stateDir }, (attempt) =>
           (impl as (input: unknown, attempt: Attempt) => Promise<unknown>)(input, attempt),
         );
       },

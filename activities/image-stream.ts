@@ -351,10 +351,10 @@ export async function sendImage(channel: Duplex, opts: SendOptions & { directory
   const { attempt } = opts;
   const prior = attempt.previousDetails as TransferHeartbeat | undefined;
   const priorWire = prior?.kind === 'checkpoint' ? prior.wireBytes : 0;
-  let wire = 0;
-  let delivered = 0;
-  let resumedBytes = 0;
-  const beat = () => attempt.progress({ kind: 'checkpoint', bytes: delivered, wireBytes: priorWire + wire, done: [] } satisfies TransferHeartbeat);
+  // Bytes written this attempt, held at the destination (resumed ones too), not sent again; the
+  // image's size is known once the dump has ended (while CRIU writes, it grows under the stream).
+  let [wire, delivered, resumedBytes, totalBytes] = [0, 0, 0, 0];
+  const beat = () => attempt.progress({ kind: 'checkpoint', bytes: delivered, wireBytes: priorWire + wire, done: [], ...(totalBytes ? { totalBytes } : {}) } satisfies TransferHeartbeat);
   const onAbort = () => channel.destroy(new Error('the transfer was given up'));
   attempt.signal.addEventListener('abort', onAbort, { once: true });
   const positions = new Map<string, { position: number; counter: DigestCounter }>();
@@ -410,9 +410,11 @@ export async function sendImage(channel: Duplex, opts: SendOptions & { directory
     const unknown = (opts.only ?? []).filter((n) => !names.includes(n));
     if (unknown.length) throw new Error(`cannot resend ${unknown.join(', ')}: not in ${opts.dir}`);
     const wanted = opts.only ?? names;
+    const sizes = await Promise.all(wanted.map(async (name) => (await stat(path.join(opts.dir, name))).size));
+    totalBytes = sizes.reduce((sum, size) => sum + size, 0);
     const files: FileDigest[] = [];
-    for (const name of wanted) {
-      const size = (await stat(path.join(opts.dir, name))).size;
+    for (const [i, name] of wanted.entries()) {
+      const size = sizes[i]!;
       // An empty file is created by an empty frame.
       if (size === 0 && have[name] === undefined && !positions.has(name)) await write(channel, `${JSON.stringify({ file: name, offset: 0, length: 0 } satisfies Frame)}\n`);
       await sendUpTo(name, size);

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import type SftpClient from 'ssh2-sftp-client';
 import type { ArtifactKind, ArtifactReceipt, FileDigest, TransferEndpoint, TransferHeartbeat } from '../lib/types';
-import { DigestCounter, manifestDigest, tarDirectory } from './artifacts';
+import { DigestCounter, estimateTarBytes, manifestDigest, tarDirectory } from './artifacts';
 import type { Attempt } from './attempt';
 import { withSftp } from './sftp-sessions';
 
@@ -65,7 +65,10 @@ export async function pushDirectoryAsTar(opts: PushOptions): Promise<ArtifactRec
   const remotePath = path.posix.join(opts.endpoint.directory, artifactFileName(opts.kind));
   const prior = previous(opts.attempt, opts.kind);
   const priorWire = prior?.wireBytes ?? 0;
-  const counter = new DigestCounter((bytes) => opts.attempt.progress({ kind: opts.kind, bytes, wireBytes: priorWire + bytes, done: [] } satisfies TransferHeartbeat));
+  // The stream's size, for the progress bars: walked beside the tar, so the copy does not wait for it.
+  let totalBytes: number | undefined;
+  estimateTarBytes(opts.dir).then((n) => (totalBytes = n), () => undefined);
+  const counter = new DigestCounter((bytes) => opts.attempt.progress({ kind: opts.kind, bytes, wireBytes: priorWire + bytes, done: [], ...(totalBytes ? { totalBytes } : {}) } satisfies TransferHeartbeat));
   let leftByEarlier = 0;
   await withSftp(opts.endpoint, opts.privateKeyPath, opts.attempt.signal, async (sftp) => {
     // What a failed earlier attempt delivered (overwritten now) crossed the link too.
@@ -119,7 +122,8 @@ export async function pushFlatDirectory(opts: PushOptions): Promise<ArtifactRece
   let resumedBytes = 0;
   let discarded = 0;
   const files: FileDigest[] = [];
-  const beat = () => attempt.progress({ kind, bytes: delivered, wireBytes: priorWire + wire, done: [...done.values()] } satisfies TransferHeartbeat);
+  const totalBytes = (await Promise.all(wanted.map(async (name) => (await stat(path.join(opts.dir, name))).size))).reduce((sum, size) => sum + size, 0);
+  const beat = () => attempt.progress({ kind, bytes: delivered, wireBytes: priorWire + wire, done: [...done.values()], totalBytes } satisfies TransferHeartbeat);
   let corruptChecked = false;
 
   await withSftp(opts.endpoint, opts.privateKeyPath, attempt.signal, async (sftp) => {

@@ -18,8 +18,8 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { extract } from 'tar-stream';
 import { run } from '../lib/exec';
-import type { FileDigest, TransferEndpoint, VolumeReceipt } from '../lib/types';
-import { DigestCounter, sha256File } from './artifacts';
+import type { FileDigest, TransferEndpoint, TransferHeartbeat, VolumeReceipt } from '../lib/types';
+import { DigestCounter, sha256File, tarBytesOf } from './artifacts';
 import type { Attempt } from './attempt';
 import { withSftp } from './sftp-sessions';
 import { Corrupter } from './transfer';
@@ -32,6 +32,8 @@ interface EntryStat {
   /** Everything a change shows in: a write, a rename over it, chmod/chown. */
   key: string;
   mtimeNs: string;
+  /** Bytes (of a file), for the progress bars' estimate of the round's tar. */
+  size: number;
 }
 
 interface WalkRecord {
@@ -46,7 +48,7 @@ async function walk(root: string, onEntry: () => void): Promise<WalkRecord> {
   const entryOf = async (relPath: string): Promise<EntryStat> => {
     const st = await lstat(path.join(root, relPath), { bigint: true });
     const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
-    return { type, key: [type, st.ino, st.size, st.mode, st.uid, st.gid, st.mtimeNs, st.ctimeNs].join(':'), mtimeNs: String(st.mtimeNs) };
+    return { type, key: [type, st.ino, st.size, st.mode, st.uid, st.gid, st.mtimeNs, st.ctimeNs].join(':'), mtimeNs: String(st.mtimeNs), size: Number(st.size) };
   };
   // The volume's own directory is an entry too: its mode and owner matter (PostgreSQL refuses a data directory that is not 0700).
   entries['.'] = await entryOf('.');
@@ -97,7 +99,8 @@ export async function sendVolumeRound(input: VolumeRoundInput): Promise<VolumeRe
   const base = `volume-${input.index}.${input.round}`;
   const remoteTar = path.posix.join(input.endpoint.directory, `${base}.tar`);
   const remoteManifest = path.posix.join(input.endpoint.directory, `${base}.json`);
-  const counter = new DigestCounter((bytes) => input.attempt.progress({ kind: 'volume', bytes, wireBytes: bytes, done: [] }));
+  const totalBytes = tarBytesOf(changed.map((p) => (now.entries[p]!.type === 'file' ? now.entries[p]!.size : 0)));
+  const counter = new DigestCounter((bytes) => input.attempt.progress({ kind: 'volume', bytes, wireBytes: bytes, done: [], totalBytes } satisfies TransferHeartbeat));
   const files: FileDigest[] = [];
   await withSftp(input.endpoint, input.privateKeyPath, input.attempt.signal, async (sftp) => {
     const listFile = `${input.recordFile}.${input.round}.list`;

@@ -22,7 +22,8 @@ import { EXIT, EXIT_CODES_HELP, exitFor, UnreachableError } from './exit-codes';
 import { formatReport } from './format-report';
 import { cloudsDown, cloudsStatus, cloudsUp, type CloudsStatus } from '../providers/local/clouds-service';
 import { DEFAULT_HOST_LINK } from '../providers/local/testbed';
-import { abortMigration, approveCutover, confirmDestinationGone, deployVi, describeCloud, followMigration, queryProgress, removeVi, startMigration } from './migravi-client';
+import { abortMigration, approveCutover, confirmDestinationGone, deployVi, describeCloud, liveProgress, removeVi, startMigration, watchMigration } from './migravi-client';
+import { describeTransfer, progressView } from './progress-view';
 
 interface GlobalOptions {
   temporal: string;
@@ -86,17 +87,19 @@ function migrationCommands(cli: Command, globals: Globals): void {
         const handle = await startMigration(client, plan);
         out.line(`started ${handle.workflowId}`);
         if (!opts.wait) return out.result({ workflowId: handle.workflowId }, () => []);
-        const report = await followMigration(handle, (p) => out.line(`  ${p.state}: ${p.phase}${p.container ? ` (${p.container})` : ''}`), 250, (t) =>
-          out.line(`    ${t.kind}: ${(t.bytes / 1048576).toFixed(1)}${t.totalBytes ? ` of ${(t.totalBytes / 1048576).toFixed(1)}` : ''} MiB sent`),
-        );
+        const view = progressView(g.json ? process.stderr : process.stdout);
+        const report = await watchMigration(handle, (live) => view.update(live)).finally(() => view.stop());
         out.result({ workflowId: handle.workflowId, report }, () => [formatReport(report)]);
       });
     });
-  cli.command('progress').description("a migration's state, phase and bytes moved (its progress query)").argument('<id>', 'migration (workflow) id')
+  cli.command('progress').description("a migration's state, and each container's stage and running copies (bytes of total, rate, time left)").argument('<id>', 'migration (workflow) id')
     .action(async (id: string, _o: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const progress = await withClient(g, (client) => queryProgress(client.workflow.getHandle(id)));
-      new Output(g.json).result(progress, () => [`${id}: ${progress.state}, ${progress.phase}${progress.container ? ` (${progress.container})` : ''}; ${(progress.bytesMoved / 1048576).toFixed(1)} MiB moved${progress.error ? `\n${progress.error}` : ''}`]);
+      const progress = await withClient(g, (client) => liveProgress(client.workflow.getHandle(id)));
+      new Output(g.json).result(progress, () => [
+        `${id}: ${progress.state}, ${progress.phase}${progress.container ? ` (${progress.container})` : ''}; ${(progress.bytesMoved / 1048576).toFixed(1)} MiB moved${progress.error ? `\n${progress.error}` : ''}`,
+        ...progress.containers.map((c) => `  ${c.name}: ${c.state === 'moving' ? c.phase : c.state}${c.transfers.map((t) => `; ${describeTransfer(t)}`).join('')}`),
+      ]);
     });
   const signalCommand = (name: string, description: string, send: (handle: ReturnType<Client['workflow']['getHandle']>, rest: string[]) => Promise<void>, extra?: [string, string]) => {
     const command = cli.command(name).description(description).argument('<id>', 'migration (workflow) id');

@@ -3,14 +3,14 @@
  * with the same schema the workflow uses: a bad plan fails before anything is started.
  */
 import type { Client, WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
 import { ORCHESTRATOR_TASK_QUEUE, parsePlan, type MigrationPlan } from '../lib/plan';
-import type { CloudListing, MigrationProgress, MigrationReport, TransferHeartbeat } from '../lib/types';
+import type { CloudListing, MigrationProgress } from '../lib/types';
 import { parseViSpec, type ViSpecInput } from '../lib/vi-spec';
 import type { DeployOutcome, RemoveOutcome } from '../activities/deploy-vi';
 import type { migrateInfrastructure } from '../workflows';
 
 export type MigrationHandle = WorkflowHandle<typeof migrateInfrastructure>;
+export { followMigration, liveProgress, runningTransfers, watchMigration, type LiveContainer, type LiveProgress, type LiveTransfer } from './live-progress';
 
 export function migrationWorkflowId(plan: MigrationPlan, now = new Date()): string {
   return `migrate-${plan.name}-${now.toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`;
@@ -57,61 +57,6 @@ export async function waitForState(handle: WorkflowHandle, state: MigrationProgr
     }
     if (Date.now() > deadline) throw new Error(`migration ${handle.workflowId} did not reach ${state} within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** Bytes sent so far by the migration's running transfers, as their last heartbeats told the server. */
-export async function runningTransfers(handle: WorkflowHandle): Promise<Array<TransferHeartbeat & { activity: string }>> {
-  const description = await handle.describe();
-  return (description.raw.pendingActivities ?? []).flatMap((activity) => {
-    const payload = activity.heartbeatDetails?.payloads?.[0];
-    const details = payload ? (defaultPayloadConverter.fromPayload(payload) as Partial<TransferHeartbeat> | undefined) : undefined;
-    if (typeof details?.bytes !== 'number' || !details.kind) return [];
-    return [{ activity: activity.activityType?.name ?? 'unknown', kind: details.kind, bytes: details.bytes, wireBytes: details.wireBytes ?? details.bytes, done: details.done ?? [] }];
-  });
-}
-
-/**
- * Waits for the result, calling `onProgress` whenever the phase changes and `onTransfer` when a
- * running transfer reports more bytes (about once a second).
- */
-export async function followMigration(
-  handle: MigrationHandle,
-  onProgress: (p: MigrationProgress) => void,
-  pollMs = 250,
-  onTransfer?: (t: Pick<TransferHeartbeat, 'kind' | 'bytes'> & { totalBytes?: number }) => void,
-): Promise<MigrationReport> {
-  let lastKey = '';
-  let lastBytes = -1;
-  let done = false;
-  const poller = (async () => {
-    while (!done) {
-      try {
-        const progress = await queryProgress(handle);
-        const key = `${progress.state}/${progress.phase}/${progress.container ?? ''}`;
-        if (key !== lastKey) {
-          lastKey = key;
-          lastBytes = -1;
-          onProgress(progress);
-        }
-        if (onTransfer && (progress.phase === 'transfer' || progress.phase === 'pre-copy')) {
-          for (const transfer of await runningTransfers(handle)) {
-            if (transfer.bytes === lastBytes) continue;
-            lastBytes = transfer.bytes;
-            onTransfer({ kind: transfer.kind, bytes: transfer.bytes, totalBytes: transfer.kind === 'checkpoint' ? progress.transferTotalBytes : undefined });
-          }
-        }
-      } catch {
-        /* the workflow may not have started its first task yet, or has just finished */
-      }
-      await new Promise((resolve) => setTimeout(resolve, pollMs));
-    }
-  })();
-  try {
-    return await handle.result();
-  } finally {
-    done = true;
-    await poller;
   }
 }
 

@@ -329,6 +329,17 @@ export interface MigrationProgress {
   /** Size of the artifact being transferred, when known (the checkpoint image). */
   transferTotalBytes?: number;
   error?: string;
+  /** Each container of the migration: where its move is, and the bytes its finished copies wrote to the link. */
+  containers?: ContainerProgress[];
+}
+
+export interface ContainerProgress {
+  name: string;
+  state: 'waiting' | 'moving' | 'moved' | 'rolled back';
+  /** The stage its group is in (or was in last). */
+  phase: string;
+  /** Bytes its finished copies (and failed attempts) wrote to the link. */
+  bytesMoved: number;
 }
 
 /** What a running transfer activity last reported through its heartbeat. */
@@ -340,6 +351,12 @@ export interface TransferHeartbeat {
   wireBytes: number;
   /** Files sent whole so far (a retry keeps them). */
   done: FileDigest[];
+  /** The artifact's size, when the sender knows it (a tar stream's is estimated from its files). */
+  totalBytes?: number;
+  /** Set by the attempt: the container whose step this is. */
+  container?: string;
+  /** Set by the attempt: bytes per second written to the link since this attempt's first report. */
+  rateBytesPerSecond?: number;
 }
 
 /** What a cloud hosts, as its worker reads it: the VIs' networks and containers, and each one's state in the runtime. */

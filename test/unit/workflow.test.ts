@@ -17,7 +17,7 @@ import { UNDO_ACTIVITIES, type UndoRole } from '../../workflows/saga';
 import { waitFor } from '../../lib/processes';
 import { repoRoot, temporalCliPath } from '../../lib/paths';
 import { cloudTaskQueue, ORCHESTRATOR_TASK_QUEUE } from '../../lib/plan';
-import type { ArtifactKind, ContainerSpec, Inventory, MigrationReport } from '../../lib/types';
+import type { ArtifactKind, ContainerSpec, Inventory, MigrationProgress, MigrationReport } from '../../lib/types';
 
 const HISTORIES_DIR = path.join(repoRoot, 'test', 'fixtures', 'histories');
 
@@ -566,6 +566,23 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     const afterFailure = calls.slice(calls.lastIndexOf('cloud-b:restore') + 1);
     // Only db's steps are undone; the network stays stretched for kv.
     assert.deepEqual(afterFailure, ['cloud-b:discardContainer', 'cloud-a:resumeAtSource', 'cloud-b:discardPrepared', 'cloud-a:releaseClaims']);
+  });
+
+  it('says in its progress query where each container is, and what its copies put on the link: moved, rolled back, still waiting', async () => {
+    const db: ContainerSpec = { ...kv, name: 'db', interfaces: [{ network: 'net', ip: '192.0.2.11', mac: '02:00:00:00:00:0b' }] };
+    const web: ContainerSpec = { ...kv, name: 'web', interfaces: [{ network: 'net', ip: '192.0.2.12', mac: '02:00:00:00:00:0c' }] };
+    const three: Inventory = { ...readonlyInventory, containers: [kv, db, web] };
+    let progress: MigrationProgress | undefined;
+    const { error } = await migrate({ ...plan, containers: ['kv', 'db', 'web'], groups: [['kv'], ['db'], ['web']] }, { failAt: 'cloud-b:restore#2', inventory: three }, async (handle) => {
+      await handle.result().catch(() => undefined);
+      progress = await handle.query<MigrationProgress>('progress');
+    });
+    assert.ok(error instanceof WorkflowFailedError);
+    assert.deepEqual(progress?.containers?.map((c) => [c.name, c.state]), [['kv', 'moved'], ['db', 'rolled back'], ['web', 'waiting']]);
+    // The fakes' receipts: a 1000-byte rootfs, and an image whose transfer wrote 7000 bytes; the link probe is nobody's.
+    assert.deepEqual(progress?.containers?.map((c) => c.bytesMoved), [8000, 8000, 0]);
+    assert.equal(progress?.containers?.find((c) => c.name === 'kv')?.phase, 'release');
+    assert.equal(progress?.containers?.find((c) => c.name === 'db')?.phase, 'restore');
   });
 
   describe('the blackout budget\'s promise for a public VI (a floating IP, a DNS name, a volume, a writable rootfs)', () => {

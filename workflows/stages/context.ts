@@ -6,7 +6,7 @@
 import { log } from '@temporalio/workflow';
 import type { CloudActivities, ContainerStep } from '../../activities/cloud-activities';
 import type { MigrationPlan } from '../../lib/plan';
-import type { ArtifactCheck, ArtifactReceipt, ContainerReport, GroupReport, MigrationProgress, PhaseTiming, PublicConnection, TransferEndpoint, VolumeReceipt } from '../../lib/types';
+import type { ArtifactCheck, ArtifactReceipt, ContainerProgress, ContainerReport, GroupReport, MigrationProgress, PhaseTiming, PublicConnection, TransferEndpoint, VolumeReceipt } from '../../lib/types';
 import { faults } from '../fault-sinks';
 import { Saga } from '../saga';
 import { cleanupStub, cloudStubs, type CloudStubs } from './activity-stubs';
@@ -92,7 +92,7 @@ export function createContext(plan: MigrationPlan, workflowId: string): Migratio
     dst: cloudStubs(plan.destination, options),
     dstCleanup: cleanupStub(plan.destination, options),
     startedAt: Date.now(),
-    progress: { state: 'running', phase: 'starting', phases, bytesMoved: 0 },
+    progress: { state: 'running', phase: 'starting', phases, bytesMoved: 0, containers: [] },
     report: { phases, events: [], warnings: [], containers: [], groups: [] },
     saga: new Saga(),
     operator: { approved: !options.approveCutover, destinationConfirmedGone: false },
@@ -108,10 +108,35 @@ export function note(ctx: MigrationContext, event: string): void {
   log.info(event);
 }
 
+/** The containers the migration moves, each waiting until its group's first stage. */
+export function trackContainers(ctx: MigrationContext, names: string[]): void {
+  ctx.progress.containers = names.map((name): ContainerProgress => ({ name, state: 'waiting', phase: 'waiting', bytesMoved: 0 }));
+}
+
+/** Bytes a copy of `container` wrote to the link: in its own count and the migration's. */
+export function countBytes(ctx: MigrationContext, container: string, bytes: number): void {
+  ctx.progress.bytesMoved += bytes;
+  const entry = ctx.progress.containers?.find((c) => c.name === container);
+  if (entry) entry.bytesMoved += bytes;
+}
+
+/** The group's containers are `state` now (moved at its commit; rolled back, if they were moving, at a rollback). */
+export function markContainers(ctx: MigrationContext, names: string[] | 'moving', state: ContainerProgress['state']): void {
+  for (const entry of ctx.progress.containers ?? []) {
+    if (names === 'moving' ? entry.state === 'moving' : names.includes(entry.name)) entry.state = state;
+  }
+}
+
 /** Runs one stage of the migration (of one group, when `label` names it): progress says so, and its time goes into the report. */
 export async function phase<T>(ctx: MigrationContext, name: string, label: string | undefined, step: () => Promise<T>): Promise<T> {
   ctx.progress.phase = name;
   ctx.progress.container = label;
+  const members = label?.split(',') ?? [];
+  for (const entry of ctx.progress.containers ?? []) {
+    if (!members.includes(entry.name)) continue;
+    entry.phase = name;
+    if (entry.state === 'waiting') entry.state = 'moving';
+  }
   faults.point(`phase:${name}`, ctx.migrationId);
   const begin = Date.now();
   try {

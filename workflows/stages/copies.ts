@@ -6,7 +6,7 @@
 import type { CloudActivities, ContainerStep } from '../../activities/cloud-activities';
 import type { ArtifactReceipt, TransferEndpoint, VolumeReceipt, VolumeReport } from '../../lib/types';
 import { on } from './activity-stubs';
-import { note, type MigrationContext, type RootfsCopy, type VolumeCopy } from './context';
+import { countBytes, note, type MigrationContext, type RootfsCopy, type VolumeCopy } from './context';
 import { mismatch, wireBytesOfFailure } from './failures';
 
 /** How many times an artifact that arrived corrupt is sent again before the migration gives up. */
@@ -22,11 +22,11 @@ export interface CopyStubs {
 export async function sendCheckpoint(ctx: MigrationContext, step: ContainerStep, endpoint: TransferEndpoint, imageDir: string, remainingMs: number, only?: string[]): Promise<ArtifactReceipt> {
   try {
     const sent = await on(ctx.plan.source, { scheduleToCloseMs: remainingMs }).sendCheckpoint({ ...step, endpoint, imageDir, ...(only ? { only } : {}) });
-    ctx.progress.bytesMoved += sent.wireBytes;
+    countBytes(ctx, step.container.name, sent.wireBytes);
     if (sent.resumedBytes > 0) note(ctx, `${step.container.name}: checkpoint transfer resumed after a failed attempt; ${sent.resumedBytes} bytes were not sent again`);
     return sent;
   } catch (err) {
-    ctx.progress.bytesMoved += wireBytesOfFailure(err);
+    countBytes(ctx, step.container.name, wireBytesOfFailure(err));
     throw err;
   }
 }
@@ -38,10 +38,10 @@ export async function copyRootfs(ctx: MigrationContext, step: ContainerStep, end
     try {
       sent = await stubs.src.sendRootfs({ ...step, endpoint });
     } catch (err) {
-      ctx.progress.bytesMoved += wireBytesOfFailure(err);
+      countBytes(ctx, step.container.name, wireBytesOfFailure(err));
       throw err;
     }
-    ctx.progress.bytesMoved += sent.wireBytes;
+    countBytes(ctx, step.container.name, sent.wireBytes);
     try {
       const check = await stubs.dst.receiveRootfs({ ...step, artifact: sent });
       return { sent, check, resends };
@@ -56,7 +56,7 @@ export async function copyRootfs(ctx: MigrationContext, step: ContainerStep, end
 export async function copyVolumes(ctx: MigrationContext, step: ContainerStep, endpoint: TransferEndpoint, round: 'pre' | 'final', stubs: CopyStubs): Promise<VolumeCopy> {
   const started = Date.now();
   const receipts = await stubs.src.sendVolumes({ ...step, endpoint, round });
-  ctx.progress.bytesMoved += receipts.reduce((sum, r) => sum + r.wireBytes, 0);
+  countBytes(ctx, step.container.name, receipts.reduce((sum, r) => sum + r.wireBytes, 0));
   const checks = await stubs.dst.receiveVolumes({ ...step, receipts });
   return { receipts, checks, ms: Date.now() - started };
 }

@@ -7,7 +7,7 @@
 import { ApplicationFailure } from '@temporalio/workflow';
 import type { ArtifactReceipt, CheckpointResult, ContainerReport, PostCopyReport } from '../../lib/types';
 import { on } from './activity-stubs';
-import { note, phase, type Member, type MigrationContext, type RootfsCopy, type VolumeCopy } from './context';
+import { countBytes, note, phase, type Member, type MigrationContext, type RootfsCopy, type VolumeCopy } from './context';
 import { copyRootfs, copyVolumes, sendCheckpoint, volumeReport } from './copies';
 import { wireBytesOfFailure } from './failures';
 import { keepLeases, leaseEnds } from './leases';
@@ -63,11 +63,11 @@ function freeze(ctx: MigrationContext, members: Member[], remaining: Remaining):
   return settleAll(members, async (m) => {
     try {
       const image = await on(ctx.plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp: ctx.options.keepTcpConnections, endpoint: m.endpoint, postCopy: ctx.options.postCopy, concurrent: members.length });
-      ctx.progress.bytesMoved += image.sent?.wireBytes ?? 0;
+      countBytes(ctx, m.step.container.name, image.sent?.wireBytes ?? 0);
       if (image.sent?.resumedBytes) note(ctx, `${m.step.container.name}: checkpoint transfer resumed after a failed attempt; ${image.sent.resumedBytes} bytes were not sent again`);
       return image;
     } catch (err) {
-      ctx.progress.bytesMoved += wireBytesOfFailure(err);
+      countBytes(ctx, m.step.container.name, wireBytesOfFailure(err));
       throw err;
     }
   });

@@ -2,7 +2,7 @@
 import { ApplicationFailure } from '@temporalio/workflow';
 import { planGroups, PlanError } from '../../lib/plan';
 import type { Inventory } from '../../lib/types';
-import { phase, type MigrationContext } from './context';
+import { phase, trackContainers, type MigrationContext } from './context';
 
 export async function takeInventory(ctx: MigrationContext): Promise<{ inventory: Inventory; groups: string[][] }> {
   const { plan } = ctx;
@@ -10,6 +10,7 @@ export async function takeInventory(ctx: MigrationContext): Promise<{ inventory:
     ctx.src.probe.inventory({ ...(plan.vi ? { vi: plan.vi } : {}), ...(plan.containers ? { containers: plan.containers } : {}) }),
   );
   ctx.claim.containers = inventory.containers.map((c) => c.name);
+  trackContainers(ctx, ctx.claim.containers);
   ctx.sourcePublicIp = inventory.source.publicIp;
   try {
     return { inventory, groups: planGroups(plan, ctx.claim.containers) };

@@ -5,7 +5,7 @@
  */
 import type { ContainerStep } from '../../activities/cloud-activities';
 import type { Inventory } from '../../lib/types';
-import type { MigrationContext } from './context';
+import { markContainers, type MigrationContext } from './context';
 import { cutOverGroup } from './cut-over';
 import { commitCopies } from './leases';
 import { awaitApproval, predictGroup } from './predict';
@@ -28,6 +28,7 @@ export async function moveGroup(ctx: MigrationContext, inventory: Inventory, nam
   // stretched network must stay for it. Nothing done so far is to be undone any more.
   await commitCopies(ctx, members);
   ctx.saga.commit();
+  markContainers(ctx, names, 'moved');
   ctx.freezeDeadline = undefined;
   ctx.report.containers.push(...group.reports);
   ctx.report.groups.push({ containers: names, frozenMs: group.frozenMs, predicted, linkProbeBytes });

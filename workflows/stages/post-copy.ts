@@ -6,7 +6,7 @@
  */
 import type { PageSource, PostCopyReport } from '../../lib/types';
 import { on } from './activity-stubs';
-import { note, type Member, type MigrationContext } from './context';
+import { countBytes, note, type Member, type MigrationContext } from './context';
 import { describe, failureType } from './failures';
 
 /** How many times a post-copy window restarts a lost page source before the group is rolled back. */
@@ -20,7 +20,7 @@ export async function awaitMemory(ctx: MigrationContext, m: Member, source: Page
     try {
       const report = await on(plan.destination, { scheduleToCloseMs: options.transferTimeoutSeconds * 1000 }).awaitPostCopy({ ...m.step, postCopy: source, recoveries });
       // The lazy memory crossed the link once (pages the worker filled in replaced the daemon's).
-      ctx.progress.bytesMoved += source.lazyBytes;
+      countBytes(ctx, name, source.lazyBytes);
       note(ctx, `${name}: all of its memory (${Math.round(source.lazyBytes / 1048576)} MiB after the restore) arrived in ${report.windowMs} ms${report.rescuedPages ? `, ${report.rescuedPages} pages copied in after a lost page source` : ''}`);
       return report;
     } catch (err) {

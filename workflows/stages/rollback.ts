@@ -9,7 +9,7 @@ import type { ContainerStep } from '../../activities/cloud-activities';
 import { cleanUpAfterRollback } from '../clean-up-after-rollback';
 import type { Compensation, SagaRunner, UndoStep } from '../saga';
 import { on } from './activity-stubs';
-import { note, type MigrationContext } from './context';
+import { markContainers, note, type MigrationContext } from './context';
 import { endDrains } from './drain';
 import { describe, neverStarted } from './failures';
 
@@ -28,6 +28,7 @@ export async function rollBack(ctx: MigrationContext, reason: string): Promise<n
   // Containers not committed are free again (a committed one's claim went with its release).
   await ctx.src.undo.releaseClaims(ctx.claim).catch((undoErr: unknown) => undoFailures.push(`release the claims: ${describe(undoErr)}`));
   progress.state = 'failed';
+  markContainers(ctx, 'moving', 'rolled back');
   const lines = [`migration ${ctx.plan.name} failed: ${reason}`];
   const where = whereItRuns(ctx);
   lines.push(undoFailures.length ? `rolled back, but some cleanup failed: ${where}\n- ${undoFailures.join('\n- ')}` : `rolled back: ${where}`);
