@@ -10,52 +10,23 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import YAML from 'yaml';
 import { loadPlanFile } from '../lib/plan-file';
 import type { MigrationReport } from '../lib/types';
+import type { OperatorAnswer } from '../workflows';
 import { loadViFile } from '../lib/vi-file';
 import { allocateAddresses } from '../lib/vi-spec';
 import { categoryChartSvg } from './category-chart';
-import { EXIT, EXIT_CODES_HELP, exitFor, UnreachableError } from './exit-codes';
+import { Output, positive, withClient, type GlobalOptions, type Globals } from './cli-common';
+import { evacuationCommands } from './evacuation-commands';
+import { EXIT, EXIT_CODES_HELP, exitFor } from './exit-codes';
 import { formatReport } from './format-report';
 import { cloudsDown, cloudsStatus, cloudsUp, type CloudsStatus } from '../providers/local/clouds-service';
 import { DEFAULT_HOST_LINK } from '../providers/local/testbed';
 import { abortMigration, approveCutover, confirmDestinationGone, deployVi, describeCloud, liveProgress, removeVi, startMigration, watchMigration } from './migravi-client';
 import { describeTransfer, progressView } from './progress-view';
-
-interface GlobalOptions {
-  temporal: string;
-  namespace: string;
-  json: boolean;
-}
-
-/** What a command prints: one JSON document with --json (its lines then go to stderr), else its lines. */
-class Output {
-  constructor(private readonly json: boolean) {}
-  line(text: string): void {
-    (this.json ? process.stderr : process.stdout).write(`${text}\n`);
-  }
-  result(value: unknown, lines: () => string[]): void {
-    if (this.json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-    else for (const text of lines()) process.stdout.write(`${text}\n`);
-  }
-}
-
-async function withClient<T>(opts: GlobalOptions, use: (client: Client) => Promise<T>): Promise<T> {
-  let connection: Connection;
-  try {
-    connection = await Connection.connect({ address: opts.temporal, connectTimeout: '5s' });
-  } catch (err) {
-    throw new UnreachableError(`cannot reach Temporal at ${opts.temporal} (${(err as Error).message}); is it running? (--temporal HOST:PORT or TEMPORAL_ADDRESS)`);
-  }
-  try {
-    return await use(new Client({ connection, namespace: opts.namespace }));
-  } finally {
-    await connection.close();
-  }
-}
 
 function program(): Command {
   const cli = new Command('migravi')
@@ -71,10 +42,9 @@ function program(): Command {
   migrationCommands(cli, globals);
   viCommands(cli, globals);
   cloudsCommands(cli, globals);
+  evacuationCommands(cli, globals);
   return cli;
 }
-
-type Globals = (cmd: Command) => GlobalOptions;
 
 function migrationCommands(cli: Command, globals: Globals): void {
   cli.command('migrate').description('start a migration from a plan file and follow it to its report').argument('<plan>', 'plan file (YAML or JSON)')
@@ -101,19 +71,19 @@ function migrationCommands(cli: Command, globals: Globals): void {
         ...progress.containers.map((c) => `  ${c.name}: ${c.state === 'moving' ? c.phase : c.state}${c.transfers.map((t) => `; ${describeTransfer(t)}`).join('')}`),
       ]);
     });
-  const signalCommand = (name: string, description: string, send: (handle: ReturnType<Client['workflow']['getHandle']>, rest: string[]) => Promise<void>, extra?: [string, string]) => {
+  const requestCommand = (name: string, description: string, send: (handle: ReturnType<Client['workflow']['getHandle']>, rest: string[]) => Promise<OperatorAnswer | void>, extra?: [string, string]) => {
     const command = cli.command(name).description(description).argument('<id>', 'migration (workflow) id');
     if (extra) command.argument(...extra);
     command.action(async (id: string, ...args: unknown[]) => {
       const cmd = args[args.length - 1] as Command;
       const g = globals(cmd);
-      await withClient(g, (client) => send(client.workflow.getHandle(id), cmd.args.slice(1)));
-      new Output(g.json).result({ workflowId: id, sent: name }, () => [`${name}: sent to ${id}`]);
+      const answer = await withClient(g, (client) => send(client.workflow.getHandle(id), cmd.args.slice(1)));
+      new Output(g.json).result({ workflowId: id, request: name, ...(answer ?? { sent: true }) }, () => [answer ? `${name}: accepted by ${id} (${answer.state}, ${answer.phase})` : `${name}: sent to ${id}`]);
     });
   };
-  signalCommand('approve', 'let a migration waiting for approval (options.approveCutover) freeze and move', (h) => approveCutover(h));
-  signalCommand('abort', 'stop a migration before its commit point and roll it back', (h, rest) => abortMigration(h, rest.join(' ') || 'aborted by the operator (CLI)'), ['[reason...]', 'why (it goes into the failure and the report)']);
-  signalCommand('confirm-gone', "for a migration frozen at its source: you made sure the destination's copy is gone, the source may resume", (h) => confirmDestinationGone(h));
+  requestCommand('approve', 'let a migration waiting for approval (options.approveCutover) freeze and move; refused (exit 6) when there is nothing to approve', (h) => approveCutover(h));
+  requestCommand('abort', 'stop a migration before its commit point and roll it back; refused (exit 6) once past it', (h, rest) => abortMigration(h, rest.join(' ') || 'aborted by the operator (CLI)'), ['[reason...]', 'why (it goes into the failure and the report)']);
+  requestCommand('confirm-gone', "for a migration frozen at its source: you made sure the destination's copy is gone, the source may resume", (h) => confirmDestinationGone(h));
   cli.command('report').description("a finished migration's report, printed and written as JSON and an SVG chart").argument('<id>', 'migration (workflow) id')
     .option('--out <dir>', 'where the JSON and SVG files go', '.')
     .action(async (id: string, opts: { out: string }, cmd: Command) => {
@@ -217,12 +187,6 @@ function statusLines(s: CloudsStatus): string[] {
     ...(s.supervisor ? [`supervisor pid ${s.supervisor.pid} ${run(s.supervisor.running)}`] : ['no supervisor: migravi clouds up']),
     ...s.processes.map((p) => `  ${p.name.padEnd(22)} ${(p.pid ? `pid ${p.pid}` : '-').padEnd(10)} ${run(p.running).padEnd(11)} restarts ${p.restarts}${p.last ? ` (last: ${p.last})` : ''}  log ${p.log}`),
   ];
-}
-
-function positive(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${flag}: ${JSON.stringify(value)} is not a positive whole number`);
-  return n;
 }
 
 async function main(argv: string[]): Promise<number> {

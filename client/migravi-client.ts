@@ -2,12 +2,12 @@
  * The client API for services that start migrations. The plan is validated here, at the edge,
  * with the same schema the workflow uses: a bad plan fails before anything is started.
  */
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ORCHESTRATOR_TASK_QUEUE, parsePlan, type MigrationPlan } from '../lib/plan';
 import type { CloudListing, MigrationProgress } from '../lib/types';
 import { parseViSpec, type ViSpecInput } from '../lib/vi-spec';
 import type { DeployOutcome, RemoveOutcome } from '../activities/deploy-vi';
-import type { migrateInfrastructure } from '../workflows';
+import type { migrateInfrastructure, OperatorAnswer } from '../workflows';
 
 export type MigrationHandle = WorkflowHandle<typeof migrateInfrastructure>;
 export { followMigration, liveProgress, runningTransfers, watchMigration, type LiveContainer, type LiveProgress, type LiveTransfer } from './live-progress';
@@ -29,13 +29,32 @@ export async function queryProgress(handle: WorkflowHandle): Promise<MigrationPr
   return handle.query<MigrationProgress>('progress');
 }
 
-export async function approveCutover(handle: WorkflowHandle): Promise<void> {
-  await handle.signal('approveCutover');
+/** The migration did not take an operator's request (approve, abort): the message says why. */
+export class RequestRefusedError extends Error {}
+
+/** Sends an operator's request as a Workflow Update: the answer says the migration took it; a refusal throws RequestRefusedError with its reason. */
+async function request(handle: WorkflowHandle, update: 'approve' | 'abort', args: [string] | [] = []): Promise<OperatorAnswer> {
+  try {
+    return await (args.length ? handle.executeUpdate<OperatorAnswer, [string]>(update, { args }) : handle.executeUpdate<OperatorAnswer, []>(update));
+  } catch (err) {
+    if (err instanceof WorkflowUpdateFailedError) throw new RequestRefusedError(`${handle.workflowId} refused ${update}: ${err.cause?.message ?? err.message}`);
+    // A closed workflow takes no update: the server refuses it before the workflow sees it.
+    if (err instanceof WorkflowNotFoundError && /already completed/.test(err.message)) {
+      const { status } = await handle.describe();
+      throw new RequestRefusedError(`${handle.workflowId} refused ${update}: the migration has ${status.name === 'COMPLETED' ? 'completed' : `ended (${status.name.toLowerCase()})`} already`);
+    }
+    throw err;
+  }
 }
 
-/** Asks the migration to stop and roll back; honoured before the commit point, between steps. */
-export async function abortMigration(handle: WorkflowHandle, reason: string): Promise<void> {
-  await handle.signal('abort', reason);
+/** Lets a migration waiting for approval (options.approveCutover) freeze and move. */
+export async function approveCutover(handle: WorkflowHandle): Promise<OperatorAnswer> {
+  return request(handle, 'approve');
+}
+
+/** Asks the migration to stop and roll back; refused once it is past its commit point or rolling back already. */
+export async function abortMigration(handle: WorkflowHandle, reason: string): Promise<OperatorAnswer> {
+  return request(handle, 'abort', [reason]);
 }
 
 /**

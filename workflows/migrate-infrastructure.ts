@@ -23,11 +23,11 @@
  * Changing this workflow: migrations in flight replay it (README, "Changing the workflow without
  * breaking migrations in flight"; test/unit/replay.test.ts).
  */
-import { ApplicationFailure, CancellationScope, defineQuery, defineSignal, isCancellation, log, setHandler, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, log, workflowInfo } from '@temporalio/workflow';
 import { parsePlan, PlanError, type MigrationPlan } from '../lib/plan';
-import type { MigrationProgress, MigrationReport } from '../lib/types';
+import type { MigrationReport } from '../lib/types';
 import { faults } from './fault-sinks';
-import { createContext, type MigrationContext } from './stages/context';
+import { announce, createContext, publish } from './stages/context';
 import { describe } from './stages/failures';
 import { takeInventory } from './stages/inventory';
 import { moveGroup } from './stages/move-group';
@@ -35,24 +35,17 @@ import { drainConnections } from './stages/drain';
 import { joinNetworks, releaseNetworks } from './stages/network';
 import { preflight } from './stages/preflight';
 import { migrationReport } from './stages/report';
+import { listenToOperators } from './stages/operators';
 import { rollBack } from './stages/rollback';
 
-export const progressQuery = defineQuery<MigrationProgress>('progress');
-/** Operator: go ahead with the freeze (plans with options.approveCutover). */
-export const approveCutoverSignal = defineSignal('approveCutover');
-/** Operator: stop before the commit point and roll back; interrupts the running step. */
-export const abortSignal = defineSignal<[reason?: string]>('abort');
-/**
- * Operator: the destination copy of the container being rolled back is gone (checked by hand),
- * so the source may resume. Only read while the workflow is "frozen-at-source".
- */
-export const confirmDestinationGoneSignal = defineSignal('confirmDestinationGone');
+export { abortSignal, abortUpdate, approveCutoverSignal, approveUpdate, confirmDestinationGoneSignal, progressQuery, type OperatorAnswer } from './stages/operators';
 
 export async function migrateInfrastructure(input: unknown): Promise<MigrationReport> {
   const ctx = createContext(validPlan(input), workflowInfo().workflowId);
-  // Abort and cancel are the same clean rollback: both cancel the running stage.
+  // Abort and cancel are the same clean rollback: both cancel the running stage (stages/operators.ts).
   const work = new CancellationScope();
   listenToOperators(ctx, work);
+  announce(ctx);
   try {
     await work.run(async () => {
       const { inventory, groups } = await takeInventory(ctx);
@@ -68,6 +61,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   }
   ctx.progress.state = 'completed';
   ctx.progress.phase = 'done';
+  publish(ctx);
   faults.point('phase:done', ctx.migrationId);
   if (ctx.report.warnings.length) log.warn('migration completed with warnings', { warnings: ctx.report.warnings });
   return migrationReport(ctx);
@@ -81,19 +75,4 @@ function validPlan(input: unknown): MigrationPlan {
     if (err instanceof PlanError) throw ApplicationFailure.nonRetryable(err.message, 'InvalidPlan');
     throw err;
   }
-}
-
-/** The progress query and the operators' signals. */
-function listenToOperators(ctx: MigrationContext, work: CancellationScope): void {
-  setHandler(progressQuery, () => ctx.progress);
-  setHandler(approveCutoverSignal, () => {
-    ctx.operator.approved = true;
-  });
-  setHandler(confirmDestinationGoneSignal, () => {
-    ctx.operator.destinationConfirmedGone = true;
-  });
-  setHandler(abortSignal, (reason) => {
-    ctx.operator.abortReason ??= reason || 'aborted by the operator';
-    work.cancel();
-  });
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { temporalCliPath } from '../../lib/paths';
 import { startService, waitFor } from '../../lib/processes';
+import { searchAttributeFlags } from '../../lib/search-attributes';
 import { cloudConfigPath } from './cloud-config';
 import { registerProcess, type TestbedRecord } from './testbed';
 
@@ -57,6 +58,8 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
     // burst of 20: a migration's chain of steps used the burst up and then waited ~50 ms per
     // hand-off (measured: 13 ms per activity round trip, then 50 ms flat; 12–14 ms with 200).
     '--dynamic-config-value', 'history.transferProcessorMaxPollRPS=200',
+    // What the Web UI's list filters migrations by (VI, clouds, phase, state).
+    ...searchAttributeFlags(),
     ...(opts.headless ? ['--headless'] : []),
   ];
   const pid = await startService({ name: 'Temporal dev server', argv, logFile: opts.logFile });

@@ -1,8 +1,10 @@
 /**
- * The embedded clouds as a service, driven by hand through `migravi` as a new user would: clouds
- * up, a VI deployed and migrated from "another shell", a worker that dies started again by the
- * supervisor, clouds down. Checked in the kernel and the runtimes: each worker's process and the
- * namespace it runs in, the VI's placement, nothing left after down.
+ * The embedded clouds as a service, driven by hand as a new user would: clouds up, a VI deployed
+ * and migrated from "another shell" with the CLI (its live progress watched through the client
+ * API), moved back from the Web UI's Start Workflow form in a real browser and found in its list
+ * by search attributes, a cloud evacuated by a schedule while the orchestrator dies, a worker that
+ * dies started again by the supervisor, clouds down. Checked in the kernel and the runtimes: each
+ * worker's process and namespace, every VI's placement, nothing left after down.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -11,11 +13,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { chromium } from 'playwright-core';
 import YAML from 'yaml';
 import { liveProgress, type LiveProgress } from '../../client/migravi-client';
 import { run } from '../../lib/exec';
 import { demoRootfs, testbedsDir } from '../../lib/paths';
 import { isAlive, waitFor } from '../../lib/processes';
+import type { EvacuationScheduleSummary } from '../../client/evacuations';
+import type { EvacuationProgress, EvacuationReport } from '../../lib/evacuation';
 import type { MigrationReport } from '../../lib/types';
 import type { CloudsStatus } from '../../providers/local/clouds-service';
 import { openLocalCloud } from '../../providers/local/local-cloud';
@@ -26,6 +31,10 @@ const ID = 'mvsvc';
 const TEMPORAL = '127.0.0.1:7253';
 /** Slow enough that a 64 MiB image takes seconds on the link: the progress is seen mid-copy. */
 const WAN_MBIT = 100;
+const UI = 'http://localhost:8253';
+/** Debian's chromium (scripts/setup.sh), headless, without the background traffic this closed network refuses. */
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 const migravi = (...args: string[]) => run(process.execPath, [cli, ...args], { allowFailure: true });
 const status = async () => JSON.parse((await migravi('clouds', 'status', '--id', ID, '--json')).stdout) as CloudsStatus;
@@ -38,6 +47,7 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
   let tmp: string;
   let up: CloudsStatus;
   const seen: number[] = [];
+  let cliMigration = '';
 
   before(async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'migravi-svc-'));
@@ -133,22 +143,128 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
     assert.match(stderr, /^ {2}kv: checkpoint [\d.]+ (of [\d.]+ )?MiB/m);
     assert.equal(await openLocalCloud(stateDir, 'cloud-b').runtime.status('kv'), 'running');
     assert.equal(await openLocalCloud(stateDir, 'cloud-a').runtime.status('kv'), 'absent');
+    cliMigration = workflowId;
+    // Too late to abort: the CLI says the migration refused, and why.
+    const abort = await migravi('abort', workflowId, 'too late', '--temporal', TEMPORAL);
+    assert.equal(abort.exitCode, 6, abort.stderr);
+    assert.match(abort.stderr, /refused abort: the migration has completed already/);
+  });
+
+  it("starts a migration from the Web UI's Start Workflow form, and finds it in the workflow list by its search attributes", async () => {
+    const workflowId = `migrate-tiny-ui-${Date.now()}`;
+    const plan = { name: 'tiny-back', vi: 'tiny', source: 'cloud-b', destination: 'cloud-a' };
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const connection = await Connection.connect({ address: TEMPORAL });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      await page.goto(`${UI}/namespaces/default/workflows/start-workflow`, { waitUntil: 'networkidle' });
+      // The form's fields, as the README gives them.
+      await page.fill('#workflowId', workflowId);
+      await page.fill('#taskQueue', 'migravi');
+      await page.fill('#workflowType', 'migrateInfrastructure');
+      await page.click('[aria-label="Data"]');
+      await page.keyboard.insertText(JSON.stringify(plan));
+      await page.click('h1'); // leaves the editor: the form takes the input
+      await page.click('[data-testid=start-workflow-button]');
+      const handle = new Client({ connection }).workflow.getHandle(workflowId);
+      await waitFor('the form to start the migration', () => handle.describe().then(() => true, () => false), 30_000, 200);
+      await handle.result();
+      const stateDir = path.join(testbedsDir, ID);
+      assert.equal(await openLocalCloud(stateDir, 'cloud-a').runtime.status('kv'), 'running');
+      assert.equal(await openLocalCloud(stateDir, 'cloud-b').runtime.status('kv'), 'absent');
+      // The list, filtered by the migration's own search attributes: this one, not the CLI's (from cloud-a).
+      const query = 'MigraviVi = "tiny" AND MigraviSource = "cloud-b" AND MigraviState = "completed"';
+      const rowsFor = async () => {
+        await page.goto(`${UI}/namespaces/default/workflows?query=${encodeURIComponent(query)}`, { waitUntil: 'networkidle' });
+        return page.$$eval('a[href*="/workflows/migrate-tiny"]', (links) => [...new Set(links.map((a) => decodeURIComponent(a.getAttribute('href')!.split('/')[4]!)))]);
+      };
+      let rows: string[] = [];
+      await waitFor('the Web UI to list the migration under its search attributes', async () => (rows = await rowsFor()).includes(workflowId), 30_000, 500);
+      assert.deepEqual(rows, [workflowId], `listed: ${rows.join(', ')} (the CLI's migration ${cliMigration} left cloud-a)`);
+    } finally {
+      await browser.close();
+      await connection.close();
+    }
+  });
+
+  it('evacuates a cloud on a schedule triggered now: two VIs end at the target, one that cannot move is rolled back and reported; the orchestrator dies meanwhile', async () => {
+    const stateDir = path.join(testbedsDir, ID);
+    const vi = (name: string, container: string, cidr: string) => ({
+      name,
+      networks: [{ name: `${name}-net`, cidr }],
+      containers: [{ name: container, rootfs: demoRootfs, command: ['/bin/kv-server', '7000', '0'], readonlyRootfs: true, networks: [{ network: `${name}-net` }] }],
+    });
+    // alpha can move; beta cannot: cloud-b already runs a container named "be" (VI squat).
+    for (const [cloud, spec] of [['cloud-a', vi('alpha', 'al', '10.78.1.0/24')], ['cloud-a', vi('beta', 'be', '10.78.2.0/24')], ['cloud-b', vi('squat', 'be', '10.78.3.0/24')]] as const) {
+      const file = path.join(tmp, `${spec.name}.vi.yaml`);
+      await writeFile(file, YAML.stringify(spec));
+      const deploy = await migravi('deploy', cloud, file, '--temporal', TEMPORAL);
+      assert.equal(deploy.exitCode, 0, deploy.stderr);
+    }
+    const create = await migravi('schedule', 'create', 'nightly', '--source', 'cloud-a', '--to', 'cloud-b', '--every', '24h', '--temporal', TEMPORAL, '--json');
+    assert.equal(create.exitCode, 0, create.stderr);
+    assert.equal((JSON.parse(create.stdout) as EvacuationScheduleSummary).paused, false);
+    const trigger = await migravi('schedule', 'trigger', 'nightly', '--temporal', TEMPORAL);
+    assert.equal(trigger.exitCode, 0, trigger.stderr);
+    let started = '';
+    await waitFor('the schedule to start its evacuation', async () => {
+      const d = JSON.parse((await migravi('schedule', 'describe', 'nightly', '--temporal', TEMPORAL, '--json')).stdout) as EvacuationScheduleSummary;
+      started = d.recent[0]?.workflowId ?? '';
+      return started !== '';
+    }, 30_000, 250);
+    const connection = await Connection.connect({ address: TEMPORAL });
+    let report: EvacuationReport;
+    try {
+      const handle = new Client({ connection }).workflow.getHandle(started);
+      await waitFor('a migration of the evacuation to run', async () => ((await handle.query<EvacuationProgress>('progress').catch(() => undefined))?.moving.length ?? 0) > 0, 60_000, 100);
+      const orchestrator = (await status()).processes.find((p) => p.name === 'orchestrator worker')!;
+      process.kill(orchestrator.pid!, 'SIGKILL'); // started by this test's service; the supervisor starts another
+      report = (await handle.result()) as EvacuationReport;
+      const restarted = (await status()).processes.find((p) => p.name === 'orchestrator worker')!;
+      assert.ok(restarted.pid !== orchestrator.pid && restarted.restarts === orchestrator.restarts + 1, 'the orchestrator was not restarted');
+      seen.push(restarted.pid!);
+    } finally {
+      await connection.close();
+    }
+    assert.deepEqual(report.moved.map((m) => m.vi), ['alpha', 'tiny']);
+    assert.deepEqual(report.rolledBack.map((m) => m.vi), ['beta']);
+    assert.match(report.rolledBack[0]!.reason, /a container named be already exists in cloud-b/);
+    assert.deepEqual(report.skipped, []);
+    const a = openLocalCloud(stateDir, 'cloud-a').runtime;
+    const b = openLocalCloud(stateDir, 'cloud-b').runtime;
+    assert.deepEqual([await b.status('al'), await b.status('kv'), await a.status('al'), await a.status('kv')], ['running', 'running', 'absent', 'absent']);
+    assert.equal(await a.status('be'), 'running', 'beta does not run at its source any more');
+    assert.equal(await b.status('be'), 'running', "squat's container at cloud-b was touched");
+
+    // Now by hand: a VI the cloud does not host is skipped, and said to be.
+    const now = await migravi('evacuate', 'cloud-b', '--to', 'cloud-a', '--vi', 'ghost', '--temporal', TEMPORAL, '--json');
+    assert.equal(now.exitCode, 0, now.stderr);
+    const skipped = (JSON.parse(now.stdout) as { report: EvacuationReport }).report;
+    assert.deepEqual([skipped.moved, skipped.rolledBack, skipped.skipped.map((x) => x.vi)], [[], [], ['ghost']]);
+    assert.match(skipped.skipped[0]!.reason, /cloud-b hosts no VI ghost \(it hosts alpha, squat, tiny\)/);
+
+    assert.equal((await migravi('schedule', 'pause', 'nightly', '--note', 'maintenance', '--temporal', TEMPORAL)).exitCode, 0);
+    const paused = JSON.parse((await migravi('schedule', 'list', '--temporal', TEMPORAL, '--json')).stdout) as EvacuationScheduleSummary[];
+    assert.deepEqual(paused.map((x) => [x.scheduleId, x.paused, x.note]), [['nightly', true, 'maintenance']]);
+    assert.equal((await migravi('schedule', 'delete', 'nightly', '--temporal', TEMPORAL)).exitCode, 0);
+    const gone = await migravi('schedule', 'describe', 'nightly', '--temporal', TEMPORAL);
+    assert.equal(gone.exitCode, 5, gone.stderr);
   });
 
   it('starts a worker that died again, and the cloud answers through the new one', async () => {
-    const before = (await status()).processes.find((p) => p.name === 'cloud worker cloud-b')!;
+    const before = (await status()).processes.find((p) => p.name === 'cloud worker cloud-a')!;
     process.kill(before.pid!, 'SIGKILL'); // started by this test's service
-    await waitFor('the supervisor to start the worker of cloud-b again', async () => {
-      const now = (await status()).processes.find((p) => p.name === 'cloud worker cloud-b')!;
+    await waitFor('the supervisor to start the worker of cloud-a again', async () => {
+      const now = (await status()).processes.find((p) => p.name === 'cloud worker cloud-a')!;
       return now.running && now.pid !== before.pid;
     }, 60_000, 200);
-    const after = (await status()).processes.find((p) => p.name === 'cloud worker cloud-b')!;
+    const after = (await status()).processes.find((p) => p.name === 'cloud worker cloud-a')!;
     seen.push(after.pid!);
     assert.equal(after.restarts, before.restarts + 1);
-    assert.equal(netnsOfPid(after.pid!), netnsInode(`${ID}-cloud-b`));
-    const list = await migravi('list', 'cloud-b', '--temporal', TEMPORAL, '--json');
+    assert.equal(netnsOfPid(after.pid!), netnsInode(`${ID}-cloud-a`));
+    const list = await migravi('list', 'cloud-a', '--temporal', TEMPORAL, '--json');
     assert.equal(list.exitCode, 0, list.stderr);
-    assert.deepEqual((JSON.parse(list.stdout) as { containers: Array<{ name: string; status: string }> }).containers.map((c) => [c.name, c.status]), [['kv', 'running']]);
+    assert.deepEqual((JSON.parse(list.stdout) as { containers: Array<{ name: string; status: string }> }).containers.map((c) => [c.name, c.status]), [['be', 'running']]);
   });
 
   it('takes everything down: no worker, supervisor, Temporal server or namespace of it is left', async () => {

@@ -67,6 +67,18 @@ describe('command line', function () {
     assert.match(missing.stderr, /missing required argument 'vi-file'/);
   });
 
+  it('refuses a bad evacuation or schedule before reaching Temporal, naming each problem (exit 2)', () => {
+    const same = runCli('evacuate', 'cloud-a', '--to', 'cloud-a');
+    assert.equal(same.status, 2, same.stderr);
+    assert.match(same.stderr, /destination: destination must differ from source/);
+    const schedule = runCli('schedule', 'create', 'nightly', '--source', 'cloud-a', '--to', 'cloud-b', '--cron', '0 3 * * *', '--every', 'soon', '--vi', 'Bad_Name');
+    assert.equal(schedule.status, 2, schedule.stderr);
+    assert.match(schedule.stderr, /exactly one of cron/);
+    assert.match(schedule.stderr, /every "soon": a number and a unit/);
+    assert.match(schedule.stderr, /vis\.0: a VI name is/);
+    assert.doesNotMatch(`${same.stderr}${schedule.stderr}`, /cannot reach/);
+  });
+
   // Every command a help lists, read from that help (a new command is covered too); `clouds up` as "clouds up".
   const commandsOf = (...parent: string[]): string[] => {
     const help = spawnSync(process.execPath, [cli, ...parent, '--help'], { encoding: 'utf8' }).stdout;
@@ -86,9 +98,10 @@ describe('command line', function () {
   it('has --help, listing every command and the exit codes', () => {
     const result = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
-    assert.deepEqual(commandsOf(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove', 'clouds']);
+    assert.deepEqual(commandsOf(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove', 'clouds', 'evacuate', 'schedule']);
     assert.deepEqual(commandsOf('clouds'), ['up', 'down', 'status']);
-    for (const code of [0, 1, 2, 3, 4, 5]) assert.match(result.stdout, new RegExp(`^ {2}${code} {2}\\S`, 'm'), `exit code ${code} is not explained`);
+    assert.deepEqual(commandsOf('schedule'), ['create', 'list', 'describe', 'pause', 'unpause', 'trigger', 'delete']);
+    for (const code of [0, 1, 2, 3, 4, 5, 6]) assert.match(result.stdout, new RegExp(`^ {2}${code} {2}\\S`, 'm'), `exit code ${code} is not explained`);
   });
 
   it('has --help on every command: its arguments, its options and the global ones, exit 0, nothing contacted', () => {

@@ -9,12 +9,13 @@ import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
 import { temporal } from '@temporalio/proto';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
-import { abortMigration, approveCutover, confirmDestinationGone, waitForState } from '../../client/migravi-client';
+import { abortMigration, approveCutover, confirmDestinationGone, RequestRefusedError, waitForState } from '../../client/migravi-client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { CloudActivities, DigestMismatchDetails } from '../../activities/cloud-activities';
 import { UNDO_ACTIVITIES, type UndoRole } from '../../workflows/saga';
 import { waitFor } from '../../lib/processes';
+import { SEARCH_ATTRIBUTES } from '../../lib/search-attributes';
 import { repoRoot, temporalCliPath } from '../../lib/paths';
 import { cloudTaskQueue, ORCHESTRATOR_TASK_QUEUE } from '../../lib/plan';
 import type { ArtifactKind, ContainerSpec, Inventory, MigrationProgress, MigrationReport } from '../../lib/types';
@@ -127,7 +128,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
   before(async () => {
     // The rollback tests make the workflow log errors on purpose: keep the test output readable.
     Runtime.install({ logger: new DefaultLogger('ERROR', () => undefined) });
-    env = await TestWorkflowEnvironment.createLocal({ server: { executable: { type: 'existing-path', path: temporalCliPath } } });
+    env = await TestWorkflowEnvironment.createLocal({ server: { executable: { type: 'existing-path', path: temporalCliPath }, searchAttributes: Object.values(SEARCH_ATTRIBUTES) } });
     bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined } });
   });
 
@@ -460,6 +461,52 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     });
     assert.ok(result, String(error));
     assert.ok(calls.includes('cloud-a:checkpoint') && calls.includes('cloud-b:restore'));
+  });
+
+  it('answers approve and abort as updates: taken while they can be honoured, refused with the reason otherwise', async () => {
+    const answers: string[] = [];
+    const refusal = (err: unknown) => (err instanceof RequestRefusedError ? `refused: ${err.message.replace(/^\S+ /, '')}` : `error: ${String(err)}`);
+    const { result, error } = await migrate({ ...plan, options: { approveCutover: true } }, {}, async (handle) => {
+      await waitForState(handle, 'awaiting-approval');
+      const taken = await approveCutover(handle);
+      answers.push(`approve: ${taken.accepted} in ${taken.state}`);
+      answers.push(await approveCutover(handle).then(() => 'approved twice', refusal));
+      await handle.result();
+      answers.push(await abortMigration(handle, 'too late').then(() => 'aborted a completed migration', refusal));
+    });
+    assert.ok(result, String(error));
+    assert.deepEqual(answers, ['approve: true in awaiting-approval', 'refused: refused approve: the cut-over is approved already', 'refused: refused abort: the migration has completed already']);
+    let refused = '';
+    await migrate(plan, {}, async (handle) => {
+      refused = await approveCutover(handle).then(() => 'approved', refusal);
+    });
+    assert.equal(refused, 'refused: refused approve: this migration does not wait for approval (its plan has options.approveCutover off)');
+  });
+
+  it('keeps its search attributes current, so the Web UI\'s list finds it by VI, clouds and state', async () => {
+    let attributes: Record<string, unknown> = {};
+    let listed: string[] = [];
+    const { result, error } = await migrate(plan, {}, async (handle) => {
+      await handle.result();
+      const described = await handle.describe();
+      attributes = Object.fromEntries(Object.entries(SEARCH_ATTRIBUTES).map(([field, key]) => [field, described.typedSearchAttributes.get(key)]));
+      const query = `MigraviVi = "unit" AND MigraviDestination = "cloud-b" AND MigraviState = "completed" AND WorkflowId = "${handle.workflowId}"`;
+      await waitFor('the list to find the migration by its search attributes', async () => {
+        listed = [];
+        for await (const w of env.client.workflow.list({ query })) listed.push(w.workflowId);
+        return listed.length > 0;
+      }, 20_000, 200);
+    });
+    assert.ok(result, String(error));
+    assert.deepEqual(attributes, { vi: 'unit', source: 'cloud-a', destination: 'cloud-b', phase: 'done', state: 'completed' });
+    assert.equal(listed.length, 1);
+    const failed = await migrate(plan, { failAt: 'cloud-b:restore' }, async (handle) => {
+      await handle.result().catch(() => undefined);
+      const described = await handle.describe();
+      attributes = { state: described.typedSearchAttributes.get(SEARCH_ATTRIBUTES.state) };
+    });
+    assert.ok(failed.error);
+    assert.deepEqual(attributes, { state: 'failed' });
   });
 
   it('rolls back without freezing anything when aborted while awaiting approval, bundle and files included', async () => {

@@ -3,7 +3,9 @@
  * progress operators query, and what the report will say. One object, made once by the workflow
  * and passed to every stage; a stage changes only the fields its comment names.
  */
-import { log } from '@temporalio/workflow';
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
+import { log, patched, upsertSearchAttributes } from '@temporalio/workflow';
+import { SEARCH_ATTRIBUTES } from '../../lib/search-attributes';
 import type { CloudActivities, ContainerStep } from '../../activities/cloud-activities';
 import type { MigrationPlan } from '../../lib/plan';
 import type { ArtifactCheck, ArtifactReceipt, ContainerProgress, ContainerReport, GroupReport, MigrationProgress, PhaseTiming, PublicConnection, TransferEndpoint, VolumeReceipt } from '../../lib/types';
@@ -46,6 +48,10 @@ export interface MigrationContext {
   sourcePublicIp: string;
   /** The containers claimed at the source: the plan's, or the VI's as inventory finds them. */
   readonly claim: { migrationId: string; workflowId: string; containers: string[] };
+  /** Its search attributes are kept current (false for a migration started before they were: it replays without them). */
+  readonly searchable: boolean;
+  /** The state and phase its search attributes say now. */
+  readonly published: { state?: string; phase?: string };
 }
 
 export interface RootfsCopy {
@@ -99,7 +105,32 @@ export function createContext(plan: MigrationPlan, workflowId: string): Migratio
     draining: [],
     sourcePublicIp: '',
     claim: { migrationId, workflowId, containers: plan.containers ?? [] },
+    searchable: patched('search-attributes'),
+    published: {},
   };
+}
+
+/** The migration's search attributes (VI, clouds, state, phase), set once at its start. */
+export function announce(ctx: MigrationContext): void {
+  if (!ctx.searchable) return;
+  upsertSearchAttributes([
+    { key: SEARCH_ATTRIBUTES.vi, value: ctx.plan.vi ?? ctx.plan.name },
+    { key: SEARCH_ATTRIBUTES.source, value: ctx.plan.source },
+    { key: SEARCH_ATTRIBUTES.destination, value: ctx.plan.destination },
+  ]);
+  publish(ctx);
+}
+
+/** Brings the search attributes up to the progress: its state and phase, where they changed. */
+export function publish(ctx: MigrationContext): void {
+  if (!ctx.searchable) return;
+  const { state, phase: now } = ctx.progress;
+  const pairs: SearchAttributeUpdatePair[] = [];
+  if (state !== ctx.published.state) pairs.push({ key: SEARCH_ATTRIBUTES.state, value: state });
+  if (now !== ctx.published.phase) pairs.push({ key: SEARCH_ATTRIBUTES.phase, value: now });
+  if (!pairs.length) return;
+  upsertSearchAttributes(pairs);
+  Object.assign(ctx.published, { state, phase: now });
 }
 
 /** An event for the report (and the worker's log). */
@@ -137,6 +168,7 @@ export async function phase<T>(ctx: MigrationContext, name: string, label: strin
     entry.phase = name;
     if (entry.state === 'waiting') entry.state = 'moving';
   }
+  publish(ctx);
   faults.point(`phase:${name}`, ctx.migrationId);
   const begin = Date.now();
   try {

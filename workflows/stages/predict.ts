@@ -6,7 +6,7 @@
 import { ApplicationFailure, condition } from '@temporalio/workflow';
 import type { ContainerStep } from '../../activities/cloud-activities';
 import { predictBlackout, type BlackoutPrediction } from '../../lib/prediction';
-import { note, phase, type Member, type MigrationContext } from './context';
+import { note, phase, publish, type Member, type MigrationContext } from './context';
 
 /** Filler sent through the image stream just before a freeze to measure the link (~70 ms at 1 Gbit/s). */
 const LINK_PROBE_BYTES = 8 << 20;
@@ -51,6 +51,8 @@ export async function awaitApproval(ctx: MigrationContext): Promise<void> {
   if (ctx.operator.approved) return;
   ctx.progress.state = 'awaiting-approval';
   ctx.progress.phase = 'awaiting approval';
+  publish(ctx);
   await condition(() => ctx.operator.approved);
   ctx.progress.state = 'running';
+  publish(ctx);
 }

@@ -9,7 +9,7 @@ import type { ContainerStep } from '../../activities/cloud-activities';
 import { cleanUpAfterRollback } from '../clean-up-after-rollback';
 import type { Compensation, SagaRunner, UndoStep } from '../saga';
 import { on } from './activity-stubs';
-import { markContainers, note, type MigrationContext } from './context';
+import { markContainers, note, publish, type MigrationContext } from './context';
 import { endDrains } from './drain';
 import { describe, neverStarted } from './failures';
 
@@ -20,6 +20,7 @@ export async function rollBack(ctx: MigrationContext, reason: string): Promise<n
   const { progress, saga, report } = ctx;
   progress.state = 'compensating';
   progress.error = reason;
+  publish(ctx);
   log.error('migration failed, rolling back', { reason, compensations: saga.size });
   ctx.leases?.stop(); // from here the leases only run out
   const { undoFailures, handedOff } = await saga.rollBack(sagaRunner(ctx), { rollbackMs: ctx.rollbackMs, budgetLeftMs: () => (ctx.freezeDeadline === undefined ? undefined : ctx.freezeDeadline - Date.now()) });
@@ -29,6 +30,7 @@ export async function rollBack(ctx: MigrationContext, reason: string): Promise<n
   await ctx.src.undo.releaseClaims(ctx.claim).catch((undoErr: unknown) => undoFailures.push(`release the claims: ${describe(undoErr)}`));
   progress.state = 'failed';
   markContainers(ctx, 'moving', 'rolled back');
+  publish(ctx);
   const lines = [`migration ${ctx.plan.name} failed: ${reason}`];
   const where = whereItRuns(ctx);
   lines.push(undoFailures.length ? `rolled back, but some cleanup failed: ${where}\n- ${undoFailures.join('\n- ')}` : `rolled back: ${where}`);
@@ -70,6 +72,7 @@ function sagaRunner(ctx: MigrationContext): SagaRunner {
     describe,
     stage: (what) => {
       ctx.progress.phase = what;
+      publish(ctx);
     },
     note: (event) => note(ctx, event),
   };
@@ -88,6 +91,7 @@ async function awaitFenceProof(ctx: MigrationContext, fence: Compensation, why: 
     progress.state = 'frozen-at-source';
     progress.error = `${what} stays frozen at ${plan.source} with its complete checkpoint image: its copy at ${plan.destination} could not be proven gone (${fence.what}: ${why}). Retrying every ${FENCE_RETRY_SECONDS} s; an operator who made sure nothing of it runs at ${plan.destination} may signal confirmDestinationGone.`;
     progress.phase = `frozen at source: waiting for proof that ${what} is gone from ${plan.destination}`;
+    publish(ctx);
     if (await condition(() => ctx.operator.destinationConfirmedGone, `${FENCE_RETRY_SECONDS} seconds`)) {
       note(ctx, `${what} stayed frozen at ${plan.source} for ${Math.round((Date.now() - frozenSince) / 1000)} s until the operator confirmed its copy at ${plan.destination} was gone (${why})`);
       break;
@@ -101,4 +105,5 @@ async function awaitFenceProof(ctx: MigrationContext, fence: Compensation, why: 
     }
   }
   progress.state = 'compensating';
+  publish(ctx);
 }

@@ -1,0 +1,44 @@
+/** What every `migravi` command shares: the global options, the output (JSON or lines), the Temporal connection. */
+import { Client, Connection } from '@temporalio/client';
+import { InvalidArgumentError, type Command } from 'commander';
+import { UnreachableError } from './exit-codes';
+
+export interface GlobalOptions {
+  temporal: string;
+  namespace: string;
+  json: boolean;
+}
+
+/** What a command prints: one JSON document with --json (its lines then go to stderr), else its lines. */
+export class Output {
+  constructor(private readonly json: boolean) {}
+  line(text: string): void {
+    (this.json ? process.stderr : process.stdout).write(`${text}\n`);
+  }
+  result(value: unknown, lines: () => string[]): void {
+    if (this.json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+    else for (const text of lines()) process.stdout.write(`${text}\n`);
+  }
+}
+
+export async function withClient<T>(opts: GlobalOptions, use: (client: Client) => Promise<T>): Promise<T> {
+  let connection: Connection;
+  try {
+    connection = await Connection.connect({ address: opts.temporal, connectTimeout: '5s' });
+  } catch (err) {
+    throw new UnreachableError(`cannot reach Temporal at ${opts.temporal} (${(err as Error).message}); is it running? (--temporal HOST:PORT or TEMPORAL_ADDRESS)`);
+  }
+  try {
+    return await use(new Client({ connection, namespace: opts.namespace }));
+  } finally {
+    await connection.close();
+  }
+}
+
+export type Globals = (cmd: Command) => GlobalOptions;
+
+export function positive(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${flag}: ${JSON.stringify(value)} is not a positive whole number`);
+  return n;
+}
