@@ -150,13 +150,14 @@ function cloudsCommands(cli: Command, globals: Globals): void {
     .option('--fresh', 'take down what runs under this id first: empty clouds', false)
     .option('--temporal-port <port>', "the Temporal server's port", '7233')
     .option('--ui-port <port>', "its Web UI's port", '8233')
+    .option('--metrics-port <port>', "the orchestrator's Prometheus endpoint (cloud workers': 9464 inside each cloud)", '9464')
     .option('--host-link <cidr>', 'the link between this host and the clouds\' WAN (a /30)', DEFAULT_HOST_LINK)
     .option('--wan-gateway <ip>', "the WAN's router (the clouds get the next addresses)", '203.0.113.1')
-    .action(async (o: { id: string; clouds: string; wanMbit: string; fresh: boolean; temporalPort: string; uiPort: string; hostLink: string; wanGateway: string }, cmd: Command) => {
+    .action(async (o: { id: string; clouds: string; wanMbit: string; fresh: boolean; temporalPort: string; uiPort: string; metricsPort: string; hostLink: string; wanGateway: string }, cmd: Command) => {
       const g = globals(cmd);
       const status = await cloudsUp({
         id: o.id, clouds: o.clouds.split(',').map((c) => c.trim()), wanRateMbit: positive(o.wanMbit, '--wan-mbit'), fresh: o.fresh,
-        temporalPort: positive(o.temporalPort, '--temporal-port'), uiPort: positive(o.uiPort, '--ui-port'), hostLink: o.hostLink, wanGateway: o.wanGateway, log: say(g),
+        temporalPort: positive(o.temporalPort, '--temporal-port'), uiPort: positive(o.uiPort, '--ui-port'), metricsPort: positive(o.metricsPort, '--metrics-port'), hostLink: o.hostLink, wanGateway: o.wanGateway, log: say(g),
       });
       new Output(g.json).result(status, () => statusLines(status));
       if (!status.up) throw new Error(`the clouds of ${o.id} are not all up: see above`);
@@ -183,6 +184,7 @@ function statusLines(s: CloudsStatus): string[] {
   return [
     `clouds of ${s.id}: ${s.up ? 'up' : 'not up'}`,
     ...s.clouds.map((c) => `  ${c.name.padEnd(10)} public ${c.publicIp.padEnd(15)} floating IPs ${c.floatingRange}${c.dns ? `  DNS ${c.dns}` : ''}`),
+    ...(s.metrics ? [`metrics: orchestrator ${s.metrics.orchestrator}; cloud workers: ${Object.values(s.metrics.clouds)[0] ?? ''} (and the other clouds')`] : []),
     ...(s.temporal ? [`Temporal ${s.temporal.address} (${s.temporal.pid ? `pid ${s.temporal.pid}, ` : ''}${run(s.temporal.running)}), Web UI ${s.temporal.ui}`] : []),
     ...(s.supervisor ? [`supervisor pid ${s.supervisor.pid} ${run(s.supervisor.running)}`] : ['no supervisor: migravi clouds up']),
     ...s.processes.map((p) => `  ${p.name.padEnd(22)} ${(p.pid ? `pid ${p.pid}` : '-').padEnd(10)} ${run(p.running).padEnd(11)} restarts ${p.restarts}${p.last ? ` (last: ${p.last})` : ''}  log ${p.log}`),

@@ -64,7 +64,7 @@ function liveTransfer(t: TransferHeartbeat & { activity: string }): LiveTransfer
   };
 }
 
-/** Calls `onUpdate` with the live progress every `pollMs` until the migration ends; returns its report. */
+/** Calls `onUpdate` with the live progress every `pollMs` until the migration ends, and once at its end; returns its report. */
 export async function watchMigration(handle: WorkflowHandle, onUpdate: (p: LiveProgress) => void, pollMs = 500): Promise<MigrationReport> {
   let done = false;
   const poller = (async () => {
@@ -82,6 +82,9 @@ export async function watchMigration(handle: WorkflowHandle, onUpdate: (p: LiveP
   } finally {
     done = true;
     await poller;
+    // The end as the workflow tells it (each container moved or rolled back): a closed workflow still answers queries.
+    const last = await liveProgress(handle).catch(() => undefined);
+    if (last) onUpdate(last);
   }
 }
 

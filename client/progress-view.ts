@@ -47,7 +47,7 @@ function fraction(c: LiveContainer): number {
 
 function status(c: LiveContainer): string {
   const now = c.transfers.map(describeTransfer).join('; ');
-  return `${c.state === 'moving' ? c.phase : c.state}${now ? ` — ${now}` : ''}${c.bytesMoved ? ` (${mib(c.bytesMoved)} MiB done)` : ''}`;
+  return `${c.state === 'moving' ? c.phase : c.state}${now ? ` — ${now}` : ''}${c.bytesMoved ? ` (${mib(c.bytesMoved)} MiB on the link)` : ''}`;
 }
 
 class BarsView implements ProgressView {
@@ -56,7 +56,7 @@ class BarsView implements ProgressView {
   private header?: SingleBar;
 
   constructor(stream: NodeJS.WriteStream) {
-    this.multi = new MultiBar({ stream, format: '{name} |{bar}| {status}', barsize: 24, hideCursor: true, clearOnComplete: false, autopadding: true, fps: 8 });
+    this.multi = new MultiBar({ stream, format: '{name} {bar} {status}', barsize: 24, barCompleteChar: '\u2588', barIncompleteChar: '\u2591', hideCursor: true, clearOnComplete: false, autopadding: true, fps: 8 });
   }
 
   update(live: LiveProgress): void {

@@ -2,7 +2,7 @@
  * A cloud worker: runs the activities of one cloud (task queue "migravi.<cloud>"), next to that
  * cloud's containers. In the embedded testbed it runs inside the cloud's edge namespace and
  * reaches Temporal across the WAN, as an agent in a real cloud would.
- *   node dist/workers/cloud-worker.js --config CLOUD.json [--temporal 203.0.113.1:7233]
+ *   node dist/workers/cloud-worker.js --config CLOUD.json [--temporal 203.0.113.1:7233] [--metrics 0.0.0.0:9464]
  * The configuration names the cloud's provider (`"provider": "local"`): the worker opens the
  * cloud through providers/registry.ts and knows no provider itself.
  */
@@ -13,6 +13,7 @@ import { createCloudActivities } from '../activities/cloud-activities';
 import { startImageReceiver } from '../activities/image-stream';
 import { cloudTaskQueue } from '../lib/plan';
 import { openCloud } from '../providers/registry';
+import { installTelemetry } from './telemetry';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -20,8 +21,11 @@ async function main(): Promise<void> {
       config: { type: 'string' },
       temporal: { type: 'string', default: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' },
       namespace: { type: 'string', default: process.env.TEMPORAL_NAMESPACE ?? 'default' },
+      /** Where its Prometheus endpoint listens (none by default). */
+      metrics: { type: 'string' },
     },
   });
+  installTelemetry({ ...(values.metrics ? { metrics: values.metrics } : {}) });
   if (!values.config) throw new Error('usage: cloud-worker --config CLOUD.json [--temporal HOST:PORT] [--namespace NAME]');
   const cloud = await openCloud(values.config);
   const taskQueue = cloudTaskQueue(cloud.name);

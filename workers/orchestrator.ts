@@ -1,12 +1,13 @@
 /**
  * The orchestrator worker: runs the migration workflows (task queue "migravi"). It holds no cloud
  * credentials and touches no cloud; activities run on the cloud workers.
- *   node dist/workers/orchestrator.js [--temporal 127.0.0.1:7233] [--namespace default]
+ *   node dist/workers/orchestrator.js [--temporal 127.0.0.1:7233] [--namespace default] [--metrics 127.0.0.1:9464]
  */
 import { parseArgs } from 'node:util';
 import { NativeConnection, Worker, type InjectedSinks } from '@temporalio/worker';
 import { faultPoint } from '../lib/faults';
 import type { FaultSinks } from '../workflows/fault-sinks';
+import { installTelemetry } from './telemetry';
 import { cachedWorkflowBundle } from './workflow-bundle';
 import { ORCHESTRATOR_TASK_QUEUE } from '../lib/plan';
 import { ensureSearchAttributes } from '../lib/register-search-attributes';
@@ -16,8 +17,11 @@ async function main(): Promise<void> {
     options: {
       temporal: { type: 'string', default: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' },
       namespace: { type: 'string', default: process.env.TEMPORAL_NAMESPACE ?? 'default' },
+      /** Where its Prometheus endpoint listens (none by default). */
+      metrics: { type: 'string' },
     },
   });
+  installTelemetry({ ...(values.metrics ? { metrics: values.metrics } : {}) });
   const connection = await NativeConnection.connect({ address: values.temporal });
   const added = await ensureSearchAttributes(connection, values.namespace);
   if (added.length) console.log(`added the search attributes ${added.join(', ')} to namespace ${values.namespace}`);

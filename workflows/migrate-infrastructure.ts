@@ -35,6 +35,7 @@ import { drainConnections } from './stages/drain';
 import { joinNetworks, releaseNetworks } from './stages/network';
 import { preflight } from './stages/preflight';
 import { migrationReport } from './stages/report';
+import { countEnded, countStarted } from './stages/metrics';
 import { listenToOperators } from './stages/operators';
 import { rollBack } from './stages/rollback';
 
@@ -46,6 +47,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   const work = new CancellationScope();
   listenToOperators(ctx, work);
   announce(ctx);
+  countStarted(ctx);
   try {
     await work.run(async () => {
       const { inventory, groups } = await takeInventory(ctx);
@@ -62,6 +64,7 @@ export async function migrateInfrastructure(input: unknown): Promise<MigrationRe
   ctx.progress.state = 'completed';
   ctx.progress.phase = 'done';
   publish(ctx);
+  countEnded(ctx, 'completed');
   faults.point('phase:done', ctx.migrationId);
   if (ctx.report.warnings.length) log.warn('migration completed with warnings', { warnings: ctx.report.warnings });
   return migrationReport(ctx);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { criuPath, testbedsDir } from '../../lib/paths';
 import { isAlive, readPidFile, startService, stopPid } from '../../lib/processes';
 import { startTemporalServer, waitForTemporal } from './embedded-stack';
-import { readSupervisorState, type SupervisedProcess } from './supervisor-state';
+import { CLOUD_METRICS_PORT, readSupervisorState, type SupervisedProcess } from './supervisor-state';
 import { DEFAULT_HOST_LINK, readTestbed, registerProcess, SUPERVISOR, testbedDown, testbedUp, unregisterProcess } from './testbed';
 
 export interface CloudsOptions {
@@ -22,6 +22,8 @@ export interface CloudsOptions {
   hostLink?: string;
   temporalPort?: number;
   uiPort?: number;
+  /** The orchestrator's Prometheus endpoint on this host (each cloud worker's is port CLOUD_METRICS_PORT in its cloud's namespace). */
+  metricsPort?: number;
   /** Take down whatever runs under this id and start from empty clouds. */
   fresh?: boolean;
   log?: (line: string) => void;
@@ -32,6 +34,8 @@ export interface CloudsStatus {
   up: boolean;
   clouds: Array<{ name: string; publicIp: string; floatingRange: string; dns?: string }>;
   temporal?: { address: string; ui: string; pid?: number; running: boolean };
+  /** Where to scrape: the orchestrator's endpoint, and how to reach each cloud worker's (inside its namespace). */
+  metrics?: { orchestrator: string; clouds: Record<string, string> };
   supervisor?: { pid: number; running: boolean };
   processes: Array<SupervisedProcess & { running: boolean }>;
   logDir?: string;
@@ -40,11 +44,12 @@ export interface CloudsStatus {
 interface ServiceRecord {
   id: string;
   temporal: { port: number; uiPort: number; dir: string };
+  metricsPort: number;
   supervisorPid: number;
   logDir: string;
 }
 
-const DEFAULTS = { id: 'migravi', clouds: ['cloud-a', 'cloud-b'], wanRateMbit: 1000, wanGateway: '203.0.113.1', hostLink: DEFAULT_HOST_LINK, temporalPort: 7233, uiPort: 8233 };
+const DEFAULTS = { id: 'migravi', clouds: ['cloud-a', 'cloud-b'], wanRateMbit: 1000, wanGateway: '203.0.113.1', hostLink: DEFAULT_HOST_LINK, temporalPort: 7233, uiPort: 8233, metricsPort: 9464 };
 
 const stateDirOf = (id: string) => path.join(testbedsDir, id);
 const serviceFile = (id: string) => path.join(stateDirOf(id), 'service.json');
@@ -84,13 +89,13 @@ export async function cloudsUp(options: CloudsOptions = {}): Promise<CloudsStatu
   await mkdir(logDir, { recursive: true });
   const supervisorPid = await startService({
     name: 'the workers\' supervisor',
-    argv: [process.execPath, path.join(__dirname, 'supervisor.js'), '--state-dir', stateDir, '--temporal-port', String(opts.temporalPort), '--log-dir', logDir],
+    argv: [process.execPath, path.join(__dirname, 'supervisor.js'), '--state-dir', stateDir, '--temporal-port', String(opts.temporalPort), '--metrics-port', String(opts.metricsPort), '--log-dir', logDir],
     logFile: path.join(logDir, 'supervisor.log'),
     readyLine: /supervisor ready/,
     timeoutMs: 180_000,
   });
   await registerProcess(stateDir, SUPERVISOR, supervisorPid);
-  const service: ServiceRecord = { id: opts.id, temporal: { port: opts.temporalPort, uiPort: opts.uiPort, dir: temporalDir }, supervisorPid, logDir };
+  const service: ServiceRecord = { id: opts.id, temporal: { port: opts.temporalPort, uiPort: opts.uiPort, dir: temporalDir }, metricsPort: opts.metricsPort, supervisorPid, logDir };
   await writeFile(serviceFile(opts.id), JSON.stringify(service, null, 2));
   log(`workers up under supervisor pid ${supervisorPid}; logs in ${logDir}`);
   return cloudsStatus(opts.id);
@@ -154,6 +159,9 @@ export async function cloudsStatus(id = DEFAULTS.id): Promise<CloudsStatus> {
     clouds: (record?.clouds ?? []).map((c) => ({ name: c.name, publicIp: c.publicIp, floatingRange: c.floatingRange, ...(c.dns ? { dns: c.dns.server } : {}) })),
     ...(service
       ? { temporal: { address: `127.0.0.1:${service.temporal.port}`, ui: `http://localhost:${service.temporal.uiPort}`, ...(temporalPid ? { pid: temporalPid } : {}), running: !!temporalPid && isAlive(temporalPid) } }
+      : {}),
+    ...(service && record
+      ? { metrics: { orchestrator: `http://127.0.0.1:${service.metricsPort}/metrics`, clouds: Object.fromEntries(record.clouds.map((c) => [c.name, `ip netns exec ${c.netns} curl -s http://127.0.0.1:${CLOUD_METRICS_PORT}/metrics`])) } }
       : {}),
     ...(supervisor ? { supervisor } : {}),
     processes,

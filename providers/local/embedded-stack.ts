@@ -68,12 +68,12 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
 }
 
 /** How the orchestrator worker is started (on the host: it reaches Temporal on the loopback). */
-export function orchestratorArgv(temporalAddress: string): string[] {
-  return [process.execPath, path.join(__dirname, '..', '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress];
+export function orchestratorArgv(temporalAddress: string, metrics?: string): string[] {
+  return [process.execPath, path.join(__dirname, '..', '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress, ...(metrics ? ['--metrics', metrics] : [])];
 }
 
 /** How a cloud's worker is started: inside the cloud's edge namespace, reaching Temporal across the WAN. */
-export function cloudWorkerArgv(record: TestbedRecord, cloud: string, temporalPort: number): string[] {
+export function cloudWorkerArgv(record: TestbedRecord, cloud: string, temporalPort: number, metrics?: string): string[] {
   const config = record.clouds.find((c) => c.name === cloud);
   if (!config) throw new Error(`no cloud ${cloud} in testbed ${record.options.id}`);
   return [
@@ -81,6 +81,7 @@ export function cloudWorkerArgv(record: TestbedRecord, cloud: string, temporalPo
     process.execPath, path.join(__dirname, '..', '..', 'workers', 'cloud-worker.js'),
     '--config', cloudConfigPath(record.options.stateDir, cloud),
     '--temporal', `${record.hostAddress}:${temporalPort}`,
+    ...(metrics ? ['--metrics', metrics] : []),
   ];
 }
 

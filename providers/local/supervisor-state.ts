@@ -31,3 +31,6 @@ export function readSupervisorState(stateDir: string): SupervisorState | undefin
     return undefined;
   }
 }
+
+/** Each cloud worker's Prometheus endpoint, inside its cloud's namespace (one per namespace: the same port everywhere). */
+export const CLOUD_METRICS_PORT = 9464;

@@ -4,14 +4,14 @@
  * that dies — at once after a healthy run (a minute or more), else after a pause that doubles
  * from 1 s to 30 s while it keeps dying — as systemd would. Each worker logs to its own file and has a pid file; what runs is in supervisor.json
  * (read by `migravi clouds status`). SIGTERM stops every worker, then the supervisor.
- *   node dist/providers/local/supervisor.js --state-dir DIR --temporal-port 7233 --log-dir DIR
+ *   node dist/providers/local/supervisor.js --state-dir DIR --temporal-port 7233 --metrics-port 9464 --log-dir DIR
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isAlive, startService, stopPid } from '../../lib/processes';
 import { CLOUD_WORKER_READY, cloudWorkerArgv, ORCHESTRATOR_READY, orchestratorArgv } from './embedded-stack';
-import { supervisorStateFile, type SupervisedProcess, type SupervisorState } from './supervisor-state';
+import { CLOUD_METRICS_PORT, supervisorStateFile, type SupervisedProcess, type SupervisorState } from './supervisor-state';
 import { readTestbed, registerProcess, unregisterProcess, type TestbedRecord } from './testbed';
 
 /** A worker that ran this long before it died is started again at once (it was not crash-looping). */
@@ -26,28 +26,29 @@ interface Worker extends SupervisedProcess {
   backoffMs: number;
 }
 
-function workersOf(record: TestbedRecord, temporalPort: number, logDir: string, pidDir: string): Worker[] {
+function workersOf(record: TestbedRecord, temporalPort: number, metricsPort: number, logDir: string, pidDir: string): Worker[] {
   const worker = (name: string, file: string, argv: string[], ready: RegExp): Worker => ({
     name, argv, ready, restarts: 0, nextStartAt: 0, backoffMs: 0, log: path.join(logDir, `${file}.log`), pidFile: path.join(pidDir, `${file}.pid`),
   });
   return [
-    worker('orchestrator worker', 'orchestrator', orchestratorArgv(`127.0.0.1:${temporalPort}`), ORCHESTRATOR_READY),
-    ...record.clouds.map((c) => worker(`cloud worker ${c.name}`, `worker-${c.name}`, cloudWorkerArgv(record, c.name, temporalPort), CLOUD_WORKER_READY)),
+    worker('orchestrator worker', 'orchestrator', orchestratorArgv(`127.0.0.1:${temporalPort}`, `127.0.0.1:${metricsPort}`), ORCHESTRATOR_READY),
+    ...record.clouds.map((c) => worker(`cloud worker ${c.name}`, `worker-${c.name}`, cloudWorkerArgv(record, c.name, temporalPort, `0.0.0.0:${CLOUD_METRICS_PORT}`), CLOUD_WORKER_READY)),
   ];
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { 'state-dir': { type: 'string' }, 'temporal-port': { type: 'string' }, 'log-dir': { type: 'string' } } });
+  const { values } = parseArgs({ options: { 'state-dir': { type: 'string' }, 'temporal-port': { type: 'string' }, 'metrics-port': { type: 'string' }, 'log-dir': { type: 'string' } } });
   const stateDir = values['state-dir'];
   const logDir = values['log-dir'];
   const temporalPort = Number(values['temporal-port']);
-  if (!stateDir || !logDir || !Number.isInteger(temporalPort)) throw new Error('usage: supervisor --state-dir DIR --temporal-port PORT --log-dir DIR');
+  const metricsPort = Number(values['metrics-port']);
+  if (!stateDir || !logDir || !Number.isInteger(temporalPort) || !Number.isInteger(metricsPort)) throw new Error('usage: supervisor --state-dir DIR --temporal-port PORT --metrics-port PORT --log-dir DIR');
   const record = await readTestbed(stateDir);
   if (!record) throw new Error(`no testbed in ${stateDir}: bring the clouds up first`);
   const pidDir = path.join(stateDir, 'pids');
   mkdirSync(pidDir, { recursive: true });
   mkdirSync(logDir, { recursive: true });
-  const workers = workersOf(record, temporalPort, logDir, pidDir);
+  const workers = workersOf(record, temporalPort, metricsPort, logDir, pidDir);
   const save = () => {
     const state: SupervisorState = { pid: process.pid, temporalPort, processes: workers.map(({ name, pid, restarts, startedAt, log, pidFile, last }) => ({ name, pid, restarts, startedAt, log, pidFile, last })) };
     writeFileSync(supervisorStateFile(stateDir), JSON.stringify(state, null, 2));

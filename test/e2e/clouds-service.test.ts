@@ -32,6 +32,12 @@ const TEMPORAL = '127.0.0.1:7253';
 /** Slow enough that a 64 MiB image takes seconds on the link: the progress is seen mid-copy. */
 const WAN_MBIT = 100;
 const UI = 'http://localhost:8253';
+const METRICS_PORT = 9474;
+
+/** A Prometheus sample's value: NAME{…label="value"…} N (the sum over the series that carry `label`). */
+function sampleSum(text: string, name: string, label?: string): number {
+  return text.split('\n').filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `)).filter((l) => !label || l.includes(label)).reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
 /** Debian's chromium (scripts/setup.sh), headless, without the background traffic this closed network refuses. */
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -62,7 +68,7 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
   });
 
   it('brings up the clouds, Temporal and every worker, each worker inside its own cloud', async () => {
-    const out = await migravi('clouds', 'up', '--id', ID, '--temporal-port', '7253', '--ui-port', '8253', '--host-link', E2E_HOST_LINK, '--wan-gateway', '203.0.113.129', '--wan-mbit', String(WAN_MBIT), '--json');
+    const out = await migravi('clouds', 'up', '--id', ID, '--temporal-port', '7253', '--ui-port', '8253', '--host-link', E2E_HOST_LINK, '--wan-gateway', '203.0.113.129', '--wan-mbit', String(WAN_MBIT), '--metrics-port', String(METRICS_PORT), '--json');
     assert.equal(out.exitCode, 0, out.stderr);
     up = JSON.parse(out.stdout) as CloudsStatus;
     assert.ok(up.up, out.stdout);
@@ -144,6 +150,16 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
     assert.equal(await openLocalCloud(stateDir, 'cloud-b').runtime.status('kv'), 'running');
     assert.equal(await openLocalCloud(stateDir, 'cloud-a').runtime.status('kv'), 'absent');
     cliMigration = workflowId;
+    // The orchestrator's Prometheus endpoint counts it; the cloud workers' export the SDK's activity metrics.
+    const metrics = await (await fetch(`http://127.0.0.1:${METRICS_PORT}/metrics`)).text();
+    assert.equal(sampleSum(metrics, 'migravi_migrations_started', 'vi="tiny"'), 1, metrics.split('\n').filter((l) => l.startsWith('migravi')).join('\n'));
+    assert.equal(sampleSum(metrics, 'migravi_migrations_completed', 'vi="tiny"'), 1);
+    assert.equal(sampleSum(metrics, 'migravi_migrations_rolled_back'), 0);
+    assert.equal(sampleSum(metrics, 'migravi_group_blackout_count', 'vi="tiny"'), 1);
+    assert.equal(sampleSum(metrics, 'migravi_group_blackout_sum', 'vi="tiny"'), report.groups[0]!.frozenMs);
+    assert.ok(sampleSum(metrics, 'migravi_link_bytes', 'vi="tiny"') >= imageAtDestination, 'the link bytes counter is below the image the destination checked');
+    const cloudMetrics = (await run('ip', ['netns', 'exec', `${ID}-cloud-a`, 'curl', '-sf', `http://127.0.0.1:9464/metrics`])).stdout;
+    assert.ok(sampleSum(cloudMetrics, 'temporal_activity_execution_latency_count', 'activity_type="checkpoint"') >= 1, 'cloud-a\'s worker exports no checkpoint activity');
     // Too late to abort: the CLI says the migration refused, and why.
     const abort = await migravi('abort', workflowId, 'too late', '--temporal', TEMPORAL);
     assert.equal(abort.exitCode, 6, abort.stderr);

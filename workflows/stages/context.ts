@@ -136,7 +136,7 @@ export function publish(ctx: MigrationContext): void {
 /** An event for the report (and the worker's log). */
 export function note(ctx: MigrationContext, event: string): void {
   ctx.report.events.push(event);
-  log.info(event);
+  log.info(event, { vi: ctx.plan.vi ?? ctx.plan.name, phase: ctx.progress.phase, ...(ctx.progress.container ? { containers: ctx.progress.container } : {}) });
 }
 
 /** The containers the migration moves, each waiting until its group's first stage. */
@@ -170,6 +170,7 @@ export async function phase<T>(ctx: MigrationContext, name: string, label: strin
   }
   publish(ctx);
   faults.point(`phase:${name}`, ctx.migrationId);
+  log.info(`stage ${name}${label ? ` of ${label}` : ''}`, { vi: ctx.plan.vi ?? ctx.plan.name, phase: name, ...(label ? { containers: label } : {}) });
   const begin = Date.now();
   try {
     return await step();

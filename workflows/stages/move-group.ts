@@ -6,6 +6,7 @@
 import type { ContainerStep } from '../../activities/cloud-activities';
 import type { Inventory } from '../../lib/types';
 import { markContainers, type MigrationContext } from './context';
+import { recordGroup } from './metrics';
 import { cutOverGroup } from './cut-over';
 import { commitCopies } from './leases';
 import { awaitApproval, predictGroup } from './predict';
@@ -32,6 +33,7 @@ export async function moveGroup(ctx: MigrationContext, inventory: Inventory, nam
   ctx.freezeDeadline = undefined;
   ctx.report.containers.push(...group.reports);
   ctx.report.groups.push({ containers: names, frozenMs: group.frozenMs, predicted, linkProbeBytes });
+  recordGroup(ctx, group, group.reports);
   ctx.draining.push(...members.filter((m) => m.connections?.length));
   await releaseGroup(ctx, label, members);
 }

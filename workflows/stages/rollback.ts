@@ -10,6 +10,7 @@ import { cleanUpAfterRollback } from '../clean-up-after-rollback';
 import type { Compensation, SagaRunner, UndoStep } from '../saga';
 import { on } from './activity-stubs';
 import { markContainers, note, publish, type MigrationContext } from './context';
+import { countEnded } from './metrics';
 import { endDrains } from './drain';
 import { describe, neverStarted } from './failures';
 
@@ -31,6 +32,7 @@ export async function rollBack(ctx: MigrationContext, reason: string): Promise<n
   progress.state = 'failed';
   markContainers(ctx, 'moving', 'rolled back');
   publish(ctx);
+  countEnded(ctx, 'rolled_back');
   const lines = [`migration ${ctx.plan.name} failed: ${reason}`];
   const where = whereItRuns(ctx);
   lines.push(undoFailures.length ? `rolled back, but some cleanup failed: ${where}\n- ${undoFailures.join('\n- ')}` : `rolled back: ${where}`);

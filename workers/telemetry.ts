@@ -1,0 +1,19 @@
+/**
+ * What a worker tells the outside: metrics on a Prometheus endpoint (the SDK's own — workflow and
+ * activity task latencies, polls, failures — plus the project's, e.g. migravi_migrations_completed),
+ * and its log as one JSON object per line, carrying what the SDK knows of the call (workflow id =
+ * the migration's, activity, task queue) and what MigraVI adds (VI, phase, container).
+ * Must run before the worker's first connection: the Rust core reads it once.
+ */
+import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
+
+export function installTelemetry(opts: { metrics?: string; level?: LogLevel }): void {
+  const logger = new DefaultLogger(opts.level ?? 'INFO', (entry) => {
+    const line = { time: new Date(Number(entry.timestampNanos / 1_000_000n)).toISOString(), level: entry.level, message: entry.message, ...entry.meta };
+    process.stdout.write(`${JSON.stringify(line)}\n`);
+  });
+  Runtime.install({
+    logger,
+    ...(opts.metrics ? { telemetryOptions: { metrics: { prometheus: { bindAddress: opts.metrics } } } } : {}),
+  });
+}
