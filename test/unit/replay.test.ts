@@ -16,7 +16,7 @@ import { repoRoot } from '../../lib/paths';
 
 const HISTORIES_DIR = path.join(repoRoot, 'test', 'fixtures', 'histories');
 /** The shapes every release must keep replaying. */
-const REQUIRED = ['happy-path', 'rollback-restore-failed', 'rollback-dead-destination', 'clean-up-after-rollback', 'post-copy', 'split-vi'];
+const REQUIRED = ['happy-path', 'rollback-restore-failed', 'rollback-dead-destination', 'clean-up-after-rollback', 'post-copy', 'split-vi', 'evacuation'];
 
 describe('replay: migrations recorded by earlier releases replay under this code', function () {
   this.timeout(120_000);

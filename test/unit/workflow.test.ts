@@ -18,6 +18,7 @@ import { waitFor } from '../../lib/processes';
 import { SEARCH_ATTRIBUTES } from '../../lib/search-attributes';
 import { repoRoot, temporalCliPath } from '../../lib/paths';
 import { cloudTaskQueue, ORCHESTRATOR_TASK_QUEUE } from '../../lib/plan';
+import type { EvacuationReport } from '../../lib/evacuation';
 import type { ArtifactKind, ContainerSpec, Inventory, MigrationProgress, MigrationReport } from '../../lib/types';
 
 const HISTORIES_DIR = path.join(repoRoot, 'test', 'fixtures', 'histories');
@@ -51,6 +52,7 @@ function fakeCloud(cloud: string, calls: string[], opts: FakeOptions = {}): Clou
   const check = (kind: ArtifactKind, verifiedBytes: number) => ({ kind, files: kind === 'rootfs' ? 1 : 2, verifiedBytes, recomputedSha256: 'cd'.repeat(32), verifyMs: 3 });
   const impl: Record<string, (input: unknown) => Promise<unknown>> = {
     inventory: async () => inventory,
+    describeCloud: async () => ({ cloud, networks: [], containers: [] }),
     preflight: async () => ({ cloud, publicIp: cloud === 'cloud-a' ? '203.0.113.11' : '203.0.113.12' }),
     claimContainers: async () => [],
     releaseClaims: async () => undefined,
@@ -143,6 +145,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     operate: (handle: WorkflowHandle, harness: Harness) => Promise<void> = async () => undefined,
     /** Saved as test/fixtures/histories/NAME.json when MIGRAVI_RECORD_HISTORIES is set (test/unit/replay.test.ts replays them). */
     fixture?: string,
+    workflowType = 'migrateInfrastructure',
   ): Promise<{ result?: MigrationReport; error?: Error; calls: string[] }> {
     const calls: string[] = [];
     const runs: Array<Promise<void>> = [];
@@ -165,7 +168,7 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
       },
       startCloud: (cloud) => void startCloud(cloud),
     };
-    const handle = await env.client.workflow.start('migrateInfrastructure', {
+    const handle = await env.client.workflow.start(workflowType, {
       taskQueue: ORCHESTRATOR_TASK_QUEUE,
       workflowId: `test-${Math.random().toString(36).slice(2)}`,
       args: [plan],
@@ -630,6 +633,26 @@ describe('migrateInfrastructure workflow (activities replaced)', function () {
     assert.deepEqual(progress?.containers?.map((c) => c.bytesMoved), [8000, 8000, 0]);
     assert.equal(progress?.containers?.find((c) => c.name === 'kv')?.phase, 'release');
     assert.equal(progress?.containers?.find((c) => c.name === 'db')?.phase, 'restore');
+  });
+
+  it('evacuates a cloud as one child migration per VI, one at a time: a VI that fails is rolled back and reported, the others move, one not hosted is skipped', async () => {
+    const listing = { cloud: 'cloud-a', networks: [], containers: [{ name: 'kv', vi: 'unit', addresses: [], status: 'running' }, { name: 'db', vi: 'shop', addresses: [], status: 'running' }] };
+    // The children run one after the other (concurrency 1), in the order named: shop's restore is the second.
+    const { result, error, calls } = await migrate(
+      { source: 'cloud-a', destination: 'cloud-b', vis: ['unit', 'shop', 'ghost'], concurrency: 1 },
+      { failAt: 'cloud-b:restore#2', overrides: { 'cloud-a:describeCloud': async () => listing } },
+      undefined,
+      'evacuation',
+      'evacuateCloud',
+    );
+    assert.ok(result, String(error));
+    const report = result as unknown as EvacuationReport;
+    assert.deepEqual(report.moved.map((m) => m.vi), ['unit']);
+    assert.deepEqual(report.rolledBack.map((m) => m.vi), ['shop']);
+    assert.match(report.rolledBack[0]!.reason, /rolled back/);
+    assert.deepEqual(report.skipped.map((m) => m.vi), ['ghost']);
+    assert.match(report.rolledBack[0]!.workflowId, /-shop$/);
+    assert.equal(calls.filter((c) => c === 'cloud-a:inventory').length, 2, 'not one migration per VI');
   });
 
   describe('the blackout budget\'s promise for a public VI (a floating IP, a DNS name, a volume, a writable rootfs)', () => {
