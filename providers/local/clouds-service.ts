@@ -65,6 +65,7 @@ async function readService(id: string): Promise<ServiceRecord | undefined> {
 }
 
 export async function cloudsUp(options: CloudsOptions = {}): Promise<CloudsStatus> {
+  if (process.getuid?.() !== 0) throw new Error('the embedded clouds need root (network namespaces, runc, CRIU): run migravi clouds up as root');
   const opts = { ...DEFAULTS, ...options };
   const log = options.log ?? (() => undefined);
   const stateDir = stateDirOf(opts.id);
