@@ -5,7 +5,7 @@
  */
 import { ScheduleOverlapPolicy, type Client, type ScheduleDescription, type WorkflowHandle } from '@temporalio/client';
 import { parseEvacuationPlan, type EvacuationPlan, type EvacuationPlanInput, type EvacuationReport } from '../lib/evacuation';
-import { ORCHESTRATOR_TASK_QUEUE } from '../lib/plan';
+import { MIGRATION_WORKFLOW_TASK_TIMEOUT, ORCHESTRATOR_TASK_QUEUE } from '../lib/plan';
 
 export type EvacuationHandle = WorkflowHandle<(input: unknown) => Promise<EvacuationReport>>;
 
@@ -15,7 +15,7 @@ export function evacuationWorkflowId(plan: EvacuationPlan, now = new Date()): st
 
 export async function startEvacuation(client: Client, input: EvacuationPlanInput, opts: { workflowId?: string } = {}): Promise<EvacuationHandle> {
   const plan = parseEvacuationPlan(input);
-  return client.workflow.start('evacuateCloud', { taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowId: opts.workflowId ?? evacuationWorkflowId(plan), args: [plan] });
+  return client.workflow.start('evacuateCloud', { taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowId: opts.workflowId ?? evacuationWorkflowId(plan), workflowTaskTimeout: MIGRATION_WORKFLOW_TASK_TIMEOUT, args: [plan] });
 }
 
 /** What to do when a schedule's time comes while its previous evacuation still runs. */
@@ -63,7 +63,7 @@ export async function createEvacuationSchedule(client: Client, input: Evacuation
   await client.schedule.create({
     scheduleId: input.scheduleId,
     spec: input.cron ? { cronExpressions: [input.cron] } : { intervals: [{ every: input.every!.replace(/\s+/g, '') as '1h' }] },
-    action: { type: 'startWorkflow', workflowType: 'evacuateCloud', taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowId: `evacuate-${input.scheduleId}`, args: [plan] },
+    action: { type: 'startWorkflow', workflowType: 'evacuateCloud', taskQueue: ORCHESTRATOR_TASK_QUEUE, workflowId: `evacuate-${input.scheduleId}`, workflowTaskTimeout: MIGRATION_WORKFLOW_TASK_TIMEOUT, args: [plan] },
     policies: { overlap: ScheduleOverlapPolicy[(input.overlap ?? 'skip').toUpperCase().replace('-', '_') as keyof typeof ScheduleOverlapPolicy] },
     state: { paused: input.paused ?? false, ...(input.note ? { note: input.note } : {}) },
     memo: { spec: input.cron ? `cron ${input.cron}` : `every ${input.every}` },

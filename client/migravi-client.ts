@@ -3,7 +3,7 @@
  * with the same schema the workflow uses: a bad plan fails before anything is started.
  */
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
-import { ORCHESTRATOR_TASK_QUEUE, parsePlan, type MigrationPlan } from '../lib/plan';
+import { MIGRATION_WORKFLOW_TASK_TIMEOUT, ORCHESTRATOR_TASK_QUEUE, parsePlan, type MigrationPlan } from '../lib/plan';
 import type { CloudListing, MigrationProgress } from '../lib/types';
 import { parseViSpec, type ViSpecInput } from '../lib/vi-spec';
 import type { DeployOutcome, RemoveOutcome } from '../activities/deploy-vi';
@@ -21,6 +21,7 @@ export async function startMigration(client: Client, planInput: unknown, opts: {
   return client.workflow.start('migrateInfrastructure', {
     taskQueue: ORCHESTRATOR_TASK_QUEUE,
     workflowId: opts.workflowId ?? migrationWorkflowId(plan),
+    workflowTaskTimeout: MIGRATION_WORKFLOW_TASK_TIMEOUT,
     args: [plan],
   }) as Promise<MigrationHandle>;
 }

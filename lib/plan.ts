@@ -139,3 +139,11 @@ export function cloudTaskQueue(cloud: string): string {
 }
 
 export const ORCHESTRATOR_TASK_QUEUE = 'migravi';
+
+/**
+ * The workflow-task timeout migrations and evacuations are started with: how long the server waits
+ * for an orchestrator that took a workflow task and died before handing it to another. Inside a
+ * freeze that wait is blackout; Temporal's default is 10 s, a migration's history replays in
+ * milliseconds.
+ */
+export const MIGRATION_WORKFLOW_TASK_TIMEOUT = '5 seconds';

@@ -8,7 +8,7 @@
 import { ApplicationFailure, ChildWorkflowFailure, defineQuery, executeChild, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { CloudActivities } from '../activities/cloud-activities';
 import { EvacuationPlanError, migrationPlanFor, parseEvacuationPlan, type EvacuationPlan, type EvacuationProgress, type EvacuationReport } from '../lib/evacuation';
-import { cloudTaskQueue } from '../lib/plan';
+import { cloudTaskQueue, MIGRATION_WORKFLOW_TASK_TIMEOUT } from '../lib/plan';
 import type { MigrationReport } from '../lib/types';
 import { migrateInfrastructure } from './migrate-infrastructure';
 
@@ -65,6 +65,7 @@ async function moveOne(plan: EvacuationPlan, vi: string, progress: EvacuationPro
   try {
     const result: MigrationReport = await executeChild(migrateInfrastructure, {
       workflowId,
+      workflowTaskTimeout: MIGRATION_WORKFLOW_TASK_TIMEOUT,
       args: [migrationPlanFor(plan, vi)],
       // Cancelling the evacuation asks each running migration for its clean rollback.
       parentClosePolicy: 'REQUEST_CANCEL',

@@ -13,7 +13,7 @@ import { settleAll } from './settle-all';
 
 /**
  * How long a copy lives after the last renewal that may have reached its cloud. Longer than the
- * orchestrator takes to come back after a crash (Temporal's workflow-task timeout, 10 s): a good
+ * orchestrator takes to come back after a crash (the workflow-task timeout: 5 s, 10 s by default): a good
  * copy must outlive that.
  */
 export const LEASE_MS = 15_000;
