@@ -10,7 +10,8 @@ import { DefaultLogger, Runtime, type LogLevel } from '@temporalio/worker';
 export function installTelemetry(opts: { metrics?: string; level?: LogLevel }): void {
   const logger = new DefaultLogger(opts.level ?? 'INFO', (entry) => {
     const line = { time: new Date(Number(entry.timestampNanos / 1_000_000n)).toISOString(), level: entry.level, message: entry.message, ...entry.meta };
-    process.stdout.write(`${JSON.stringify(line)}\n`);
+    // An Error's fields are not enumerable: JSON.stringify would write {} for the failure an activity logs.
+    process.stdout.write(`${JSON.stringify(line, (_key, value: unknown) => (value instanceof Error ? { name: value.name, message: value.message, stack: value.stack } : value))}\n`);
   });
   Runtime.install({
     logger,

