@@ -21,6 +21,7 @@ import { allocateAddresses } from '../lib/vi-spec';
 import { categoryChartSvg } from './category-chart';
 import { Output, positive, withClient, type GlobalOptions, type Globals } from './cli-common';
 import { evacuationCommands } from './evacuation-commands';
+import { openstackCommands } from './openstack-commands';
 import { EXIT, EXIT_CODES_HELP, exitFor } from './exit-codes';
 import { formatReport } from './format-report';
 import { cloudsDown, cloudsStatus, cloudsUp, type CloudsStatus } from '../providers/local/clouds-service';
@@ -43,6 +44,7 @@ function program(): Command {
   viCommands(cli, globals);
   cloudsCommands(cli, globals);
   evacuationCommands(cli, globals);
+  openstackCommands(cli, globals);
   return cli;
 }
 

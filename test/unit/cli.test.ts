@@ -98,8 +98,9 @@ describe('command line', function () {
   it('has --help, listing every command and the exit codes', () => {
     const result = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
-    assert.deepEqual(commandsOf(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove', 'clouds', 'evacuate', 'schedule']);
+    assert.deepEqual(commandsOf(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove', 'clouds', 'evacuate', 'schedule', 'openstack']);
     assert.deepEqual(commandsOf('clouds'), ['up', 'down', 'status']);
+    assert.deepEqual(commandsOf('openstack'), ['up', 'down', 'status']);
     assert.deepEqual(commandsOf('schedule'), ['create', 'list', 'describe', 'pause', 'unpause', 'trigger', 'delete']);
     for (const code of [0, 1, 2, 3, 4, 5, 6]) assert.match(result.stdout, new RegExp(`^ {2}${code} {2}\\S`, 'm'), `exit code ${code} is not explained`);
   });
