@@ -1,7 +1,7 @@
 /**
  * Which code opens a cloud: its configuration names its provider. The cloud worker opens its
- * cloud here and knows no provider by name; a new provider (OpenStack next) is one more entry,
- * with the activities untouched (they see only providers/provider.ts).
+ * cloud here and knows no provider by name; a new provider is one more entry,
+ * with the activities untouched (they see only providers/provider.ts): OpenStack is the second.
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
@@ -17,6 +17,8 @@ import type { Cloud } from './provider';
 const PROVIDERS: Record<string, (config: Record<string, unknown>) => Promise<Cloud>> = {
   // The embedded cloud's configuration is written by its testbed (providers/local/testbed.ts).
   local: async (config) => (await import('./local/local-cloud')).localCloudFrom(config as unknown as LocalCloudConfig),
+  // An OpenStack project, its host's edge written by the testbed (providers/openstack/cloud-config.ts).
+  openstack: async (config) => (await import('./openstack/openstack-cloud')).openStackCloudFrom(config),
 };
 
 const configHead = z.looseObject({

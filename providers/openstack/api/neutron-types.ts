@@ -17,6 +17,7 @@ export interface Network {
   shared: boolean;
   'router:external': boolean;
   port_security_enabled?: boolean;
+  description?: string;
 }
 
 export interface NetworkSpec {
@@ -83,6 +84,7 @@ export interface Port {
   /** 'unbound' until a host binds it; 'binding_failed' when the host's agent could not. */
   'binding:vif_type'?: string;
   'binding:vnic_type'?: string;
+  description?: string;
 }
 
 export interface PortSpec {

@@ -141,6 +141,20 @@ export class NovaClient {
     await pollUntil(`server ${id} to be deleted`, probe, judge, wait, { timeoutMs: 180_000, intervalMs: 1_000 });
   }
 
+  /** The server's metadata (at most 255 characters a key and a value; Nova's quota caps the count). */
+  async serverMetadata(id: string): Promise<Record<string, string>> {
+    return (await this.http.get<{ metadata: Record<string, string> }>(`/servers/${id}/metadata`, { resource: `metadata of server ${id}` })).metadata;
+  }
+
+  /** Sets these keys, leaving the others. */
+  async updateServerMetadata(id: string, metadata: Record<string, string>): Promise<void> {
+    await this.http.post(`/servers/${id}/metadata`, { metadata }, { resource: `metadata of server ${id}`, idempotent: true });
+  }
+
+  deleteServerMetadata(id: string, key: string): Promise<boolean> {
+    return this.http.delete(`/servers/${id}/metadata/${encodeURIComponent(key)}`, { ifExists: true, resource: `metadata key "${key}" of server ${id}` });
+  }
+
   listFlavors(): Promise<Flavor[]> {
     return this.http.listAll<Flavor>('/flavors/detail', 'flavors');
   }
