@@ -6,7 +6,7 @@
  * (read by `migravi clouds status`). SIGTERM stops every worker, then the supervisor.
  *   node dist/providers/local/supervisor.js --state-dir DIR --temporal-port 7233 --metrics-port 9464 --log-dir DIR
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isAlive, startService, stopPid } from '../../lib/processes';
@@ -51,7 +51,10 @@ async function main(): Promise<void> {
   const workers = workersOf(record, temporalPort, metricsPort, logDir, pidDir);
   const save = () => {
     const state: SupervisorState = { pid: process.pid, temporalPort, processes: workers.map(({ name, pid, restarts, startedAt, log, pidFile, last }) => ({ name, pid, restarts, startedAt, log, pidFile, last })) };
-    writeFileSync(supervisorStateFile(stateDir), JSON.stringify(state, null, 2));
+    // Written aside and renamed: `clouds status` reads it at any moment and must never see half a file.
+    const file = supervisorStateFile(stateDir);
+    writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2));
+    renameSync(`${file}.tmp`, file);
   };
   let stopping = false;
   // What the supervisor is doing now (a start may be under way): a stop waits for it, so no worker starts behind it.

@@ -191,10 +191,12 @@ export class OpenStackControlPlane implements ControlPlane {
         port = undefined;
       }
       if (!port) {
-        // Created down (unplugged): the host plugs it when the container runs behind it.
+        // Created down (unplugged): the host plugs it when the container runs behind it. The device
+        // is not the Nova server's own id: Nova deletes the ports of its instances (on a delete, a
+        // reschedule, a failed build), and these belong to the containers, not to the host.
         await this.api.neutron.createPort({
           network_id: network.id, name: portName(container.name, index), fixed_ips: [{ subnet_id: subnet.id, ip_address: iface.ip }],
-          mac_address: iface.mac, admin_state_up: false, device_owner: 'migravi:container', device_id: host,
+          mac_address: iface.mac, admin_state_up: false, device_owner: 'migravi:container', device_id: `migravi-host:${host}`,
           ...(groups.length ? { security_groups: groups } : { port_security_enabled: false }),
         });
       } else if (groups.length && port.security_groups.join() !== groups.join()) {

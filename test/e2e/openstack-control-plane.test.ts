@@ -21,6 +21,7 @@ import { devCloudLayout, PORTS } from '../../providers/openstack/dev-cloud/layou
 import type { Cloud } from '../../providers/provider';
 import { openCloud } from '../../providers/registry';
 import { devOpenStack } from './dev-openstack';
+import { emptyProject } from './openstack-project';
 
 const ID = 'mvos';
 const stateDir = path.join(testbedsDir, ID);
@@ -45,7 +46,6 @@ describe('OpenStack control plane: Neutron and Designate hold the truth, the hos
   let cloud: Cloud;
   let project: string;
   let api: OpenStackConnection;
-  let zoneId: string;
   const zone = `${ID}.cloud-a.example.`;
   const configDir = mkdtempSync(path.join(tmpdir(), 'migravi-os-'));
 
@@ -66,19 +66,14 @@ describe('OpenStack control plane: Neutron and Designate hold the truth, the hos
     writeFileSync(file, JSON.stringify(config));
     cloud = await openCloud(file); // through the registry, as a worker opens it
     api = await connectOpenStack(config.connection);
+    await emptyProject(api, { serverPrefix: HOST_SERVER, zoneSuffix: zone });
     const created = await api.designate.createZone({ name: zone, email: 'ops@cloud-a.example', ttl: 60 });
-    zoneId = created.id;
-    await api.designate.waitForZone(zoneId, { timeoutMs: 120_000 });
+    await api.designate.waitForZone(created.id, { timeoutMs: 120_000 });
   });
 
   after(async () => {
     const quietly = (p: Promise<unknown>) => p.catch((err: unknown) => console.log(`      cleanup: ${(err as Error).message}`));
-    if (api) {
-      await quietly(api.designate.deleteZone(zoneId, { ifExists: true }).then(() => api.designate.waitForZoneDeleted(zoneId)));
-      for (const server of await api.nova.listServers({ name: HOST_SERVER }).catch(() => [])) {
-        await quietly(api.nova.deleteServer(server.id, { ifExists: true }).then(() => api.nova.waitForServerDeleted(server.id)));
-      }
-    }
+    if (api) await quietly(emptyProject(api, { serverPrefix: HOST_SERVER, zoneSuffix: zone }));
     await testbedDown(stateDir, ID);
     rmSync(configDir, { recursive: true, force: true });
   });
