@@ -197,9 +197,11 @@ export async function deployVi(cloud: Cloud, input: ViSpec, progress: (line: str
     progress(`starting ${spec.name} (${spec.args.join(' ')})`);
     await controlPlane.ensurePort(spec);
     await controlPlane.setPortEnabled(spec.name, true);
-    await runtime.run(spec, rootfs);
     const placed = await withFloatingIp(cloud, spec);
+    // Recorded before it runs: a deploy that dies in between is retried as this VI's own (and
+    // converges), where a container running unrecorded would be refused as a stranger's.
     await controlPlane.registerContainer(placed);
+    await runtime.run(spec, rootfs);
     report(placed);
     outcome.started.push(spec.name);
   }

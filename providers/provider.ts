@@ -38,7 +38,7 @@ export interface ControlPlane {
   removePort(containerName: string): Promise<void>;
   /** Plugs the port into its network or unplugs it (OpenStack: admin_state_up); the port stays. */
   setPortEnabled(containerName: string, enabled: boolean): Promise<void>;
-  /** Addresses of the given list already used by ports of this cloud. */
+  /** Addresses used by what is plugged into the network here (containers, other ports); not by the network's own gateway. */
   addressesInUse(network: string): Promise<Array<{ ip: string; mac: string; owner: string }>>;
 
   /** The public addresses this cloud gives out (CIDR). */

@@ -79,7 +79,7 @@ export function cloudWorkerArgv(record: TestbedRecord, cloud: string, temporalPo
   return [
     'nsenter', `--net=/run/netns/${config.netns}`,
     process.execPath, path.join(__dirname, '..', '..', 'workers', 'cloud-worker.js'),
-    '--config', cloudConfigPath(record.options.stateDir, cloud),
+    '--config', record.cloudConfigs?.[cloud] ?? cloudConfigPath(record.options.stateDir, cloud),
     '--temporal', `${record.hostAddress}:${temporalPort}`,
     ...(metrics ? ['--metrics', metrics] : []),
   ];

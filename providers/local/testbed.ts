@@ -46,6 +46,11 @@ export interface TestbedRecord {
   /** Where the clouds reach the host (its end of the host link): the Temporal server's address for workers. */
   hostAddress: string;
   clouds: LocalCloudConfig[];
+  /**
+   * A cloud whose worker opens another configuration than its embedded one (an OpenStack project
+   * whose host is this cloud's edge): the file, by cloud name.
+   */
+  cloudConfigs?: Record<string, string>;
   /** Every long-running process this testbed started, so `down` stops exactly those. */
   processes: Array<{ name: string; pid: number }>;
 }
@@ -72,6 +77,16 @@ export async function registerProcess(stateDir: string, name: string, pid: numbe
   if (!record) throw new Error(`no testbed in ${stateDir}`);
   record.processes.push({ name, pid });
   await writeTestbed(record);
+}
+
+/** Has a cloud's worker open `file` (another provider's configuration) instead of its embedded one. */
+export async function setCloudConfig(stateDir: string, cloud: string, file: string): Promise<TestbedRecord> {
+  const record = await readTestbed(stateDir);
+  if (!record) throw new Error(`no testbed in ${stateDir}`);
+  if (!record.clouds.some((c) => c.name === cloud)) throw new Error(`no cloud ${cloud} in testbed ${record.options.id}`);
+  record.cloudConfigs = { ...record.cloudConfigs, [cloud]: file };
+  await writeTestbed(record);
+  return record;
 }
 
 /** Forgets a process that was stopped, so `down` never signals a PID the system may have reused. */

@@ -22,7 +22,7 @@ export interface OpenStackCloudConfig {
   host: LocalCloudConfig;
 }
 
-const cidr = z.string().refine((v) => parseCidr(v) !== undefined, 'expected an IPv4 CIDR such as 203.0.113.96/27');
+const cidr = z.string().refine((v) => parseCidr(v) !== undefined, 'expected an IPv4 CIDR such as 203.0.113.64/27');
 
 export const openStackCloudSchema = z.strictObject({
   provider: z.literal('openstack'),

@@ -18,6 +18,16 @@ const NETWORK_TAG = 'migravi:';
 const RECORD_PREFIX = 'migravi.';
 const CHUNK = 255;
 const ROUTER = 'migravi-edge';
+/** The metadata writes of this process to each host server, one after the other (see registerContainer). */
+const metadataQueues = new Map<string, Promise<unknown>>();
+function serialised<T>(server: string, write: () => Promise<T>): Promise<T> {
+  const next = (metadataQueues.get(server) ?? Promise.resolve()).catch(() => undefined).then(write);
+  metadataQueues.set(server, next);
+  return next;
+}
+
+/** Ports Neutron makes for a network itself, not for anything plugged into it. */
+const NETWORK_OWNED = new Set(['network:router_interface', 'network:dhcp']);
 
 const portName = (container: string, index: number) => `${container}/eth${index}`;
 const groupName = (container: string, index: number) => `migravi:${container}/eth${index}`;
@@ -92,12 +102,22 @@ export class OpenStackControlPlane implements ControlPlane {
     const server = await this.hostServer();
     const text = JSON.stringify(spec);
     const chunks = Array.from({ length: Math.ceil(text.length / CHUNK) }, (_, i) => text.slice(i * CHUNK, (i + 1) * CHUNK));
-    await this.api.nova.updateServerMetadata(server, Object.fromEntries(chunks.map((c, i) => [`${RECORD_PREFIX}${spec.name}.${i}`, c])));
-    await this.deleteChunks(spec.name, chunks.length);
+    const wanted = Object.fromEntries(chunks.map((c, i) => [`${RECORD_PREFIX}${spec.name}.${i}`, c]));
+    await serialised(server, async () => {
+      // Nova saves an instance's metadata whole: of two updates at once, the second drops the
+      // first's keys. Updates from this process queue up; one from elsewhere is caught by reading back.
+      for (let attempt = 1; ; attempt++) {
+        await this.api.nova.updateServerMetadata(server, wanted);
+        const stored = await this.api.nova.serverMetadata(server);
+        if (Object.entries(wanted).every(([k, v]) => stored[k] === v)) break;
+        if (attempt === 5) throw new Error(`${this.cfg.name}: the record of ${spec.name} does not stay in the metadata of ${this.cfg.hostServer.name} (Nova); another writer keeps replacing it`);
+      }
+      await this.deleteChunks(spec.name, chunks.length);
+    });
   }
 
   async unregisterContainer(name: string): Promise<void> {
-    await this.deleteChunks(name, 0);
+    await serialised(await this.hostServer(), () => this.deleteChunks(name, 0));
   }
 
   /** Removes the record's chunks from `from` on (a shorter record leaves none of the longer one's tail). */
@@ -238,7 +258,9 @@ export class OpenStackControlPlane implements ControlPlane {
   async addressesInUse(network: string): Promise<Array<{ ip: string; mac: string; owner: string }>> {
     const found = await this.neutronNetwork(network);
     if (!found) return [];
-    const ports = await this.api.neutron.listPorts({ network_id: found.id });
+    // The network's own ports (its router's interface, DHCP) use no address of a VI's and go
+    // with the network (removeNetwork): they would otherwise keep it forever.
+    const ports = (await this.api.neutron.listPorts({ network_id: found.id })).filter((p) => !NETWORK_OWNED.has(p.device_owner));
     return ports.flatMap((p) => p.fixed_ips.map((f) => ({ ip: f.ip_address, mac: p.mac_address, owner: p.device_owner === 'migravi:container' ? containerOfPort(p) : p.device_owner || p.id })));
   }
 
@@ -283,9 +305,17 @@ export class OpenStackControlPlane implements ControlPlane {
   }
 
   async releaseFloatingIp(container: string): Promise<void> {
+    // After a migration the port is gone before the drain ends (Neutron then only disassociates
+    // the address, which stays the project's): the edge's NAT still names the address to free.
+    const held = (await this.edge.floatingIps()).filter((f) => f.container === container).map((f) => f.address);
     await this.edge.releaseFloatingIp(container);
-    for (const port of await this.containerPorts(container)) {
-      for (const fip of await this.api.neutron.listFloatingIps({ port_id: port.id })) await this.api.neutron.deleteFloatingIp(fip.id, { ifExists: true });
+    const fips = [
+      ...(await Promise.all(held.map((address) => this.api.neutron.listFloatingIps({ floating_ip_address: address })))).flat(),
+      ...(await Promise.all((await this.containerPorts(container)).map((port) => this.api.neutron.listFloatingIps({ port_id: port.id })))).flat(),
+    ];
+    const own = this.api.session.projectId;
+    for (const fip of new Map(fips.map((f) => [f.id, f])).values()) {
+      if (fip.project_id === own) await this.api.neutron.deleteFloatingIp(fip.id, { ifExists: true });
     }
   }
 

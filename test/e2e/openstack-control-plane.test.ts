@@ -58,7 +58,7 @@ describe('OpenStack control plane: Neutron and Designate hold the truth, the hos
     const config: OpenStackCloudConfig = {
       provider: 'openstack', name: 'os-a',
       connection: { authUrl: creds.authUrl, region: creds.region, auth: { username: user.username, password: user.password, projectName: user.projectName } },
-      externalNetwork: creds.externalNetwork, floatingRange: '203.0.113.96/27',
+      externalNetwork: creds.externalNetwork, floatingRange: creds.floatingRange,
       hostServer: { name: HOST_SERVER, flavor: creds.flavor, image: creds.image },
       host: record.clouds[0]!,
     };

@@ -64,6 +64,15 @@ export class E2eStack {
     ballastMiB: number;
     wanRateMbit?: number;
     vi?: (stateDir: string) => Promise<ViSpecInput>;
+    /** The WAN's gateway (default 203.0.113.129; the development OpenStack's external network is 203.0.113.1/25). */
+    wanGateway?: string;
+    /**
+     * Runs once the testbed is up, before any worker starts (e.g. makes clouds into OpenStack
+     * projects); the workers start from the record it returns.
+     */
+    prepare?: (record: TestbedRecord) => Promise<TestbedRecord>;
+    /** Plugs the client's port into the VI's network at cloud-a, after a `vi` is deployed (default: the embedded cloud's control plane). */
+    plugClient?: (record: TestbedRecord) => Promise<void>;
     /** The client holding its one connection (default: the counter service's, on the private network at cloud-a). */
     client?: (record: TestbedRecord) => Promise<DemoClient>;
   }): Promise<E2eStack> {
@@ -72,11 +81,12 @@ export class E2eStack {
     const tmp = await mkdtemp(path.join(os.tmpdir(), `migravi-${opts.id}-`));
     const faultFile = path.join(tmp, 'faults.json');
     const env = { ...process.env, MIGRAVI_FAULT_FILE: faultFile };
-    const record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: '203.0.113.129', wanPrefixLength: 25, wanRateMbit: opts.wanRateMbit ?? 1000, criuPath, hostLink: E2E_HOST_LINK });
+    let record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: opts.wanGateway ?? '203.0.113.129', wanPrefixLength: 25, wanRateMbit: opts.wanRateMbit ?? 1000, criuPath, hostLink: E2E_HOST_LINK });
     let temporalPid: number | undefined;
     let connection: Connection | undefined;
     let stack: E2eStack;
     try {
+      if (opts.prepare) record = await opts.prepare(record);
       temporalPid = await startTemporalServer(temporalOptions(tmp));
       const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env);
       const workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp, undefined, env);
@@ -85,7 +95,7 @@ export class E2eStack {
         const vi = await opts.vi(stateDir);
         const temporal = new Client({ connection });
         await deployVi(temporal, 'cloud-a', vi);
-        await plugClientPort(record, 'cloud-a');
+        await (opts.plugClient ?? ((r: TestbedRecord) => plugClientPort(r, 'cloud-a')))(record);
       } else {
         await deployDemoVi(record, 'cloud-a', opts.ballastMiB);
       }

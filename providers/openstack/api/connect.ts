@@ -62,7 +62,7 @@ export const openStackConnectionSchema = z.strictObject({
   interface: z.enum(['public', 'internal', 'admin']).default('public'),
   auth: authSchema,
   /** For catalogs whose URLs are not reachable from where the worker runs. */
-  endpointOverride: z.partialRecord(z.enum(['network', 'compute', 'dns']), httpUrl).optional(),
+  endpointOverride: z.partialRecord(z.enum(['network', 'compute', 'dns', 'image']), httpUrl).optional(),
   http: z
     .strictObject({
       timeoutMs: z.number().int().positive().optional(),
@@ -79,7 +79,7 @@ export interface OpenStackConnectionConfig {
   region: string;
   interface?: EndpointInterface;
   auth: OpenStackAuth;
-  endpointOverride?: Partial<Record<'network' | 'compute' | 'dns', string>>;
+  endpointOverride?: Partial<Record<'network' | 'compute' | 'dns' | 'image', string>>;
   http?: HttpOptions;
 }
 

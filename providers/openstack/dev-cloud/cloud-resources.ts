@@ -24,6 +24,8 @@ export interface DevCloudCredentials {
   admin: DevCloudUser;
   clouds: Record<string, DevCloudUser>;
   externalNetwork: string;
+  /** The external network's allocation pool as one CIDR (its floating IPs). */
+  floatingRange: string;
   flavor: string;
   image: string;
   computeHost: string;
@@ -126,7 +128,8 @@ export async function setUpIdentity(l: DevCloudLayout, s: DevCloudSecrets): Prom
 }
 
 /** Once every service runs: the host flavor and image, the external network, the compute host found by the scheduler. */
-export async function setUpCloudResources(l: DevCloudLayout, s: DevCloudSecrets, log: (line: string) => void): Promise<DevCloudCredentials> {
+/** `computeStartedAt`: when the compute service was started (ms since the epoch), for its first heartbeat. */
+export async function setUpCloudResources(l: DevCloudLayout, s: DevCloudSecrets, log: (line: string) => void, opts: { computeStartedAt: number }): Promise<DevCloudCredentials> {
   const admin = new Admin(l, s.admin);
   await admin.login();
   const nova = `http://${l.bind}:${l.ports.nova}/v2.1`;
@@ -145,13 +148,22 @@ export async function setUpCloudResources(l: DevCloudLayout, s: DevCloudSecrets,
   const external = await admin.ensure(`${neutron}/networks`, 'networks', EXTERNAL_NETWORK.name, async () =>
     (await admin.call('POST', `${neutron}/networks`, { network: { name: EXTERNAL_NETWORK.name, 'router:external': true, 'provider:network_type': 'flat', 'provider:physical_network': 'public' } }))['network'] as Json);
   const subnets = (await admin.call('GET', `${neutron}/subnets?network_id=${String(external['id'])}`))['subnets'] as Json[];
+  const pools = [{ start: EXTERNAL_NETWORK.poolStart, end: EXTERNAL_NETWORK.poolEnd }];
   if (!subnets.length) {
-    await admin.call('POST', `${neutron}/subnets`, { subnet: { network_id: external['id'], name: `${EXTERNAL_NETWORK.name}-v4`, ip_version: 4, cidr: EXTERNAL_NETWORK.cidr, gateway_ip: EXTERNAL_NETWORK.gateway, enable_dhcp: false, allocation_pools: [{ start: EXTERNAL_NETWORK.poolStart, end: EXTERNAL_NETWORK.poolEnd }] } });
+    await admin.call('POST', `${neutron}/subnets`, { subnet: { network_id: external['id'], name: `${EXTERNAL_NETWORK.name}-v4`, ip_version: 4, cidr: EXTERNAL_NETWORK.cidr, gateway_ip: EXTERNAL_NETWORK.gateway, enable_dhcp: false, allocation_pools: pools } });
+  } else if (JSON.stringify(subnets[0]!['allocation_pools']) !== JSON.stringify(pools)) {
+    // A database from an older release: its pool moves (addresses in use outside it stay valid).
+    await admin.call('PUT', `${neutron}/subnets/${String(subnets[0]!['id'])}`, { subnet: { allocation_pools: pools } });
   }
   const t = Date.now();
   await waitFor(`Nova's scheduler to find the compute host ${COMPUTE_HOST} (log: ${l.logs}/nova-compute.log)`, async () => {
     const hypervisors = (await admin.call('GET', `${nova}/os-hypervisors`))['hypervisors'] as Json[];
-    return hypervisors.some((h) => h['hypervisor_hostname'] === COMPUTE_HOST && h['state'] === 'up');
+    if (!hypervisors.some((h) => h['hypervisor_hostname'] === COMPUTE_HOST && h['state'] === 'up')) return false;
+    // "up" may be the last heartbeat of a compute service stopped less than a minute ago, which
+    // turns "down" before the new one reports: the scheduler would then find no host. Wait for a
+    // heartbeat of the service started now (Nova's times are UTC without a zone).
+    const services = (await admin.call('GET', `${nova}/os-services?binary=nova-compute&host=${COMPUTE_HOST}`))['services'] as Json[];
+    return services.some((v) => v['state'] === 'up' && Date.parse(`${String(v['updated_at'])}Z`) >= opts.computeStartedAt);
   }, 120_000, 500);
   log(`compute host ${COMPUTE_HOST} found by the scheduler (${Date.now() - t} ms)`);
   const user = (name: string, password: string, projectName: string, projectId: string): DevCloudUser => ({ username: name, password, userDomainName: 'Default', projectName, projectDomainName: 'Default', projectId });
@@ -163,6 +175,7 @@ export async function setUpCloudResources(l: DevCloudLayout, s: DevCloudSecrets,
     admin: user('admin', s.admin, 'admin', idOf('admin')),
     clouds: Object.fromEntries(DEV_PROJECTS.map((p) => [p, user(`${p}-operator`, s.projects[p]!, p, idOf(p))])),
     externalNetwork: EXTERNAL_NETWORK.name,
+    floatingRange: EXTERNAL_NETWORK.floatingRange,
     flavor,
     image: imageName,
     computeHost: COMPUTE_HOST,

@@ -14,7 +14,7 @@ import { writeConfigFiles, type DevCloudSecrets } from './config-files';
 import { daemons, type Daemon, type Readiness } from './daemons';
 import { bootstrapKeystone, ensureDatabases, ensureMysqlDataDir, syncSchemas, updateDesignatePool } from './databases';
 import { setUpCloudResources, setUpIdentity, type DevCloudCredentials } from './cloud-resources';
-import { DEV_PROJECTS, devCloudLayout, SERVICES, type DevCloudLayout } from './layout';
+import { DEV_PROJECTS, devCloudLayout, EXTERNAL_NETWORK, SERVICES, type DevCloudLayout } from './layout';
 
 export interface DevCloudState {
   bind: string;
@@ -109,8 +109,16 @@ export async function devCloudUp(opts: DevCloudOptions = {}): Promise<DevCloudCr
     await Promise.all(daemons(l).map(async (d) => {
       if (!(await answers(d.ready))) throw new Error(`${d.name} runs but does not answer (log: ${path.join(l.logs, `${d.name}.log`)}): migravi openstack down, then up`);
     }));
-    log(`development OpenStack already up: every process runs and answers (${Date.now() - began} ms)`);
-    return JSON.parse(readFileSync(l.cloudsFile, 'utf8')) as DevCloudCredentials;
+    const saved = JSON.parse(readFileSync(l.cloudsFile, 'utf8')) as DevCloudCredentials;
+    if (saved.floatingRange === EXTERNAL_NETWORK.floatingRange) {
+      log(`development OpenStack already up: every process runs and answers (${Date.now() - began} ms)`);
+      return saved;
+    }
+    // Started by an older release: its cloud resources are brought to this one's (idempotent, seconds).
+    const credentials = await setUpCloudResources(l, secrets, log, { computeStartedAt: 0 });
+    writeFileSync(l.cloudsFile, JSON.stringify(credentials, null, 2), { mode: 0o600 });
+    log(`development OpenStack already up; its resources updated (${Date.now() - began} ms)`);
+    return credentials;
   }
   writeConfigFiles(l, secrets);
   let t = Date.now();
@@ -135,7 +143,7 @@ export async function devCloudUp(opts: DevCloudOptions = {}): Promise<DevCloudCr
   step('designate pool written', t);
   await startTier(l, state, 4, log);
   t = Date.now();
-  const credentials = await setUpCloudResources(l, secrets, log);
+  const credentials = await setUpCloudResources(l, secrets, log, { computeStartedAt: began });
   step('flavor, image and external network in place', t);
   writeFileSync(l.cloudsFile, JSON.stringify(credentials, null, 2), { mode: 0o600 });
   log(`development OpenStack up in ${((Date.now() - began) / 1000).toFixed(1)} s; credentials in ${l.cloudsFile}`);

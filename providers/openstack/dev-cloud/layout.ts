@@ -69,10 +69,12 @@ export const DATABASES: Record<string, ServiceName> = {
 export const DEV_PROJECTS = ['cloud-a', 'cloud-b'] as const;
 
 /**
- * The external network floating IPs come from: on the embedded clouds' WAN range, above the
- * floating ranges the embedded testbed gives its clouds (.32–.95), so both kinds can share one WAN.
+ * The external network floating IPs come from. It is a testbed's WAN when that WAN is
+ * 203.0.113.1/25 (the clouds at .11 and up, a two-cloud testbed's own floating IPs at .32–.63,
+ * the outside world at .100): the pool, .64–.95, is clear of all of them, so embedded clouds and
+ * projects can share one WAN.
  */
-export const EXTERNAL_NETWORK = { name: 'public', cidr: '203.0.113.0/25', gateway: '203.0.113.1', poolStart: '203.0.113.96', poolEnd: '203.0.113.126' };
+export const EXTERNAL_NETWORK = { name: 'public', cidr: '203.0.113.0/25', gateway: '203.0.113.1', poolStart: '203.0.113.64', poolEnd: '203.0.113.95', floatingRange: '203.0.113.64/27' };
 
 /** The DNS zone each project is given, served by designate-mdns. */
 export const dnsZoneOf = (project: string) => `${project}.example.`;
