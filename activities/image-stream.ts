@@ -20,6 +20,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile, 
 import net from 'node:net';
 import path from 'node:path';
 import type { Duplex, Readable } from 'node:stream';
+import { isPlainFileName } from '../lib/names';
 import type { ArtifactReceipt, FileDigest, TransferEndpoint, TransferHeartbeat } from '../lib/types';
 import { DigestCounter, manifestDigest, type VerifyResult } from './artifacts';
 import type { Attempt } from './attempt';
@@ -131,7 +132,7 @@ function write(stream: Duplex, data: Buffer | string): Promise<void> {
   });
 }
 
-const plainName = (name: unknown): name is string => typeof name === 'string' && /^[A-Za-z0-9._-]+$/.test(name) && name !== '.' && name !== '..';
+const plainName = isPlainFileName;
 
 async function hashFile(file: string, end: number, hash: Hash): Promise<void> {
   if (end <= 0) return;

@@ -14,6 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
+import { loadDataConverter } from '../lib/temporal-access';
+import { ensureKeyRing } from '../lib/payload-keys';
 import { startMigration } from '../client/migravi-client';
 import { deployVi, removeVi } from '../activities/deploy-vi';
 import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../providers/local/embedded-stack';
@@ -93,6 +95,7 @@ async function startStack(wanMbit: number, logDir: string, withPodman: boolean):
   const stateDir = path.join(testbedsDir, TESTBED_ID);
   await testbedDown(stateDir, TESTBED_ID);
   const record = await testbedUp({ id: TESTBED_ID, stateDir, clouds: [SOURCE, DESTINATION], wanGateway: '203.0.113.1', wanPrefixLength: 25, wanRateMbit: wanMbit, criuPath, hostLink: HOST_LINK }, say);
+  await ensureKeyRing();
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'migravi-bench-'));
   let temporalPid: number | undefined;
   try {
@@ -109,7 +112,7 @@ async function startStack(wanMbit: number, logDir: string, withPodman: boolean):
     const destination = openLocalCloud(stateDir, DESTINATION);
     const wan = await WanMeter.open(record, SOURCE, DESTINATION);
     const podman = withPodman ? await PodmanPeer.open(source, destination, tmp) : undefined;
-    return { record, temporal: new Client({ connection }), connection, temporalPid, source, destination, wan, tmp, ...(podman ? { podman } : {}) };
+    return { record, temporal: new Client({ connection, dataConverter: await loadDataConverter() }), connection, temporalPid, source, destination, wan, tmp, ...(podman ? { podman } : {}) };
   } catch (err) {
     if (withPodman) await PodmanPeer.close([openLocalCloud(stateDir, SOURCE), openLocalCloud(stateDir, DESTINATION)], tmp);
     await testbedDown(stateDir, TESTBED_ID);

@@ -1,11 +1,14 @@
 /** What every `migravi` command shares: the global options, the output (JSON or lines), the Temporal connection. */
 import { Client, Connection } from '@temporalio/client';
 import { InvalidArgumentError, type Command } from 'commander';
+import { loadDataConverter } from '../lib/temporal-access';
 import { UnreachableError } from './exit-codes';
 
 export interface GlobalOptions {
   temporal: string;
   namespace: string;
+  /** The payload key ring (the codec's keys): the same file the workers load. */
+  payloadKeys?: string;
   json: boolean;
 }
 
@@ -22,6 +25,8 @@ export class Output {
 }
 
 export async function withClient<T>(opts: GlobalOptions, use: (client: Client) => Promise<T>): Promise<T> {
+  // The key ring first: a missing or unsafe ring is its own error, not an unreachable server.
+  const dataConverter = await loadDataConverter({ ...(opts.payloadKeys ? { payloadKeys: opts.payloadKeys } : {}) });
   let connection: Connection;
   try {
     connection = await Connection.connect({ address: opts.temporal, connectTimeout: '5s' });
@@ -29,7 +34,7 @@ export async function withClient<T>(opts: GlobalOptions, use: (client: Client) =
     throw new UnreachableError(`cannot reach Temporal at ${opts.temporal} (${(err as Error).message}); is it running? (--temporal HOST:PORT or TEMPORAL_ADDRESS)`);
   }
   try {
-    return await use(new Client({ connection, namespace: opts.namespace }));
+    return await use(new Client({ connection, namespace: opts.namespace, dataConverter }));
   } finally {
     await connection.close();
   }

@@ -22,6 +22,7 @@ import { categoryChartSvg } from './category-chart';
 import { Output, positive, withClient, type GlobalOptions, type Globals } from './cli-common';
 import { evacuationCommands } from './evacuation-commands';
 import { openstackCommands } from './openstack-commands';
+import { securityCommands } from './security-commands';
 import { EXIT, EXIT_CODES_HELP, exitFor } from './exit-codes';
 import { formatReport } from './format-report';
 import { cloudsDown, cloudsStatus, cloudsUp, type CloudsStatus } from '../providers/local/clouds-service';
@@ -34,6 +35,7 @@ function program(): Command {
     .description('Live migration of a running virtual infrastructure between clouds, orchestrated by Temporal.')
     .addOption(new Option('--temporal <host:port>', 'Temporal frontend').env('TEMPORAL_ADDRESS').default('127.0.0.1:7233'))
     .addOption(new Option('--namespace <name>', 'Temporal namespace').env('TEMPORAL_NAMESPACE').default('default'))
+    .addOption(new Option('--payload-keys <file>', 'the payload key ring (encrypts every payload; the workers\' file)').env('MIGRAVI_PAYLOAD_KEYS'))
     .option('--json', 'print one JSON document on stdout (human lines go to stderr)', false)
     .addHelpText('after', `\n${EXIT_CODES_HELP}`)
     .configureHelp({ showGlobalOptions: true })
@@ -45,6 +47,7 @@ function program(): Command {
   cloudsCommands(cli, globals);
   evacuationCommands(cli, globals);
   openstackCommands(cli, globals);
+  securityCommands(cli, globals);
   return cli;
 }
 
@@ -152,14 +155,15 @@ function cloudsCommands(cli: Command, globals: Globals): void {
     .option('--fresh', 'take down what runs under this id first: empty clouds', false)
     .option('--temporal-port <port>', "the Temporal server's port", '7233')
     .option('--ui-port <port>', "its Web UI's port", '8233')
+    .option('--codec-port <port>', "the Web UI's codec endpoint (loopback; decodes the encrypted payloads)", '8234')
     .option('--metrics-port <port>', "the orchestrator's Prometheus endpoint (cloud workers': 9464 inside each cloud)", '9464')
     .option('--host-link <cidr>', 'the link between this host and the clouds\' WAN (a /30)', DEFAULT_HOST_LINK)
     .option('--wan-gateway <ip>', "the WAN's router (the clouds get the next addresses)", '203.0.113.1')
-    .action(async (o: { id: string; clouds: string; wanMbit: string; fresh: boolean; temporalPort: string; uiPort: string; metricsPort: string; hostLink: string; wanGateway: string }, cmd: Command) => {
+    .action(async (o: { id: string; clouds: string; wanMbit: string; fresh: boolean; temporalPort: string; uiPort: string; codecPort: string; metricsPort: string; hostLink: string; wanGateway: string }, cmd: Command) => {
       const g = globals(cmd);
       const status = await cloudsUp({
         id: o.id, clouds: o.clouds.split(',').map((c) => c.trim()), wanRateMbit: positive(o.wanMbit, '--wan-mbit'), fresh: o.fresh,
-        temporalPort: positive(o.temporalPort, '--temporal-port'), uiPort: positive(o.uiPort, '--ui-port'), metricsPort: positive(o.metricsPort, '--metrics-port'), hostLink: o.hostLink, wanGateway: o.wanGateway, log: say(g),
+        temporalPort: positive(o.temporalPort, '--temporal-port'), uiPort: positive(o.uiPort, '--ui-port'), codecPort: positive(o.codecPort, '--codec-port'), metricsPort: positive(o.metricsPort, '--metrics-port'), hostLink: o.hostLink, wanGateway: o.wanGateway, log: say(g),
       });
       new Output(g.json).result(status, () => statusLines(status));
       if (!status.up) throw new Error(`the clouds of ${o.id} are not all up: see above`);

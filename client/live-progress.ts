@@ -6,7 +6,7 @@
  * workflow does, so both are read and joined here.
  */
 import type { WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
+import type { Payload } from '@temporalio/common';
 import type { ArtifactKind, ContainerProgress, MigrationProgress, MigrationReport, TransferHeartbeat } from '../lib/types';
 
 export interface LiveTransfer {
@@ -33,12 +33,20 @@ export interface LiveProgress extends Omit<MigrationProgress, 'containers'> {
 /** Bytes sent so far by the migration's running transfers, as their last heartbeats told the server. */
 export async function runningTransfers(handle: WorkflowHandle): Promise<Array<TransferHeartbeat & { activity: string }>> {
   const description = await handle.describe();
-  return (description.raw.pendingActivities ?? []).flatMap((activity) => {
+  // The raw description holds the heartbeats as the workers sealed them: decoded with the client's own codec.
+  const { payloadCodecs, payloadConverter } = handle.client.options.loadedDataConverter;
+  const decode = async (payload: Payload): Promise<Payload> => {
+    let payloads = [payload];
+    for (const codec of [...payloadCodecs].reverse()) payloads = await codec.decode(payloads);
+    return payloads[0]!;
+  };
+  const transfers = await Promise.all((description.raw.pendingActivities ?? []).map(async (activity) => {
     const payload = activity.heartbeatDetails?.payloads?.[0];
-    const details = payload ? (defaultPayloadConverter.fromPayload(payload) as Partial<TransferHeartbeat> | undefined) : undefined;
+    const details = payload ? (payloadConverter.fromPayload(await decode(payload)) as Partial<TransferHeartbeat> | undefined) : undefined;
     if (typeof details?.bytes !== 'number' || !details.kind) return [];
     return [{ ...details, activity: activity.activityType?.name ?? 'unknown', kind: details.kind, bytes: details.bytes, wireBytes: details.wireBytes ?? details.bytes, done: details.done ?? [] }];
-  });
+  }));
+  return transfers.flat();
 }
 
 /** The migration now: its progress query joined with its running copies' heartbeats. */

@@ -10,6 +10,7 @@ import type { DeployOutcome, RemoveOutcome } from '../activities/deploy-vi';
 import type { migrateInfrastructure, OperatorAnswer } from '../workflows';
 
 export type MigrationHandle = WorkflowHandle<typeof migrateInfrastructure>;
+export { connectClient, type TemporalAccess } from '../lib/temporal-access';
 export { followMigration, liveProgress, runningTransfers, watchMigration, type LiveContainer, type LiveProgress, type LiveTransfer } from './live-progress';
 
 export function migrationWorkflowId(plan: MigrationPlan, now = new Date()): string {

@@ -4,17 +4,10 @@
  * Pure code (zod only) so that it also runs inside Temporal's workflow sandbox.
  */
 import { z } from 'zod';
+import { cloudName, containerName, viName } from './names';
 import { problemsOf } from './schema-problems';
 
-export const viName = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a VI name is 1-32 characters: lowercase letters, digits and "-", starting with a letter');
-
-export const cloudName = z
-  .string()
-  .regex(/^[a-z][a-z0-9-]{0,15}$/, 'a cloud name is 1-16 characters: lowercase letters, digits and "-", starting with a letter');
-
-const containerName = z
-  .string()
-  .regex(/^[a-z][a-z0-9-]{0,11}$/, 'a container name is 1-12 characters: lowercase letters, digits and "-", starting with a letter');
+export { cloudName, viName } from './names';
 
 /** How each migration goes: the plan's `options` (an evacuation passes them to each of its migrations). */
 export const migrationOptionsSchema = z

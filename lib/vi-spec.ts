@@ -6,11 +6,9 @@
  * workflows may validate with it too.
  */
 import { z } from 'zod';
+import { cloudName, containerName, networkName, viName } from './names';
 import { problemsOf } from './schema-problems';
 
-/** Link names are limited to 15 characters: "br-" + network, "v-" + container + suffix. */
-const networkName = z.string().regex(/^[a-z][a-z0-9-]{0,10}$/, 'a network name is 1-11 characters: lowercase letters, digits and "-", starting with a letter');
-const containerName = z.string().regex(/^[a-z][a-z0-9-]{0,11}$/, 'a container name is 1-12 characters: lowercase letters, digits and "-", starting with a letter');
 const absolutePath = z.string().regex(/^\/(?!.*(^|\/)\.\.?(\/|$)).*$/, 'an absolute path without "." or ".." parts');
 const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/, 'an IPv4 address, e.g. 10.0.1.10');
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/([0-9]|[12]\d|3[0-2])$/, 'an IPv4 CIDR, e.g. 10.0.1.0/24');
@@ -92,7 +90,7 @@ const dns = z
     /** e.g. "vi.example." */
     zone: dnsName,
     /** The cloud whose DNS service serves the zone; its worker manages the records, wherever the VI runs. */
-    cloud: z.string().regex(/^[a-z][a-z0-9-]{0,15}$/, 'a cloud name'),
+    cloud: cloudName,
     /** Short, so that clients follow a migration's switch quickly. */
     ttl: z.number().int().min(1).max(86_400).default(5),
     records: z.array(z.object({ name: dnsName, container: containerName }).strict()).min(1, 'a zone without records has nothing to serve'),
@@ -101,7 +99,7 @@ const dns = z
 
 export const viSpecSchema = z
   .object({
-    name: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a VI name is 1-32 characters: lowercase letters, digits and "-", starting with a letter'),
+    name: viName,
     networks: z.array(network).min(1, 'a VI has at least one private network'),
     containers: z.array(container).min(1, 'a VI has at least one container'),
     dns: dns.optional(),

@@ -10,6 +10,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
+import { loadDataConverter } from '../lib/temporal-access';
 import { deployVi, followMigration, startMigration } from '../client/migravi-client';
 import { cloudsDown, cloudsUp } from '../providers/local/clouds-service';
 import { testbedsDir } from '../lib/paths';
@@ -41,7 +42,7 @@ function say(line: string): void {
 async function terminateStaleMigrations(): Promise<void> {
   const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
   try {
-    const temporal = new Client({ connection });
+    const temporal = new Client({ connection, dataConverter: await loadDataConverter() });
     for await (const execution of temporal.workflow.list({ query: `WorkflowType = 'migrateInfrastructure' AND ExecutionStatus = 'Running'` })) {
       await temporal.workflow.getHandle(execution.workflowId, execution.runId).terminate('left open by an interrupted demo run; its clouds were rebuilt');
       say(`terminated ${execution.workflowId}, left open by an interrupted demo run (its clouds no longer exist)`);
@@ -71,7 +72,7 @@ async function main(): Promise<void> {
     say(`workers up: orchestrator on "migravi", cloud-a and cloud-b workers inside their clouds, through the WAN and the host link to ${record.hostAddress}:${TEMPORAL_PORT}`);
 
     const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
-    const temporal = new Client({ connection });
+    const temporal = new Client({ connection, dataConverter: await loadDataConverter() });
     // The VI file, deployed through cloud-a's worker like any user's (the CLI's "deploy" does the same).
     // Volumes under the testbed's directory: each run starts from an empty database, and the teardown removes it.
     const vi = await loadDemoVi({ ballastMiB: Number(values['ballast-mib']), volumeRoot: path.join(stateDir, 'volumes') });

@@ -176,6 +176,10 @@ chmod +x dist/client/cli.js
 ln -sfn "$ROOT/dist/client/cli.js" /usr/local/bin/migravi
 echo "$(command -v migravi) -> $(readlink /usr/local/bin/migravi)"
 
+step "payload key ring (every Temporal payload is encrypted with it)"
+# Kept when it exists: the histories already written need its keys. `migravi keys rotate` adds one.
+migravi keys init
+
 step "demo service binary and container rootfs"
 mkdir -p "$MIGRAVI_DEPS/images"
 gcc -O2 -static -Wall -Werror -o "$MIGRAVI_DEPS/images/kv-server.tmp" demo/kv-server.c || die "gcc failed on demo/kv-server.c"

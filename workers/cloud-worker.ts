@@ -13,6 +13,7 @@ import { createCloudActivities } from '../activities/cloud-activities';
 import { startImageReceiver } from '../activities/image-stream';
 import { cloudTaskQueue } from '../lib/plan';
 import { openCloud } from '../providers/registry';
+import { loadDataConverter } from '../lib/temporal-access';
 import { installTelemetry } from './telemetry';
 
 async function main(): Promise<void> {
@@ -23,16 +24,20 @@ async function main(): Promise<void> {
       namespace: { type: 'string', default: process.env.TEMPORAL_NAMESPACE ?? 'default' },
       /** Where its Prometheus endpoint listens (none by default). */
       metrics: { type: 'string' },
+      /** The payload key ring (default MIGRAVI_PAYLOAD_KEYS, else /var/lib/migravi/keys/payload-keys.json). */
+      'payload-keys': { type: 'string' },
     },
   });
   installTelemetry({ ...(values.metrics ? { metrics: values.metrics } : {}) });
   if (!values.config) throw new Error('usage: cloud-worker --config CLOUD.json [--temporal HOST:PORT] [--namespace NAME]');
   const cloud = await openCloud(values.config);
   const taskQueue = cloudTaskQueue(cloud.name);
+  // Every payload it sends is sealed with the ring's current key (lib/payload-codec.ts).
+  const dataConverter = await loadDataConverter({ ...(values['payload-keys'] ? { payloadKeys: values['payload-keys'] } : {}) });
   const connection = await NativeConnection.connect({ address: values.temporal });
   // A client of its own, to tell whether the migration holding a claim still runs (stale claims expire).
   const clientConnection = await Connection.connect({ address: values.temporal });
-  const client = new Client({ connection: clientConnection, namespace: values.namespace });
+  const client = new Client({ connection: clientConnection, namespace: values.namespace, dataConverter });
   const workflowIsRunning = async (workflowId: string) => {
     try {
       return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
@@ -46,6 +51,7 @@ async function main(): Promise<void> {
   const worker = await Worker.create({
     connection,
     namespace: values.namespace,
+    dataConverter,
     taskQueue,
     activities: createCloudActivities(cloud, { workflowIsRunning }),
     // A group's members are checkpointed and restored at once (its blackout is the slowest

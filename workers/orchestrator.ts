@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { NativeConnection, Worker, type InjectedSinks } from '@temporalio/worker';
 import { faultPoint } from '../lib/faults';
 import type { FaultSinks } from '../workflows/fault-sinks';
+import { loadDataConverter } from '../lib/temporal-access';
 import { installTelemetry } from './telemetry';
 import { cachedWorkflowBundle } from './workflow-bundle';
 import { ORCHESTRATOR_TASK_QUEUE } from '../lib/plan';
@@ -19,15 +20,20 @@ async function main(): Promise<void> {
       namespace: { type: 'string', default: process.env.TEMPORAL_NAMESPACE ?? 'default' },
       /** Where its Prometheus endpoint listens (none by default). */
       metrics: { type: 'string' },
+      /** The payload key ring (default MIGRAVI_PAYLOAD_KEYS, else /var/lib/migravi/keys/payload-keys.json). */
+      'payload-keys': { type: 'string' },
     },
   });
   installTelemetry({ ...(values.metrics ? { metrics: values.metrics } : {}) });
+  // Every payload it sends is sealed with the ring's current key (lib/payload-codec.ts).
+  const dataConverter = await loadDataConverter({ ...(values['payload-keys'] ? { payloadKeys: values['payload-keys'] } : {}) });
   const connection = await NativeConnection.connect({ address: values.temporal });
   const added = await ensureSearchAttributes(connection, values.namespace);
   if (added.length) console.log(`added the search attributes ${added.join(', ')} to namespace ${values.namespace}`);
   const worker = await Worker.create({
     connection,
     namespace: values.namespace,
+    dataConverter,
     taskQueue: ORCHESTRATOR_TASK_QUEUE,
     workflowBundle: await cachedWorkflowBundle(require.resolve('../workflows')),
     // A restarted orchestrator takes over a dead one's workflows within seconds, not 10 s.

@@ -26,7 +26,8 @@ export async function cachedWorkflowBundle(workflowsPath: string): Promise<{ cod
   const cacheDir = path.join(distDir, '.workflow-bundles');
   const codePath = path.join(cacheDir, `${inputsDigest(distDir, path.join(distDir, '..', 'package-lock.json'))}.js`);
   if (existsSync(codePath) && statSync(codePath).size > 0) return { codePath };
-  const { code } = await bundleWorkflowCode({ workflowsPath });
+  // The failure converter runs inside the workflow sandbox: it is bundled with the workflows.
+  const { code } = await bundleWorkflowCode({ workflowsPath, failureConverterPath: require.resolve('../lib/failure-converter') });
   mkdirSync(cacheDir, { recursive: true });
   const tmp = `${codePath}.${process.pid}.tmp`;
   writeFileSync(tmp, code);

@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { criuPath, testbedsDir } from '../../lib/paths';
+import { ensureKeyRing, payloadKeysPath } from '../../lib/payload-keys';
 import { isAlive, readPidFile, startService, stopPid } from '../../lib/processes';
 import { startTemporalServer, waitForTemporal } from './embedded-stack';
 import { CLOUD_METRICS_PORT, readSupervisorState, type SupervisedProcess } from './supervisor-state';
@@ -22,6 +23,8 @@ export interface CloudsOptions {
   hostLink?: string;
   temporalPort?: number;
   uiPort?: number;
+  /** The codec endpoint's port (loopback): the Web UI shows decoded payloads through it. */
+  codecPort?: number;
   /** The orchestrator's Prometheus endpoint on this host (each cloud worker's is port CLOUD_METRICS_PORT in its cloud's namespace). */
   metricsPort?: number;
   /** Take down whatever runs under this id and start from empty clouds. */
@@ -33,7 +36,7 @@ export interface CloudsStatus {
   id: string;
   up: boolean;
   clouds: Array<{ name: string; publicIp: string; floatingRange: string; dns?: string }>;
-  temporal?: { address: string; ui: string; pid?: number; running: boolean };
+  temporal?: { address: string; ui: string; pid?: number; running: boolean; codecEndpoint?: string; codecPid?: number };
   /** Where to scrape: the orchestrator's endpoint, and how to reach each cloud worker's (inside its namespace). */
   metrics?: { orchestrator: string; clouds: Record<string, string> };
   supervisor?: { pid: number; running: boolean };
@@ -43,13 +46,13 @@ export interface CloudsStatus {
 
 interface ServiceRecord {
   id: string;
-  temporal: { port: number; uiPort: number; dir: string };
+  temporal: { port: number; uiPort: number; dir: string; codecPort?: number };
   metricsPort: number;
   supervisorPid: number;
   logDir: string;
 }
 
-const DEFAULTS = { id: 'migravi', clouds: ['cloud-a', 'cloud-b'], wanRateMbit: 1000, wanGateway: '203.0.113.1', hostLink: DEFAULT_HOST_LINK, temporalPort: 7233, uiPort: 8233, metricsPort: 9464 };
+const DEFAULTS = { id: 'migravi', clouds: ['cloud-a', 'cloud-b'], wanRateMbit: 1000, wanGateway: '203.0.113.1', hostLink: DEFAULT_HOST_LINK, temporalPort: 7233, uiPort: 8233, codecPort: 8234, metricsPort: 9464 };
 
 const stateDirOf = (id: string) => path.join(testbedsDir, id);
 const serviceFile = (id: string) => path.join(stateDirOf(id), 'service.json');
@@ -83,8 +86,12 @@ export async function cloudsUp(options: CloudsOptions = {}): Promise<CloudsStatu
     log(`keeping the clouds of ${opts.id} as they are (${record.clouds.map((c) => c.name).join(', ')}), with their VIs`);
   }
   if (!opts.fresh && intact && record) await stopOrphanedWorkers(stateDir, record.processes);
+  // Every payload the workers and clients send is encrypted with this installation's key ring.
+  const keys = await ensureKeyRing();
+  if (keys.created) log(`created the payload key ring ${payloadKeysPath()} (key ${keys.ring.current})`);
   const temporalDir = temporalDirOf(opts.id);
-  await ensureTemporal(opts.temporalPort, opts.uiPort, temporalDir, opts.id === DEFAULTS.id ? 'demo.sqlite' : 'temporal.sqlite', log);
+  await ensureCodecServer(opts.codecPort, opts.uiPort, temporalDir, log);
+  await ensureTemporal(opts.temporalPort, opts.uiPort, temporalDir, opts.id === DEFAULTS.id ? 'demo.sqlite' : 'temporal.sqlite', log, `http://127.0.0.1:${opts.codecPort}`);
   // Logs outlive the clouds, so a failed run can be read after the teardown.
   const logDir = path.join('/var/lib/migravi/logs', `clouds-${opts.id}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`);
   await mkdir(logDir, { recursive: true });
@@ -96,7 +103,7 @@ export async function cloudsUp(options: CloudsOptions = {}): Promise<CloudsStatu
     timeoutMs: 180_000,
   });
   await registerProcess(stateDir, SUPERVISOR, supervisorPid);
-  const service: ServiceRecord = { id: opts.id, temporal: { port: opts.temporalPort, uiPort: opts.uiPort, dir: temporalDir }, metricsPort: opts.metricsPort, supervisorPid, logDir };
+  const service: ServiceRecord = { id: opts.id, temporal: { port: opts.temporalPort, uiPort: opts.uiPort, dir: temporalDir, codecPort: opts.codecPort }, metricsPort: opts.metricsPort, supervisorPid, logDir };
   await writeFile(serviceFile(opts.id), JSON.stringify(service, null, 2));
   log(`workers up under supervisor pid ${supervisorPid}; logs in ${logDir}`);
   return cloudsStatus(opts.id);
@@ -111,7 +118,24 @@ async function stopOrphanedWorkers(stateDir: string, processes: Array<{ name: st
 }
 
 /** Reuses this id's Temporal server if it still runs (its Web UI keeps earlier runs), else starts it. */
-async function ensureTemporal(port: number, uiPort: number, dir: string, dbName: string, log: (line: string) => void): Promise<void> {
+/** The Web UI's codec endpoint (loopback only: whoever reaches it can decrypt), kept running like the server. */
+async function ensureCodecServer(port: number, uiPort: number, dir: string, log: (line: string) => void): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const pidFile = path.join(dir, 'codec-server.pid');
+  const pid = await readPidFile(pidFile);
+  if (pid && isAlive(pid)) return;
+  const cli = path.join(__dirname, '..', '..', 'client', 'cli.js');
+  const started = await startService({
+    name: 'codec server',
+    argv: [process.execPath, cli, 'codec-server', '--port', String(port), '--ui-origin', `http://localhost:${uiPort}`, `http://127.0.0.1:${uiPort}`],
+    logFile: path.join(dir, 'codec-server.log'),
+    readyLine: /codec server ready/,
+  });
+  await writeFile(pidFile, String(started));
+  log(`codec server started (pid ${started}) on http://127.0.0.1:${port}: the Web UI shows decoded payloads`);
+}
+
+async function ensureTemporal(port: number, uiPort: number, dir: string, dbName: string, log: (line: string) => void, codecEndpoint?: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   const pidFile = path.join(dir, 'server.pid');
   const pid = await readPidFile(pidFile);
@@ -120,7 +144,7 @@ async function ensureTemporal(port: number, uiPort: number, dir: string, dbName:
     log(`Temporal server already running (pid ${pid})`);
     return;
   }
-  const started = await startTemporalServer({ port, uiPort, dbFile: path.join(dir, dbName), logFile: path.join(dir, 'server.log') });
+  const started = await startTemporalServer({ port, uiPort, dbFile: path.join(dir, dbName), logFile: path.join(dir, 'server.log'), ...(codecEndpoint ? { codecEndpoint } : {}) });
   await writeFile(pidFile, String(started));
   log(`Temporal dev server started (pid ${started}) on 127.0.0.1:${port}, Web UI http://localhost:${uiPort}, SQLite in ${dir}`);
 }
@@ -144,6 +168,12 @@ export async function cloudsDown(options: { id?: string; keepTemporal?: boolean;
     log(`Temporal server stopped (pid ${pid}); its history stays in ${temporalDir}`);
   }
   await rm(path.join(temporalDir, 'server.pid'), { force: true });
+  const codecPid = await readPidFile(path.join(temporalDir, 'codec-server.pid'));
+  if (codecPid && isAlive(codecPid)) {
+    await stopPid(codecPid);
+    log(`codec server stopped (pid ${codecPid})`);
+  }
+  await rm(path.join(temporalDir, 'codec-server.pid'), { force: true });
 }
 
 export async function cloudsStatus(id = DEFAULTS.id): Promise<CloudsStatus> {
@@ -152,6 +182,7 @@ export async function cloudsStatus(id = DEFAULTS.id): Promise<CloudsStatus> {
   const service = await readService(id);
   const supervised = readSupervisorState(stateDir);
   const temporalPid = service ? await readPidFile(path.join(service.temporal.dir, 'server.pid')) : undefined;
+  const codecPid = service ? await readPidFile(path.join(service.temporal.dir, 'codec-server.pid')) : undefined;
   const supervisor = service ? { pid: service.supervisorPid, running: isAlive(service.supervisorPid) } : undefined;
   const processes = (supervised?.processes ?? []).map((p) => ({ ...p, running: p.pid !== undefined && isAlive(p.pid) }));
   return {
@@ -159,7 +190,7 @@ export async function cloudsStatus(id = DEFAULTS.id): Promise<CloudsStatus> {
     up: !!record && !!supervisor?.running && processes.length > 0 && processes.every((p) => p.running),
     clouds: (record?.clouds ?? []).map((c) => ({ name: c.name, publicIp: c.publicIp, floatingRange: c.floatingRange, ...(c.dns ? { dns: c.dns.server } : {}) })),
     ...(service
-      ? { temporal: { address: `127.0.0.1:${service.temporal.port}`, ui: `http://localhost:${service.temporal.uiPort}`, ...(temporalPid ? { pid: temporalPid } : {}), running: !!temporalPid && isAlive(temporalPid) } }
+      ? { temporal: { address: `127.0.0.1:${service.temporal.port}`, ui: `http://localhost:${service.temporal.uiPort}`, ...(temporalPid ? { pid: temporalPid } : {}), running: !!temporalPid && isAlive(temporalPid), ...(service.temporal.codecPort ? { codecEndpoint: `http://127.0.0.1:${service.temporal.codecPort}` } : {}), ...(codecPid ? { codecPid } : {}) } }
       : {}),
     ...(service && record
       ? { metrics: { orchestrator: `http://127.0.0.1:${service.metricsPort}/metrics`, clouds: Object.fromEntries(record.clouds.map((c) => [c.name, `ip netns exec ${c.netns} curl -s http://127.0.0.1:${CLOUD_METRICS_PORT}/metrics`])) } }

@@ -18,6 +18,8 @@ export interface TemporalServerOptions {
   logFile: string;
   /** Without the Web UI (tests). */
   headless?: boolean;
+  /** The codec endpoint the Web UI decodes payloads through (client/codec-server.ts). */
+  codecEndpoint?: string;
 }
 
 /** Waits until a Temporal frontend answers at `address`. */
@@ -61,6 +63,7 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
     // What the Web UI's list filters migrations by (VI, clouds, phase, state).
     ...searchAttributeFlags(),
     ...(opts.headless ? ['--headless'] : []),
+    ...(opts.codecEndpoint && !opts.headless ? ['--ui-codec-endpoint', opts.codecEndpoint] : []),
   ];
   const pid = await startService({ name: 'Temporal dev server', argv, logFile: opts.logFile });
   await waitForTemporal(`127.0.0.1:${opts.port}`);

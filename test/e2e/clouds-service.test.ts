@@ -13,6 +13,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { loadDataConverter } from '../../lib/temporal-access';
 import { chromium } from 'playwright-core';
 import YAML from 'yaml';
 import { liveProgress, type LiveProgress } from '../../client/migravi-client';
@@ -68,7 +69,7 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
   });
 
   it('brings up the clouds, Temporal and every worker, each worker inside its own cloud', async () => {
-    const out = await migravi('clouds', 'up', '--id', ID, '--temporal-port', '7253', '--ui-port', '8253', '--host-link', E2E_HOST_LINK, '--wan-gateway', '203.0.113.129', '--wan-mbit', String(WAN_MBIT), '--metrics-port', String(METRICS_PORT), '--json');
+    const out = await migravi('clouds', 'up', '--id', ID, '--temporal-port', '7253', '--ui-port', '8253', '--codec-port', '8254', '--host-link', E2E_HOST_LINK, '--wan-gateway', '203.0.113.129', '--wan-mbit', String(WAN_MBIT), '--metrics-port', String(METRICS_PORT), '--json');
     assert.equal(out.exitCode, 0, out.stderr);
     up = JSON.parse(out.stdout) as CloudsStatus;
     assert.ok(up.up, out.stdout);
@@ -83,6 +84,8 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
       assert.equal(netnsOfPid(worker.pid!), netnsInode(`${ID}-${cloud}`), `the worker of ${cloud} does not run in its cloud's namespace`);
     }
     assert.ok(up.temporal?.running && isAlive(up.temporal.pid!), 'the Temporal server does not run');
+    assert.equal(up.temporal.codecEndpoint, 'http://127.0.0.1:8254');
+    assert.ok(isAlive(up.temporal.codecPid!), 'the codec server does not run');
     const again = await migravi('clouds', 'up', '--id', ID, '--json');
     assert.equal(again.exitCode, 0, again.stderr);
     assert.equal((JSON.parse(again.stdout) as CloudsStatus).supervisor?.pid, up.supervisor?.pid, 'a second up started another supervisor');
@@ -116,7 +119,7 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
     const connection = await Connection.connect({ address: TEMPORAL });
     const samples: LiveProgress[] = [];
     try {
-      const handle = new Client({ connection }).workflow.getHandle(workflowId);
+      const handle = new Client({ connection, dataConverter: await loadDataConverter() }).workflow.getHandle(workflowId);
       while (!ended) {
         const sample = await liveProgress(handle).catch(() => undefined); // before its first task: no answer yet
         if (sample) samples.push(sample);
@@ -167,7 +170,7 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
     assert.match(abort.stderr, /refused abort: the migration has completed already/);
   });
 
-  it("starts a migration from the Web UI's Start Workflow form, and finds it in the workflow list by its search attributes", async () => {
+  it("starts a migration from the Web UI's Start Workflow form, finds it in the workflow list by its search attributes, and shows its report decoded through the codec endpoint", async () => {
     const workflowId = `migrate-tiny-ui-${Date.now()}`;
     const plan = { name: 'tiny-back', vi: 'tiny', source: 'cloud-b', destination: 'cloud-a' };
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -183,7 +186,7 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
       await page.keyboard.insertText(JSON.stringify(plan));
       await page.click('h1'); // leaves the editor: the form takes the input
       await page.click('[data-testid=start-workflow-button]');
-      const handle = new Client({ connection }).workflow.getHandle(workflowId);
+      const handle = new Client({ connection, dataConverter: await loadDataConverter() }).workflow.getHandle(workflowId);
       await waitFor('the form to start the migration', () => handle.describe().then(() => true, () => false), 30_000, 200);
       await handle.result();
       const stateDir = path.join(testbedsDir, ID);
@@ -198,6 +201,16 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
       let rows: string[] = [];
       await waitFor('the Web UI to list the migration under its search attributes', async () => (rows = await rowsFor()).includes(workflowId), 30_000, 500);
       assert.deepEqual(rows, [workflowId], `listed: ${rows.join(', ')} (the CLI's migration ${cliMigration} left cloud-a)`);
+      // Its report is stored encrypted; the Web UI shows it decoded, through the codec endpoint `clouds up` runs.
+      const raw = await connection.workflowService.getWorkflowExecutionHistory({ namespace: 'default', execution: { workflowId } });
+      const result = raw.history?.events?.find((e) => e.workflowExecutionCompletedEventAttributes)?.workflowExecutionCompletedEventAttributes?.result?.payloads?.[0];
+      assert.equal(Buffer.from(result?.metadata?.encoding ?? []).toString(), 'binary/encrypted');
+      assert.ok(!Buffer.from(result?.data ?? []).includes('wallMs'), 'the stored report is readable');
+      await page.goto(`${UI}/namespaces/default/workflows/${workflowId}`, { waitUntil: 'networkidle' });
+      // The report's first lines, in the page's Result card as a person sees them.
+      await waitFor('the Web UI to show the decoded report', async () => /"plan": "tiny-back",\s*"source": "cloud-b",\s*"destination": "cloud-a",\s*"startedAt": \d+,\s*"wallMs": \d+/.test(await page.locator('body').innerText()), 30_000, 500).catch(async (err: unknown) => {
+        throw new Error(`${(err as Error).message}; the page says:\n${(await page.locator('body').innerText()).slice(0, 3000)}`);
+      });
     } finally {
       await browser.close();
       await connection.close();
@@ -232,7 +245,7 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
     const connection = await Connection.connect({ address: TEMPORAL });
     let report: EvacuationReport;
     try {
-      const handle = new Client({ connection }).workflow.getHandle(started);
+      const handle = new Client({ connection, dataConverter: await loadDataConverter() }).workflow.getHandle(started);
       await waitFor('a migration of the evacuation to run', async () => ((await handle.query<EvacuationProgress>('progress').catch(() => undefined))?.moving.length ?? 0) > 0, 60_000, 100);
       const orchestrator = (await status()).processes.find((p) => p.name === 'orchestrator worker')!;
       process.kill(orchestrator.pid!, 'SIGKILL'); // started by this test's service; the supervisor starts another
@@ -288,7 +301,7 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
     const last = await status();
     const down = await migravi('clouds', 'down', '--id', ID);
     assert.equal(down.exitCode, 0, down.stderr);
-    for (const pid of [...seen, last.supervisor!.pid, last.temporal!.pid!]) assert.ok(!isAlive(pid), `pid ${pid} still runs`);
+    for (const pid of [...seen, last.supervisor!.pid, last.temporal!.pid!, last.temporal!.codecPid!]) assert.ok(!isAlive(pid), `pid ${pid} still runs`);
     const namespaces = (await run('ip', ['netns', 'list'])).stdout;
     assert.doesNotMatch(namespaces, new RegExp(`^${ID}-`, 'm'));
     assert.ok(!existsSync(path.join(testbedsDir, ID, 'service.json')));

@@ -11,6 +11,10 @@ import { mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
+import { ensureKeyRing } from '../../lib/payload-keys';
+import { loadDataConverter } from '../../lib/temporal-access';
 import type { ClientStatus } from '../../demo/client';
 import { KV_IP, KV_PORT } from '../../demo/demo-vi';
 import { deployVi } from '../../client/migravi-client';
@@ -47,10 +51,10 @@ export class E2eStack {
     readonly tmp: string,
     private temporalPid: number,
     readonly faultFile: string,
-    parts: { connection: Connection; client: DemoClient; pids: Record<Role, number> },
+    parts: { connection: Connection; dataConverter: DataConverter; client: DemoClient; pids: Record<Role, number> },
   ) {
     this.connection = parts.connection;
-    this.temporal = new Client({ connection: parts.connection });
+    this.temporal = new Client({ connection: parts.connection, dataConverter: parts.dataConverter });
     this.client = parts.client;
     this.pids = parts.pids;
   }
@@ -78,6 +82,7 @@ export class E2eStack {
   }): Promise<E2eStack> {
     const stateDir = path.join(testbedsDir, opts.id);
     await testbedDown(stateDir, opts.id); // leftovers of an interrupted run
+    await ensureKeyRing(); // the installation's payload keys (set-up makes them once)
     const tmp = await mkdtemp(path.join(os.tmpdir(), `migravi-${opts.id}-`));
     const faultFile = path.join(tmp, 'faults.json');
     const env = { ...process.env, MIGRAVI_FAULT_FILE: faultFile };
@@ -91,9 +96,10 @@ export class E2eStack {
       const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env);
       const workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp, undefined, env);
       connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
+      const dataConverter = await loadDataConverter();
       if (opts.vi) {
         const vi = await opts.vi(stateDir);
-        const temporal = new Client({ connection });
+        const temporal = new Client({ connection, dataConverter });
         await deployVi(temporal, 'cloud-a', vi);
         await (opts.plugClient ?? ((r: TestbedRecord) => plugClientPort(r, 'cloud-a')))(record);
       } else {
@@ -102,6 +108,7 @@ export class E2eStack {
       const client = await (opts.client ?? ((r: TestbedRecord) => startDemoClient(r, 'cloud-a')))(record);
       stack = new E2eStack(record, tmp, temporalPid, faultFile, {
         connection,
+        dataConverter,
         client,
         pids: { orchestrator, 'cloud-a': workers['cloud-a']!, 'cloud-b': workers['cloud-b']! },
       });
@@ -116,6 +123,21 @@ export class E2eStack {
     }
     stack.supervisor = setInterval(() => stack.supervise(), 200);
     return stack;
+  }
+
+  /**
+   * A workflow's history as the server stores and serves it, read without any codec: what
+   * anyone with Temporal's database or the gRPC port sees.
+   */
+  async rawHistory(workflowId: string): Promise<Buffer> {
+    const events: temporal.api.history.v1.IHistoryEvent[] = [];
+    let nextPageToken: Uint8Array | undefined;
+    do {
+      const page = await this.connection.workflowService.getWorkflowExecutionHistory({ namespace: 'default', execution: { workflowId }, ...(nextPageToken ? { nextPageToken } : {}) });
+      events.push(...(page.history?.events ?? []));
+      nextPageToken = page.nextPageToken?.length ? page.nextPageToken : undefined;
+    } while (nextPageToken);
+    return Buffer.from(temporal.api.history.v1.History.encode({ events }).finish());
   }
 
   get stateDir(): string {
