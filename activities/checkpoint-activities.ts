@@ -45,7 +45,7 @@ async function checkpoint(here: CloudContext, input: CheckpointInput, attempt: A
   if (postCopy) return { ...result, ...(await sendForPostCopy(here, input, postCopy, attempt, !recorded)) };
   if (!stream) return result;
   // The dump was done by an earlier attempt: its stream resumes where the destination's copy ends.
-  const sent = await (dumped?.streaming ?? streamImage({ dir: imageDir, endpoint: stream, privateKeyPath: here.cloud.transferKeyPath, attempt }));
+  const sent = await (dumped?.streaming ?? streamImage({ dir: imageDir, endpoint: stream, privateKeyPath: here.cloud.transferKeyFor(stream.cloud), attempt }));
   return { ...result, sent };
 }
 
@@ -92,7 +92,7 @@ async function dump(here: CloudContext, input: CheckpointInput, attempt: Attempt
   });
   let streaming: Promise<ArtifactReceipt> | undefined;
   if (how.stream) {
-    streaming = streamImage({ dir: imageDir, endpoint: how.stream, privateKeyPath: here.cloud.transferKeyPath, attempt, restart: true, dumping });
+    streaming = streamImage({ dir: imageDir, endpoint: how.stream, privateKeyPath: here.cloud.transferKeyFor(how.stream.cloud), attempt, restart: true, dumping });
     streaming.catch(() => undefined); // awaited by the caller; a broken stream must not go unhandled meanwhile
   }
   try {
@@ -121,7 +121,7 @@ async function sendForPostCopy(here: CloudContext, step: ContainerStep, endpoint
   const sentDir = await here.heldDumpDir(step);
   const steps = stepTimes();
   const { lazyBytes, eagerBytes } = await runtime.heldDumpBytes(sentDir);
-  const own = here.controlPlane.transferEndpoint(imageDir);
+  const own = here.controlPlane.transferEndpoint(imageDir, endpoint.cloud); // the destination logs in as its own account to reach the page servers
   const serve = async (port: number) => {
     if ((await runtime.heldDumpState(name, sentDir)) === 'holding') {
       // Fault point "post-copy:writing-image": tests kill the worker while it writes the durable image.
@@ -139,7 +139,7 @@ async function sendForPostCopy(here: CloudContext, step: ContainerStep, endpoint
     return port;
   };
   const [sent, port] = await Promise.all([
-    streamImage({ dir: sentDir, endpoint, privateKeyPath: here.cloud.transferKeyPath, attempt, restart: newDump }),
+    streamImage({ dir: sentDir, endpoint, privateKeyPath: here.cloud.transferKeyFor(endpoint.cloud), attempt, restart: newDump }),
     here.pageServerPort(step, own).then(serve),
   ]);
   steps.mark('sent, page server up');

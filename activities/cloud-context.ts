@@ -4,7 +4,7 @@
  * (an image directory made ready, a lease armed, a page-server port given out).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, readlink, realpath, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, readlink, realpath, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { ContainerSpec, TransferEndpoint } from '../lib/types';
@@ -70,8 +70,22 @@ export class CloudContext {
     return container.volumes?.length ? { ...container, volumes: container.volumes.map((v, i) => ({ ...v, source: path.join(this.cloud.volumesDir, container.name, String(i)) })) } : container;
   }
 
-  /** Drops a container's migration files (an image kept in memory too), and the migration's directory once it is empty. */
+  /** Points the container's incoming directory at `inbox` (a peer's, outside the work directory). */
+  async linkIncoming(step: ContainerStep, inbox: string): Promise<void> {
+    const dir = this.incomingDir(step);
+    if ((await readlink(dir).catch(() => undefined)) === inbox) return;
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(path.dirname(dir), { recursive: true });
+    await symlink(inbox, dir);
+  }
+
+  /** Drops a container's migration files (an image kept in memory too; what a peer pushed into its inbox), and the migration's directory once it is empty. */
   async removeStepFiles(step: ContainerStep): Promise<void> {
+    const inbox = await readlink(this.incomingDir(step)).catch(() => undefined);
+    if (inbox) {
+      await rm(inbox, { recursive: true, force: true });
+      await rmdir(path.dirname(inbox)).catch(() => undefined); // the migration's, once its last container's is gone
+    }
     const inMemory = await readlink(this.checkpointDir(step)).catch(() => undefined);
     if (inMemory) {
       for (const dir of imageDirsInMemory(inMemory)) await rm(dir, { recursive: true, force: true });
@@ -102,6 +116,7 @@ export class CloudContext {
       if (await this.imageFitsInMemory(bytes)) {
         const inMemory = path.join(this.cloud.memoryDir, step.migrationId, step.container.name);
         await rm(inMemory, { recursive: true, force: true });
+        await ownerOnlyDir(this.cloud.memoryDir); // a testbed's teardown may have removed it since the worker started
         await mkdir(inMemory, { recursive: true });
         await mkdir(path.dirname(imageDir), { recursive: true });
         await symlink(inMemory, imageDir);
@@ -171,6 +186,23 @@ export class CloudContext {
 }
 
 /** An image kept in memory, with the held dump beside it (see heldDumpDir) and that dump's CRIU work files. */
+/** Creates `dir` if needed and makes it its owner's only (0700): nobody else may list or enter it. */
+async function ownerOnlyDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+}
+
+/**
+ * Checkpoint images (a process's whole memory: its keys too), root filesystem and volume copies
+ * in transit, and post-copy images in memory all live under the cloud's work and memory
+ * directories: made root-only before the worker takes any task, so that whatever is created
+ * under them, with whatever mode, is out of other users' reach while it exists.
+ */
+export async function protectWorkDirs(cloud: Cloud): Promise<void> {
+  await ownerOnlyDir(cloud.workDir);
+  if (cloud.memoryDir) await ownerOnlyDir(cloud.memoryDir);
+}
+
 function imageDirsInMemory(dir: string): string[] {
   return [dir, `${dir}.eager`, `${dir}.eager.work`];
 }

@@ -27,7 +27,7 @@ export interface DigestMismatchDetails {
  * (never two plugged ports with one address), guarded against closing connections (no RST or
  * FIN leaves it); and a fresh directory for the artifacts, with where to push them.
  */
-async function prepareDestination(here: CloudContext, input: ContainerStep): Promise<TransferEndpoint> {
+async function prepareDestination(here: CloudContext, input: ContainerStep & { peer?: string }): Promise<TransferEndpoint> {
   const { controlPlane } = here;
   await controlPlane.ensurePort(input.container);
   // Its public address here (from this cloud's range), NATed before it arrives.
@@ -35,8 +35,11 @@ async function prepareDestination(here: CloudContext, input: ContainerStep): Pro
   await controlPlane.setPortEnabled(input.container.name, false);
   await controlPlane.setCloseGuard(input.container.name, true);
   const dir = here.incomingDir(input);
-  await mkdir(dir, { recursive: true });
-  return controlPlane.transferEndpoint(dir);
+  // Where the source may write: an inbox of its account's (the incoming directory links there).
+  const inbox = input.peer ? await controlPlane.peerInbox(input.peer, path.join(input.migrationId, input.container.name)) : undefined;
+  if (inbox) await here.linkIncoming(input, inbox);
+  else await mkdir(dir, { recursive: true });
+  return controlPlane.transferEndpoint(dir, input.peer);
 }
 
 /**
@@ -65,7 +68,7 @@ async function sendVolumes(here: CloudContext, input: ContainerStep & { endpoint
   await mkdir(here.migrationDir(input.migrationId, input.container.name), { recursive: true });
   for (const [index, volume] of (input.container.volumes ?? []).entries()) {
     const recordFile = here.stepFile(input, `volume-${index}.pre.json`);
-    receipts.push(await sendVolumeRound({ dir: volume.source, index, round: input.round, recordFile, endpoint: input.endpoint, privateKeyPath: here.cloud.transferKeyPath, attempt }));
+    receipts.push(await sendVolumeRound({ dir: volume.source, index, round: input.round, recordFile, endpoint: input.endpoint, privateKeyPath: here.cloud.transferKeyFor(input.endpoint.cloud), attempt }));
   }
   return receipts;
 }
@@ -88,7 +91,7 @@ async function receiveVolumes(here: CloudContext, input: ContainerStep & { recei
 /** Source: the rootfs, as a tar stream (read-only: before the freeze; writable: inside it). */
 async function sendRootfs(here: CloudContext, input: ContainerStep & { endpoint: TransferEndpoint }, attempt: Attempt): Promise<ArtifactReceipt> {
   const dir = path.join(here.runtime.bundleDir(input.container.name), 'rootfs');
-  return pushDirectoryAsTar({ dir, kind: 'rootfs', endpoint: input.endpoint, privateKeyPath: here.cloud.transferKeyPath, attempt });
+  return pushDirectoryAsTar({ dir, kind: 'rootfs', endpoint: input.endpoint, privateKeyPath: here.cloud.transferKeyFor(input.endpoint.cloud), attempt });
 }
 
 /** Destination: re-hash the rootfs that arrived and unpack it into the container's bundle. */
@@ -125,7 +128,7 @@ async function receiveRootfs(here: CloudContext, input: ContainerStep & { artifa
  */
 async function sendCheckpoint(here: CloudContext, input: ContainerStep & { endpoint: TransferEndpoint; imageDir: string; only?: string[] }, attempt: Attempt): Promise<ArtifactReceipt> {
   const push = input.endpoint.streamPort ? streamImage : pushFlatDirectory;
-  return push({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: here.cloud.transferKeyPath, attempt, only: input.only });
+  return push({ dir: input.imageDir, kind: 'checkpoint', endpoint: input.endpoint, privateKeyPath: here.cloud.transferKeyFor(input.endpoint.cloud), attempt, only: input.only });
 }
 
 /** Destination, after commit: drop the received artifacts (the container runs from its bundle). */

@@ -16,7 +16,7 @@
  */
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile, type FileHandle } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile, type FileHandle } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Duplex, Readable } from 'node:stream';
@@ -171,7 +171,7 @@ async function receive(socket: Duplex, root: string, log: (line: string) => void
   const hello = JSON.parse(await reader.line()) as Hello;
   const directory = path.resolve(hello.directory ?? '');
   // Only into a migration's directory of this cloud, which prepareDestination created.
-  if (!['checkpoint', 'probe'].includes(hello.kind) || !directory.startsWith(`${path.resolve(root)}/`) || !existsSync(directory)) {
+  if (!['checkpoint', 'probe'].includes(hello.kind) || !directory.startsWith(`${path.resolve(root)}/`) || path.basename(directory) !== 'incoming' || !existsSync(directory)) {
     throw new Error(`refused a stream into ${String(hello.directory)} (${String(hello.kind)})`);
   }
   if (hello.kind === 'probe') {
@@ -188,6 +188,9 @@ async function receive(socket: Duplex, root: string, log: (line: string) => void
       await rm(receivedRecordPath(directory), { force: true });
     }
     await mkdir(target, { recursive: true });
+    // What arrives here belongs to whoever owns the directory (the peer's account): a resend by sftp may rewrite it.
+    const owner = await stat(directory);
+    await chown(target, owner.uid, owner.gid);
     for (const name of hello.fresh) if (existsSync(path.join(target, name))) await truncate(path.join(target, name), 0);
     const have: Record<string, number> = {};
     for (const entry of await readdir(target, { withFileTypes: true })) if (entry.isFile()) have[entry.name] = (await stat(path.join(target, entry.name))).size;
@@ -211,6 +214,7 @@ async function receive(socket: Duplex, root: string, log: (line: string) => void
           const hash = createHash('sha256');
           await hashFile(local, size, hash); // a resumed file: what an earlier attempt delivered
           f = open_[file] = { handle: await open(local, existsSync(local) ? 'r+' : 'w', 0o600), hash, size };
+          await f.handle.chown(owner.uid, owner.gid);
         }
         if (offset !== f.size) throw new Error(`${file}: a frame at ${offset}, but ${f.size} bytes are here`);
         for await (const chunk of reader.exactly(length!)) {
@@ -312,7 +316,7 @@ export async function streamImage(opts: SendOptions & { endpoint: TransferEndpoi
   return withSftp(opts.endpoint, opts.privateKeyPath, opts.attempt.signal, async (sftp) => {
     if (!opts.endpoint.streamPort) throw new Error(`${opts.endpoint.host} offers no image stream`);
     const channel = await forwardedChannel(sftp, opts.endpoint.streamPort);
-    return sendImage(channel, { ...opts, directory: opts.endpoint.directory });
+    return sendImage(channel, { ...opts, directory: opts.endpoint.localDirectory ?? opts.endpoint.directory });
   });
 }
 
@@ -450,7 +454,7 @@ export async function probeLink(opts: { endpoint: TransferEndpoint; privateKeyPa
     try {
       const reader = new StreamReader(channel);
       const started = process.hrtime.bigint();
-      await write(channel, `${JSON.stringify({ directory: opts.endpoint.directory, kind: 'probe', fresh: [], bytes: opts.bytes } satisfies Hello)}\n`);
+      await write(channel, `${JSON.stringify({ directory: opts.endpoint.localDirectory ?? opts.endpoint.directory, kind: 'probe', fresh: [], bytes: opts.bytes } satisfies Hello)}\n`);
       for (let left = opts.bytes; left > 0; left -= FILLER.length) await write(channel, left >= FILLER.length ? FILLER : FILLER.subarray(0, left));
       JSON.parse(await reader.line());
       const ms = Number(process.hrtime.bigint() - started) / 1e6;

@@ -78,7 +78,7 @@ async function fillMissingPages(here: CloudContext, input: WindowInput, imageDir
   await attempt.fault('post-copy:before-fill');
   let source: Awaited<ReturnType<typeof connectPageServer>>;
   try {
-    source = await connectPageServer(input.postCopy.endpoint, here.cloud.transferKeyPath, input.postCopy.port);
+    source = await connectPageServer(input.postCopy.endpoint, here.cloud.transferKeyFor(input.postCopy.endpoint.cloud), input.postCopy.port);
   } catch (err) {
     // No page server there: the workflow starts it again. The source unreachable: this activity is retried as it is.
     const message = `${name}: ${(err as Error).message}; ${state.missingPages} pages wait, the process is stalled safely`;

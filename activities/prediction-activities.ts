@@ -17,7 +17,7 @@ async function measureForPrediction(
   attempt: Attempt,
 ): Promise<{ memberBytes: number[]; dumps: RateSample[]; dumpsInMemory: boolean; link: { bytes: number; ms: number }; cores: number }> {
   const memberBytes = await Promise.all(input.containers.map((c) => here.runtime.memoryBytes(c.name)));
-  const link = await probeLink({ endpoint: input.endpoint, privateKeyPath: here.cloud.transferKeyPath, signal: attempt.signal, bytes: input.probeBytes });
+  const link = await probeLink({ endpoint: input.endpoint, privateKeyPath: here.cloud.transferKeyFor(input.endpoint.cloud), signal: attempt.signal, bytes: input.probeBytes });
   // The dumps to come go where checkpoint will put them: their earlier rates there are the ones that tell.
   const dumpsInMemory = !!input.postCopy && (await here.imageFitsInMemory(Math.max(0, ...memberBytes)));
   const rates = await readHostRates(here.cloud.stateDir);

@@ -140,7 +140,7 @@ async function restoreLazily(here: CloudContext, input: RestoreInput, imageDir: 
       throw err;
     }
   };
-  const localPort = await openPageForward(key, postCopy.endpoint, here.cloud.transferKeyPath, postCopy.port, takeHold, (line) => here.log(`${container.name}: ${line}`));
+  const localPort = await openPageForward(key, postCopy.endpoint, here.cloud.transferKeyFor(postCopy.endpoint.cloud), postCopy.port, takeHold, (line) => here.log(`${container.name}: ${line}`));
   steps.mark('forward');
   await runtime.restoreLazy(container, imageDir, input.keepTcp, localPort);
   steps.mark('lazy restore');

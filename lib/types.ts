@@ -113,13 +113,17 @@ export interface Inventory {
 
 /** Where the source may push files: the destination's sftp server. No secret in here. */
 export interface TransferEndpoint {
+  /** The cloud this endpoint leads into (picks the sender's key for that pair of clouds). */
+  cloud?: string;
   host: string;
   port: number;
   username: string;
   /** SHA-256 of the server's host key (base64): the source checks it, no trust on first use. */
   hostKeySha256: string;
-  /** Remote directory for this container's artifacts. */
+  /** Remote directory for this container's artifacts, as the sender's sftp session sees it (inside its chroot). */
   directory: string;
+  /** The same directory as the receiving worker sees it (the image stream names it); absent: `directory`. */
+  localDirectory?: string;
   /** The destination worker's image receiver, reached through the SSH connection (activities/image-stream.ts). */
   streamPort?: number;
   /** Loopback ports where this cloud's sshd lets peers reach its post-copy page servers. */

@@ -79,8 +79,18 @@ export interface ControlPlane {
    */
   setCloseGuard(containerName: string, enabled: boolean): Promise<void>;
 
-  /** Where peers push migration artifacts. */
-  transferEndpoint(directory: string): TransferEndpoint;
+  /**
+   * Where `peer` pushes migration artifacts into `directory` (as this cloud's worker sees it: a
+   * link to what `peerInbox` made for the peer); a directory outside the peer's inbox (an image
+   * its page servers read) gives the peer only the forwarded ports.
+   */
+  transferEndpoint(directory: string, peer?: string): TransferEndpoint;
+
+  /**
+   * A fresh directory, `relative` inside what `peer` may write and nothing else (its own
+   * unprivileged account's, in its chroot); undefined where peers have no inbox of their own.
+   */
+  peerInbox(peer: string, relative: string): Promise<string | undefined>;
 }
 
 export type ContainerStatus = 'running' | 'paused' | 'stopped' | 'absent';
@@ -190,6 +200,6 @@ export interface Cloud {
   memoryDir?: string;
   /** Where this cloud keeps the volumes of containers moved into it (one directory per container). */
   volumesDir: string;
-  /** Private key this cloud uses to push artifacts to peers (never leaves the worker). */
-  transferKeyPath: string;
+  /** The private key this cloud logs in to `peer` with (one per pair of clouds; never leaves the worker). */
+  transferKeyFor(peer: string | undefined): string;
 }

@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createCloudActivities } from '../activities/cloud-activities';
+import { protectWorkDirs } from '../activities/cloud-context';
 import { startImageReceiver } from '../activities/image-stream';
 import { cloudTaskQueue } from '../lib/plan';
 import { openCloud } from '../providers/registry';
@@ -31,6 +32,7 @@ async function main(): Promise<void> {
   installTelemetry({ ...(values.metrics ? { metrics: values.metrics } : {}) });
   if (!values.config) throw new Error('usage: cloud-worker --config CLOUD.json [--temporal HOST:PORT] [--namespace NAME]');
   const cloud = await openCloud(values.config);
+  await protectWorkDirs(cloud);
   const taskQueue = cloudTaskQueue(cloud.name);
   // Every payload it sends is sealed with the ring's current key (lib/payload-codec.ts).
   const dataConverter = await loadDataConverter({ ...(values['payload-keys'] ? { payloadKeys: values['payload-keys'] } : {}) });

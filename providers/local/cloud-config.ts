@@ -20,11 +20,23 @@ export interface LocalCloudConfig {
   dir: string;
   sshPort: number;
   sshHostKeyPath: string;
-  /** This cloud's key for pushing artifacts to peers. */
+  /** This cloud's key for pushing artifacts to peers (of testbeds made before keys per pair). */
   transferKeyPath: string;
+  /** This cloud's private key for pushing to each peer, by peer name (providers/local/peer-transfers.ts). */
+  transferKeys?: Record<string, string>;
+  /** Where each peer may push into this cloud: its unprivileged account and chroot, by peer name. */
+  inboxes?: Record<string, PeerInbox>;
   criuPath: string;
   /** The cloud's DNS service (PowerDNS), when it offers one: where it answers, its API and key. */
   dns?: { server: string; apiUrl: string; apiKeyPath: string };
+}
+
+/** A peer's way into this cloud: it logs in as `account`, confined to `chroot`, and writes under its `incoming/`. */
+export interface PeerInbox {
+  account: string;
+  uid: number;
+  gid: number;
+  chroot: string;
 }
 
 /** Where a cloud's worker receives streamed images, on its loopback (its sshd forwards peers there). */

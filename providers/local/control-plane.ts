@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { chown, mkdir, readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
@@ -479,10 +479,34 @@ export class LocalControlPlane implements ControlPlane {
     }
   }
 
-  transferEndpoint(directory: string): TransferEndpoint {
+  transferEndpoint(directory: string, peer?: string): TransferEndpoint {
     // The host key is public; its digest lets the sender verify it talks to this cloud.
     const publicKey = readFileSync(`${this.cfg.sshHostKeyPath}.pub`, 'utf8').trim().split(/\s+/)[1]!;
     const hostKeySha256 = createHash('sha256').update(Buffer.from(publicKey, 'base64')).digest('base64');
-    return { host: this.cfg.publicIp, port: this.cfg.sshPort, username: 'root', hostKeySha256, directory, streamPort: IMAGE_STREAM_PORT, pageServerPorts: PAGE_SERVER_PORTS };
+    const common = { cloud: this.cfg.name, host: this.cfg.publicIp, port: this.cfg.sshPort, hostKeySha256, streamPort: IMAGE_STREAM_PORT, pageServerPorts: PAGE_SERVER_PORTS };
+    const inbox = peer ? this.cfg.inboxes?.[peer] : undefined;
+    // A testbed made before inboxes per peer: its peers log in as root and see the whole tree.
+    if (!inbox) return { ...common, username: 'root', directory };
+    // `directory` as the worker sees it (a link into the inbox); the peer's sftp sees it inside its chroot.
+    const real = existsSync(directory) ? realpathSync(directory) : path.resolve(directory);
+    // A directory of this cloud's own (an image its page servers read): the peer only reaches the forwarded ports.
+    if (!real.startsWith(`${inbox.chroot}/`)) return { ...common, username: inbox.account, directory: '/incoming' };
+    // The peer writes by sftp inside its chroot, and streams images to this cloud's worker, which writes where it sees the directory.
+    return { ...common, username: inbox.account, directory: real.slice(inbox.chroot.length), localDirectory: path.resolve(directory) };
+  }
+
+  async peerInbox(peer: string, relative: string): Promise<string | undefined> {
+    const inbox = this.cfg.inboxes?.[peer];
+    if (!inbox) return undefined;
+    const dir = path.join(inbox.chroot, 'incoming', relative);
+    if (!dir.startsWith(path.join(inbox.chroot, 'incoming') + '/')) throw new Error(`${relative} leaves ${peer}'s inbox`);
+    // Each level made here (root's worker) and handed to the peer's account: it may write there and nowhere else.
+    let at = path.join(inbox.chroot, 'incoming');
+    for (const part of path.relative(at, dir).split('/')) {
+      at = path.join(at, part);
+      await mkdir(at, { recursive: true, mode: 0o700 });
+      await chown(at, inbox.uid, inbox.gid);
+    }
+    return dir;
   }
 }

@@ -33,7 +33,7 @@ export function localCloudFrom(config: LocalCloudConfig): LocalCloud {
     memoryDir: memoryDirOf(config),
     stateDir: config.dir,
     volumesDir: path.join(config.dir, 'volumes'),
-    transferKeyPath: config.transferKeyPath,
+    transferKeyFor: (peer) => (peer && config.transferKeys?.[peer]) || config.transferKeyPath,
   };
 }
 

@@ -9,6 +9,7 @@ import { memoryDirOf } from './local-cloud';
 import { startDnsServer } from './dns-server';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
 import { killHeldDump } from '../runtime/lazy-dump';
+import { peerSshdConfig, removePeerAccounts, setUpPeerTransfers } from './peer-transfers';
 
 /**
  * The embedded testbed: several "clouds" on this machine, each an edge network namespace with a
@@ -154,8 +155,6 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
       `Port ${cfg.sshPort}`,
       `HostKey ${cfg.sshHostKeyPath}`,
       `PidFile ${pidFile}`,
-      `AuthorizedKeysFile ${path.join(dir, 'authorized_keys')}`,
-      'PermitRootLogin prohibit-password',
       'PasswordAuthentication no',
       'KbdInteractiveAuthentication no',
       'UsePAM no',
@@ -164,8 +163,7 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
       // Peers may only push files, stream images to this cloud's worker and fetch post-copy pages
       // from its page servers: no shell, no commands, no other tunnel.
       'ForceCommand internal-sftp',
-      'AllowTcpForwarding local',
-      `PermitOpen ${[IMAGE_STREAM_PORT, ...PAGE_SERVER_PORTS].map((port) => `127.0.0.1:${port}`).join(' ')}`,
+      'AllowTcpForwarding no',
       // Every member of a post-copy group opens its page source's connection at the same moment
       // (16 at once in the benchmark): sshd's default (10:30:100) dropped some of those handshakes.
       'MaxStartups 64:30:256',
@@ -175,6 +173,8 @@ async function startSshd(cfg: LocalCloudConfig): Promise<number> {
       'AllowAgentForwarding no',
       'X11Forwarding no',
       'PermitTTY no',
+      // Each peer as its own unprivileged account, chrooted to its inbox (Match blocks go last).
+      ...peerSshdConfig(cfg, [IMAGE_STREAM_PORT, ...PAGE_SERVER_PORTS].map((port) => `127.0.0.1:${port}`).join(' ')),
       '',
     ].join('\n'),
   );
@@ -289,10 +289,11 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
   await ip(['link', 'set', 'eth0', 'up'], outside.netns);
   log(`outside world: namespace ${outside.netns}, ${outside.ip}`);
 
-  // Every cloud accepts transfers from every other cloud's key.
-  const transferKeys = await Promise.all(record.clouds.map((c) => readFile(`${c.transferKeyPath}.pub`, 'utf8')));
+  // Every cloud accepts transfers from every other cloud: each as its own account, key and chroot.
+  await setUpPeerTransfers(record.clouds);
+  await writeTestbed(record);
   for (const cfg of record.clouds) {
-    await writeFile(path.join(cfg.dir, 'authorized_keys'), transferKeys.join(''), { mode: 0o600 });
+    await writeFile(cloudConfigPath(opts.stateDir, cfg.name), JSON.stringify(cfg, null, 2));
     const pid = await startSshd(cfg);
     record.processes.push({ name: `sshd ${cfg.name}`, pid });
     await writeTestbed(record);
@@ -359,6 +360,7 @@ export async function testbedDown(stateDir: string, idHint?: string, log: (line:
   if (namespaces.length) log(`removed namespaces ${namespaces.join(', ')}`);
   await ip(['link', 'del', `${id}-wan`], undefined, true);
   await removeCgroups(id);
+  await removePeerAccounts(id, [...(record?.clouds.map((c) => c.name) ?? []), ...(record?.options.clouds ?? [])].filter((c, i, all) => all.indexOf(c) === i), log);
   for (const cloud of record?.clouds ?? []) await rm(memoryDirOf({ testbedId: id, name: cloud.name }), { recursive: true, force: true });
   await rm(outsideEtc(id), { recursive: true, force: true });
   await rm(stateDir, { recursive: true, force: true });

@@ -395,7 +395,11 @@ export class OpenStackControlPlane implements ControlPlane {
     return this.edge.setCloseGuard(containerName, enabled);
   }
 
-  transferEndpoint(directory: string): TransferEndpoint {
-    return this.edge.transferEndpoint(directory);
+  transferEndpoint(directory: string, peer?: string): TransferEndpoint {
+    return this.edge.transferEndpoint(directory, peer);
+  }
+
+  peerInbox(peer: string, relative: string): Promise<string | undefined> {
+    return this.edge.peerInbox(peer, relative);
   }
 }

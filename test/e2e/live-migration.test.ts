@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
+import { lstat, readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { abortMigration, approveCutover, followMigration, startMigration, waitForState } from '../../client/migravi-client';
@@ -17,7 +17,7 @@ import type { ClientStatus } from '../../demo/client';
 import { run } from '../../lib/exec';
 import { demoRootfs } from '../../lib/paths';
 import { startService, waitFor } from '../../lib/processes';
-import type { MigrationReport } from '../../lib/types';
+import type { MigrationReport, TransferEndpoint } from '../../lib/types';
 import { E2eStack } from './stack';
 import { KV_IP } from '../../demo/demo-vi';
 import { AesGcmPayloadCodec } from '../../lib/payload-codec';
@@ -142,6 +142,10 @@ describe('live migration between two embedded clouds (end to end)', function () 
       for (const field of ['"containers"', '"bytesMoved"', KV_IP]) assert.ok(decoded.includes(field), `the decoded history has no ${field}`);
     });
 
+    it('leaves no checkpoint image, copy or directory of the migration in either cloud once it has settled', async () => {
+      for (const cloud of ['cloud-a', 'cloud-b']) assert.deepEqual(await stack.migrationLeftovers(cloud, workflowId), [], `${cloud} keeps files of the migration`);
+    });
+
     it('reports phase timings that fit in the wall time, and exposed progress while running', () => {
       assert.deepEqual(report.phases.map((p) => p.phase), ['inventory', 'preflight', 'network', 'prepare', 'pre-copy', 'predict', 'checkpoint', 'transfer', 'restore', 'release', 'release-networks']);
       const sum = report.phases.reduce((s, p) => s + p.durationMs, 0);
@@ -157,12 +161,21 @@ describe('live migration between two embedded clouds (end to end)', function () 
     let failure: WorkflowFailedError | undefined;
     let statusBefore: ClientStatus;
     let workflowId: string;
+    /** Files of the migration at the destination while it waited for approval, and whether a non-root user could read them. */
+    const whileWaiting = { files: [] as string[], readableByNobody: [] as string[], readableByRoot: 0 };
 
     before(async () => {
       statusBefore = await stack.client.waitForReplies(20);
       const handle = await startMigration(stack.temporal, { name: 'e2e-back', source: 'cloud-b', destination: 'cloud-a', containers: ['kv'], options: { approveCutover: true } });
       workflowId = handle.workflowId;
       await waitForState(handle, 'awaiting-approval');
+      // The pre-copied root filesystem waits at the destination: only root may read it.
+      whileWaiting.files = await stack.migrationFiles('cloud-a', workflowId);
+      for (const file of whileWaiting.files) {
+        const asNobody = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'head', '-c', '1', file], { allowFailure: true });
+        if (asNobody.exitCode === 0) whileWaiting.readableByNobody.push(file);
+        if ((await run('head', ['-c', '1', file], { allowFailure: true })).exitCode === 0) whileWaiting.readableByRoot++;
+      }
       // A real fault: something else holds the service's port in the destination's namespace, so
       // CRIU cannot re-bind the listening socket there.
       const netns = stack.cloud('cloud-a').controlPlane.portNetns('kv');
@@ -176,6 +189,13 @@ describe('live migration between two embedded clouds (end to end)', function () 
     it('fails, says why, and says it rolled back', () => {
       assert.ok(failure, 'the migration succeeded despite the squatter');
       assert.match(String(failure.cause?.message), /restore failed[\s\S]*rolled back: the VI runs at the source[\s\S]*kv resumed at cloud-b \(restored-from-image\)/);
+    });
+
+    it('kept what it had sent readable by root only while the migration waited, and removed it from both clouds once rolled back', async () => {
+      assert.ok(whileWaiting.files.length > 0, 'the destination held no file of the migration while it waited for approval');
+      assert.equal(whileWaiting.readableByRoot, whileWaiting.files.length);
+      assert.deepEqual(whileWaiting.readableByNobody, [], 'a non-root user could read them');
+      for (const cloud of ['cloud-a', 'cloud-b']) assert.deepEqual(await stack.migrationLeftovers(cloud, workflowId), [], `${cloud} keeps files of the rolled-back migration`);
     });
 
     it("keeps the failure's message encrypted too: the raw history does not say what failed or where", async () => {
@@ -249,6 +269,66 @@ describe('live migration between two embedded clouds (end to end)', function () 
         return true;
       });
       assert.equal(await stack.cloud('cloud-b').runtime.status('kv'), 'running');
+    });
+  });
+
+  describe("a peer's way into a cloud (sshd, from inside the peer's namespace)", () => {
+    type Attempt = { connected: boolean; error?: string; puts: Record<string, string>; symlink?: string };
+    const INBOX = 'peer-login-test/kv';
+    let inbox: string;
+    let endpoint: TransferEndpoint;
+    /** Logs in to cloud-b from cloud-a's namespace, as its worker would, and tries `request`. */
+    const fromCloudA = async (request: { endpoint: TransferEndpoint; key: string; puts?: string[]; symlink?: [string, string] }): Promise<Attempt> => {
+      const netns = stack.record.clouds.find((c) => c.name === 'cloud-a')!.netns;
+      const { stdout } = await run('nsenter', [`--net=/run/netns/${netns}`, process.execPath, path.join(__dirname, 'peer-login.js'), JSON.stringify(request)]);
+      // ssh2-sftp-client prints its own lines ("Global end listener…") after ours.
+      return JSON.parse(stdout.split('\n').find((line) => line.startsWith('{'))!) as Attempt;
+    };
+    const keyAtoB = () => stack.cloud('cloud-a').transferKeyFor('cloud-b');
+
+    before(async () => {
+      inbox = (await stack.cloud('cloud-b').controlPlane.peerInbox('cloud-a', INBOX))!;
+      assert.ok(inbox, 'cloud-b has no inbox for cloud-a');
+      endpoint = stack.cloud('cloud-b').controlPlane.transferEndpoint(inbox, 'cloud-a');
+    });
+    after(async () => {
+      if (inbox) await rm(path.dirname(inbox), { recursive: true, force: true });
+    });
+
+    it('lets cloud-a write into its inbox as its own unprivileged account, in a directory only that account may enter', async () => {
+      assert.notEqual(endpoint.username, 'root');
+      const got = await fromCloudA({ endpoint, key: keyAtoB(), puts: [`${endpoint.directory}/ok.txt`] });
+      assert.equal(got.error, undefined);
+      assert.deepEqual(got.puts, { [`${endpoint.directory}/ok.txt`]: 'ok' });
+      const written = await stat(path.join(inbox, 'ok.txt'));
+      assert.equal(written.uid, Number((await run('id', ['-u', endpoint.username])).stdout.trim()), 'the file is not the peer account\'s');
+      assert.notEqual(written.uid, 0);
+      const incoming = await stat(path.resolve(inbox, ...INBOX.split('/').map(() => '..'))); // <chroot>/incoming
+      assert.equal(incoming.uid, written.uid, 'the inbox is not the peer account\'s');
+      assert.equal(incoming.mode & 0o777, 0o700, `the inbox's mode is ${(incoming.mode & 0o777).toString(8)}`);
+    });
+
+    it('confines it to its chroot: no write beside the inbox, above it, or by a path climbing out; no link', async () => {
+      const chroot = endpoint.directory.split('/')[1]!; // "incoming"
+      const got = await fromCloudA({ endpoint, key: keyAtoB(), puts: ['/escape.txt', '/../../../../tmp/escape.txt', '/etc/escape.txt'], symlink: ['/etc/shadow', `${endpoint.directory}/link`] });
+      assert.ok(got.connected, got.error);
+      for (const [target, result] of Object.entries(got.puts)) assert.notEqual(result, 'ok', `a peer wrote ${target}`);
+      assert.notEqual(got.symlink, 'ok', 'a peer made a symlink');
+      assert.equal(chroot, 'incoming');
+      for (const file of ['/tmp/escape.txt', '/escape.txt', '/etc/escape.txt', path.join(inbox, 'link')]) assert.ok(!existsSync(file), `${file} exists`);
+    });
+
+    it('refuses root, the key of another pair of clouds, and a host key other than the one announced', async () => {
+      const asRoot = await fromCloudA({ endpoint: { ...endpoint, username: 'root' }, key: keyAtoB() });
+      assert.equal(asRoot.connected, false, 'root logged in');
+      assert.match(String(asRoot.error), /authentication/i);
+      // cloud-b's own key for cloud-a is not cloud-a's key for cloud-b.
+      const otherPair = await fromCloudA({ endpoint, key: stack.cloud('cloud-b').transferKeyFor('cloud-a') });
+      assert.equal(otherPair.connected, false, 'another pair\'s key logged in');
+      assert.match(String(otherPair.error), /authentication/i);
+      const impostor = await fromCloudA({ endpoint: { ...endpoint, hostKeySha256: createHash('sha256').update('another host').digest('base64') }, key: keyAtoB() });
+      assert.equal(impostor.connected, false, 'an unknown host key was accepted');
+      assert.match(String(impostor.error), /host|verif/i);
     });
   });
 });

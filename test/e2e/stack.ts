@@ -140,6 +140,25 @@ export class E2eStack {
     return Buffer.from(temporal.api.history.v1.History.encode({ events }).finish());
   }
 
+  /**
+   * What a migration left in a cloud's work and memory directories — its directories, any CRIU
+   * image file (`*.img`), any incoming copy — found by walking them, not by asking the workers.
+   */
+  async migrationLeftovers(cloud: string, workflowId: string): Promise<string[]> {
+    const c = this.cloud(cloud);
+    const roots = [c.workDir, ...(c.memoryDir && existsSync(c.memoryDir) ? [c.memoryDir] : [])].filter((d) => existsSync(d));
+    const migrationId = workflowId.replace(/[^A-Za-z0-9._-]/g, '_');
+    const { stdout } = await run('find', [...roots, '-mindepth', '1', '(', '-path', `*${migrationId}*`, '-o', '-name', '*.img', '-o', '-name', 'incoming', ')', '-print']);
+    return stdout.split('\n').filter(Boolean);
+  }
+
+  /** The regular files under a migration's directory in a cloud, while it runs. */
+  async migrationFiles(cloud: string, workflowId: string): Promise<string[]> {
+    const dir = path.join(this.cloud(cloud).workDir, workflowId.replace(/[^A-Za-z0-9._-]/g, '_'));
+    if (!existsSync(dir)) return [];
+    return (await run('find', ['-L', dir, '-type', 'f', '-print'])).stdout.split('\n').filter(Boolean);
+  }
+
   get stateDir(): string {
     return this.record.options.stateDir;
   }

@@ -15,7 +15,8 @@ export async function prepareGroup(ctx: MigrationContext, label: string, steps: 
   const endpoints = await phase(ctx, 'prepare', label, () =>
     settleAll(steps, (step) => {
       ctx.saga.record({ what: `remove ${step.container.name}'s port, bundle and files at ${plan.destination}`, role: 'cleanup', cloud: plan.destination, activity: 'discardPrepared', input: step });
-      return ctx.dst.control.prepareDestination(step);
+      // The source pushes as its own account into an inbox of its own at the destination.
+      return ctx.dst.control.prepareDestination({ ...step, peer: plan.source });
     }),
   );
   if (options.postCopy && endpoints.some((e) => !e.streamPort)) {
