@@ -18,7 +18,7 @@ import { loadDataConverter } from '../lib/temporal-access';
 import { ensureKeyRing } from '../lib/payload-keys';
 import { startMigration } from '../client/migravi-client';
 import { deployVi, removeVi } from '../activities/deploy-vi';
-import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../providers/local/embedded-stack';
+import { relayTemporalToClouds, startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../providers/local/embedded-stack';
 import { criuPath, testbedsDir } from '../lib/paths';
 import { stopPid, waitFor } from '../lib/processes';
 import type { MigrationReport } from '../lib/types';
@@ -100,6 +100,7 @@ async function startStack(wanMbit: number, logDir: string, withPodman: boolean):
   let temporalPid: number | undefined;
   try {
     temporalPid = await startTemporalServer({ port: TEMPORAL_PORT, uiPort: TEMPORAL_PORT + 1000, dbFile: path.join(tmp, 'temporal.sqlite'), logFile: path.join(logDir, 'temporal.log'), headless: true });
+    await relayTemporalToClouds(record, TEMPORAL_PORT, logDir);
     await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(logDir, 'orchestrator.log'));
     await startCloudWorkers(record, TEMPORAL_PORT, logDir);
     const connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });

@@ -163,7 +163,7 @@ async function main(): Promise<void> {
       say('clouds torn down');
     }
     say(`logs of this run: ${logDir}`);
-    say(`Temporal server left running for the Web UI; stop it with: kill $(cat /var/lib/migravi/temporal/server.pid)`);
+    say(`Temporal server and its codec endpoint left running for the Web UI; stop them with: kill $(cat /var/lib/migravi/temporal/server.pid) $(cat /var/lib/migravi/temporal/codec-server.pid)`);
   }
   if (failed) process.exit(1);
 }

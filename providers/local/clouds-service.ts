@@ -10,7 +10,7 @@ import path from 'node:path';
 import { criuPath, testbedsDir } from '../../lib/paths';
 import { ensureKeyRing, payloadKeysPath } from '../../lib/payload-keys';
 import { isAlive, readPidFile, startService, stopPid } from '../../lib/processes';
-import { startTemporalServer, waitForTemporal } from './embedded-stack';
+import { relayTemporalToClouds, startTemporalServer, waitForTemporal } from './embedded-stack';
 import { CLOUD_METRICS_PORT, readSupervisorState, type SupervisedProcess } from './supervisor-state';
 import { DEFAULT_HOST_LINK, readTestbed, registerProcess, SUPERVISOR, testbedDown, testbedUp, unregisterProcess } from './testbed';
 
@@ -95,6 +95,8 @@ export async function cloudsUp(options: CloudsOptions = {}): Promise<CloudsStatu
   // Logs outlive the clouds, so a failed run can be read after the teardown.
   const logDir = path.join('/var/lib/migravi/logs', `clouds-${opts.id}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`);
   await mkdir(logDir, { recursive: true });
+  // Temporal listens on the loopback: the clouds' workers reach it through the host link only.
+  await relayTemporalToClouds((await readTestbed(stateDir))!, opts.temporalPort, logDir);
   const supervisorPid = await startService({
     name: 'the workers\' supervisor',
     argv: [process.execPath, path.join(__dirname, 'supervisor.js'), '--state-dir', stateDir, '--temporal-port', String(opts.temporalPort), '--metrics-port', String(opts.metricsPort), '--log-dir', logDir],

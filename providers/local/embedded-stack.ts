@@ -6,10 +6,11 @@
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { temporalCliPath } from '../../lib/paths';
-import { startService, waitFor } from '../../lib/processes';
+import { isAlive, startService, waitFor } from '../../lib/processes';
+import { RELAY_READY } from '../../lib/tcp-relay';
 import { searchAttributeFlags } from '../../lib/search-attributes';
 import { cloudConfigPath } from './cloud-config';
-import { registerProcess, type TestbedRecord } from './testbed';
+import { readTestbed, registerProcess, type TestbedRecord } from './testbed';
 
 export interface TemporalServerOptions {
   port: number;
@@ -40,8 +41,9 @@ export async function waitForTemporal(address: string, timeoutMs = 60_000): Prom
 }
 
 /**
- * The Temporal CLI's dev server (real server, SQLite persistence, Web UI). It listens on all
- * addresses so that workers inside the cloud namespaces reach it over the WAN bridge.
+ * The Temporal CLI's dev server (real server, SQLite persistence, Web UI). It has no TLS and no
+ * authentication: it listens on the loopback only, and the cloud workers reach it through a relay
+ * on the host link (relayTemporalToClouds), never from the host's other networks.
  */
 export async function startTemporalServer(opts: TemporalServerOptions): Promise<number> {
   // Another server on the port would answer our readiness check while ours exits: refuse instead.
@@ -49,7 +51,7 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
   if (busy) throw new Error(`a Temporal server already answers on port ${opts.port}: stop it first (it is not ours to reuse)`);
   const argv = [
     temporalCliPath, 'server', 'start-dev',
-    '--ip', '0.0.0.0',
+    '--ip', '127.0.0.1',
     '--port', String(opts.port),
     '--ui-port', String(opts.uiPort),
     '--db-filename', opts.dbFile,
@@ -68,6 +70,27 @@ export async function startTemporalServer(opts: TemporalServerOptions): Promise<
   const pid = await startService({ name: 'Temporal dev server', argv, logFile: opts.logFile });
   await waitForTemporal(`127.0.0.1:${opts.port}`);
   return pid;
+}
+
+export const TEMPORAL_RELAY = 'Temporal relay';
+
+/**
+ * Lets the testbed's clouds reach the Temporal frontend on this host's loopback: a relay on the
+ * host's end of the host link (the only host address a cloud can reach), recorded with the
+ * testbed and stopped with it by PID. Idempotent: a running relay is kept.
+ */
+export async function relayTemporalToClouds(record: TestbedRecord, temporalPort: number, logDir: string): Promise<void> {
+  const running = (await readTestbed(record.options.stateDir))?.processes.find((p) => p.name === TEMPORAL_RELAY);
+  if (running && isAlive(running.pid)) return;
+  // A server of an earlier release, still running, listens on every address: the clouds reach it already.
+  if (await waitForTemporal(`${record.hostAddress}:${temporalPort}`, 500).then(() => true, () => false)) return;
+  const pid = await startService({
+    name: TEMPORAL_RELAY,
+    argv: [process.execPath, path.join(__dirname, '..', '..', 'lib', 'tcp-relay.js'), '--listen', record.hostAddress, '--ports', String(temporalPort), '--to', '127.0.0.1'],
+    logFile: path.join(logDir, 'temporal-relay.log'),
+    readyLine: RELAY_READY,
+  });
+  await registerProcess(record.options.stateDir, TEMPORAL_RELAY, pid);
 }
 
 /** How the orchestrator worker is started (on the host: it reaches Temporal on the loopback). */

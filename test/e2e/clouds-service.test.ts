@@ -25,6 +25,7 @@ import type { EvacuationProgress, EvacuationReport } from '../../lib/evacuation'
 import type { MigrationReport } from '../../lib/types';
 import type { CloudsStatus } from '../../providers/local/clouds-service';
 import { openLocalCloud } from '../../providers/local/local-cloud';
+import { readTestbed } from '../../providers/local/testbed';
 import { E2E_HOST_LINK } from './stack';
 
 const cli = path.join(__dirname, '..', '..', 'client', 'cli.js');
@@ -84,6 +85,13 @@ describe('the embedded clouds as a service: migravi clouds up, by hand, clouds d
       assert.equal(netnsOfPid(worker.pid!), netnsInode(`${ID}-${cloud}`), `the worker of ${cloud} does not run in its cloud's namespace`);
     }
     assert.ok(up.temporal?.running && isAlive(up.temporal.pid!), 'the Temporal server does not run');
+    // No TLS, no authentication: Temporal, its Web UI and the codec endpoint listen on the loopback;
+    // only the relay on the host link carries the clouds' workers to the frontend.
+    const listening = async (port: number) => (await run('ss', ['-Hltn', `sport = :${port}`])).stdout.split('\n').filter(Boolean).map((line) => line.trim().split(/\s+/)[3]!).sort();
+    const hostAddress = (await readTestbed(path.join(testbedsDir, ID)))!.hostAddress;
+    assert.deepEqual(await listening(7253), [`127.0.0.1:7253`, `${hostAddress}:7253`].sort());
+    assert.deepEqual(await listening(8253), ['127.0.0.1:8253']);
+    assert.deepEqual(await listening(8254), ['127.0.0.1:8254']);
     assert.equal(up.temporal.codecEndpoint, 'http://127.0.0.1:8254');
     assert.ok(isAlive(up.temporal.codecPid!), 'the codec server does not run');
     const again = await migravi('clouds', 'up', '--id', ID, '--json');

@@ -19,7 +19,7 @@ import type { ClientStatus } from '../../demo/client';
 import { KV_IP, KV_PORT } from '../../demo/demo-vi';
 import { deployVi } from '../../client/migravi-client';
 import { deployDemoVi, plugClientPort, startDemoClient, type DemoClient } from '../../demo/scenario';
-import { startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../providers/local/embedded-stack';
+import { relayTemporalToClouds, startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../providers/local/embedded-stack';
 import { run } from '../../lib/exec';
 import type { Fault } from '../../lib/faults';
 import { criuPath, testbedsDir } from '../../lib/paths';
@@ -93,6 +93,7 @@ export class E2eStack {
     try {
       if (opts.prepare) record = await opts.prepare(record);
       temporalPid = await startTemporalServer(temporalOptions(tmp));
+      await relayTemporalToClouds(record, TEMPORAL_PORT, tmp);
       const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env);
       const workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp, undefined, env);
       connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });

@@ -12,7 +12,7 @@ import { registerProcess, setCloudConfig, type TestbedRecord } from '../../local
 import type { OpenStackCloudConfig } from '../cloud-config';
 import type { DevCloudCredentials } from './cloud-resources';
 import { PORTS } from './layout';
-import { RELAY_READY } from './api-relay';
+import { RELAY_READY } from '../../../lib/tcp-relay';
 
 const RELAYED = [PORTS.keystone, PORTS.neutron, PORTS.nova, PORTS.designate, PORTS.glance];
 
@@ -32,7 +32,7 @@ export async function attachDevProjects(record: TestbedRecord, creds: DevCloudCr
   const host = record.hostAddress;
   const relayPid = await startService({
     name: 'OpenStack API relay',
-    argv: [process.execPath, path.join(__dirname, 'api-relay.js'), '--listen', host, '--ports', RELAYED.join(','), '--to', '127.0.0.1'],
+    argv: [process.execPath, path.join(__dirname, '..', '..', '..', 'lib', 'tcp-relay.js'), '--listen', host, '--ports', RELAYED.join(','), '--to', '127.0.0.1'],
     logFile: path.join(record.options.stateDir, 'openstack-relay.log'),
     readyLine: RELAY_READY,
   });

@@ -1,16 +1,16 @@
 /**
- * Relays the development OpenStack's APIs to where the cloud workers can reach them. The services
- * listen on the host's loopback only; a worker runs inside its cloud's namespace and reaches the
- * host only at the host's end of the testbed's host link. This process, started by the testbed
- * (providers/openstack/dev-cloud/testbed-projects.ts) and stopped with it by PID, listens on that
- * address, one port per API, and pipes each connection to the same port on the loopback.
+ * Relays services that listen on the host's loopback only (the Temporal frontend; the
+ * development OpenStack's APIs) to where the cloud workers can reach them: a worker runs inside
+ * its cloud's namespace and reaches the host only at the host's end of the testbed's host link.
+ * This process, started with the testbed's workers and stopped with the testbed by PID, listens
+ * on that address, one port per service, and pipes each connection to the same port on the loopback.
  *
- *   node api-relay.js --listen 198.18.0.5 --ports 5000,9696,8774,9001,9292 --to 127.0.0.1
+ *   node tcp-relay.js --listen 198.18.0.5 --ports 7233 --to 127.0.0.1
  */
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 
-export const RELAY_READY = /api relay ready/;
+export const RELAY_READY = /tcp relay ready/;
 
 /** One listening port: each accepted connection is piped both ways to target:port; a failed end closes the other. */
 function relayPort(listen: string, port: number, target: string): Promise<net.Server> {
@@ -37,7 +37,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { listen: { type: 'string' }, ports: { type: 'string' }, to: { type: 'string', default: '127.0.0.1' } } });
   const ports = (values.ports ?? '').split(',').filter(Boolean).map(Number);
   if (!values.listen || !ports.length || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) {
-    throw new Error('usage: api-relay --listen ADDRESS --ports PORT[,PORT...] [--to ADDRESS]');
+    throw new Error('usage: tcp-relay --listen ADDRESS --ports PORT[,PORT...] [--to ADDRESS]');
   }
   const servers = await Promise.all(ports.map((p) => relayPort(values.listen!, p, values.to!)));
   const stop = () => {
@@ -46,7 +46,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  console.log(`api relay ready: ${values.listen} ports ${ports.join(', ')} to ${values.to}`);
+  console.log(`tcp relay ready: ${values.listen} ports ${ports.join(', ')} to ${values.to}`);
 }
 
 if (require.main === module) {
