@@ -1,7 +1,8 @@
 /** What every `migravi` command shares: the global options, the output (JSON or lines), the Temporal connection. */
-import { Client, Connection } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadDataConverter } from '../lib/temporal-access';
+import { KeyRingError } from '../lib/payload-keys';
+import { connectClient } from '../lib/temporal-access';
 import { UnreachableError } from './exit-codes';
 
 export interface GlobalOptions {
@@ -25,18 +26,18 @@ export class Output {
 }
 
 export async function withClient<T>(opts: GlobalOptions, use: (client: Client) => Promise<T>): Promise<T> {
-  // The key ring first: a missing or unsafe ring is its own error, not an unreachable server.
-  const dataConverter = await loadDataConverter({ ...(opts.payloadKeys ? { payloadKeys: opts.payloadKeys } : {}) });
-  let connection: Connection;
+  let opened: { client: Client; connection: Connection };
   try {
-    connection = await Connection.connect({ address: opts.temporal, connectTimeout: '5s' });
+    opened = await connectClient({ address: opts.temporal, namespace: opts.namespace, ...(opts.payloadKeys ? { payloadKeys: opts.payloadKeys } : {}) }, { connectTimeout: '5s' });
   } catch (err) {
+    // The key ring is read first: a missing or unsafe ring is its own error, not an unreachable server.
+    if (err instanceof KeyRingError) throw err;
     throw new UnreachableError(`cannot reach Temporal at ${opts.temporal} (${(err as Error).message}); is it running? (--temporal HOST:PORT or TEMPORAL_ADDRESS)`);
   }
   try {
-    return await use(new Client({ connection, namespace: opts.namespace, dataConverter }));
+    return await use(opened.client);
   } finally {
-    await connection.close();
+    await opened.connection.close();
   }
 }
 

@@ -127,6 +127,11 @@ export function parsePlan(input: unknown): MigrationPlan {
   throw new PlanError(problemsOf(result.error, '(plan)'));
 }
 
+/** The migration's id in paths and names (its workflow id with anything but [A-Za-z0-9._-] made "_"). */
+export function migrationIdOf(workflowId: string): string {
+  return workflowId.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
 export function cloudTaskQueue(cloud: string): string {
   return `migravi.${cloud}`;
 }

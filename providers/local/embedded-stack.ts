@@ -82,14 +82,19 @@ export const TEMPORAL_RELAY = 'Temporal relay';
 export async function relayTemporalToClouds(record: TestbedRecord, temporalPort: number, logDir: string): Promise<void> {
   const running = (await readTestbed(record.options.stateDir))?.processes.find((p) => p.name === TEMPORAL_RELAY);
   if (running && isAlive(running.pid)) return;
-  // A server of an earlier release, still running, listens on every address: the clouds reach it already.
-  if (await waitForTemporal(`${record.hostAddress}:${temporalPort}`, 500).then(() => true, () => false)) return;
-  const pid = await startService({
-    name: TEMPORAL_RELAY,
-    argv: [process.execPath, path.join(__dirname, '..', '..', 'lib', 'tcp-relay.js'), '--listen', record.hostAddress, '--ports', String(temporalPort), '--to', '127.0.0.1'],
-    logFile: path.join(logDir, 'temporal-relay.log'),
-    readyLine: RELAY_READY,
-  });
+  let pid: number;
+  try {
+    pid = await startService({
+      name: TEMPORAL_RELAY,
+      argv: [process.execPath, path.join(__dirname, '..', '..', 'lib', 'tcp-relay.js'), '--listen', record.hostAddress, '--ports', String(temporalPort), '--to', '127.0.0.1'],
+      logFile: path.join(logDir, 'temporal-relay.log'),
+      readyLine: RELAY_READY,
+    });
+  } catch (err) {
+    // A server of an earlier release, still running, listens on every address: the clouds reach it already.
+    if (await waitForTemporal(`${record.hostAddress}:${temporalPort}`, 1_000).then(() => true, () => false)) return;
+    throw err;
+  }
   await registerProcess(record.options.stateDir, TEMPORAL_RELAY, pid);
 }
 

@@ -15,6 +15,7 @@ import type { DataConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { ensureKeyRing } from '../../lib/payload-keys';
 import { loadDataConverter } from '../../lib/temporal-access';
+import { migrationIdOf } from '../../lib/plan';
 import type { ClientStatus } from '../../demo/client';
 import { KV_IP, KV_PORT } from '../../demo/demo-vi';
 import { deployVi } from '../../client/migravi-client';
@@ -148,14 +149,14 @@ export class E2eStack {
   async migrationLeftovers(cloud: string, workflowId: string): Promise<string[]> {
     const c = this.cloud(cloud);
     const roots = [c.workDir, ...(c.memoryDir && existsSync(c.memoryDir) ? [c.memoryDir] : [])].filter((d) => existsSync(d));
-    const migrationId = workflowId.replace(/[^A-Za-z0-9._-]/g, '_');
+    const migrationId = migrationIdOf(workflowId);
     const { stdout } = await run('find', [...roots, '-mindepth', '1', '(', '-path', `*${migrationId}*`, '-o', '-name', '*.img', '-o', '-name', 'incoming', ')', '-print']);
     return stdout.split('\n').filter(Boolean);
   }
 
   /** The regular files under a migration's directory in a cloud, while it runs. */
   async migrationFiles(cloud: string, workflowId: string): Promise<string[]> {
-    const dir = path.join(this.cloud(cloud).workDir, workflowId.replace(/[^A-Za-z0-9._-]/g, '_'));
+    const dir = path.join(this.cloud(cloud).workDir, migrationIdOf(workflowId));
     if (!existsSync(dir)) return [];
     return (await run('find', ['-L', dir, '-type', 'f', '-print'])).stdout.split('\n').filter(Boolean);
   }

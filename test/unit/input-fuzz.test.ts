@@ -55,24 +55,18 @@ function refuses(mutations: fc.Arbitrary<{ path: Array<string | number>; doc: Do
   return distinct.size;
 }
 
-const planProblems = (doc: Doc): string[] => {
+/** The problems `parse` refuses `doc` with, as an error of `kind` (the assertion fails if it is accepted). */
+const problemsBy = (parse: (doc: Doc) => unknown, kind: typeof PlanError | typeof ViSpecError) => (doc: Doc): string[] => {
   try {
-    parsePlan(doc);
+    parse(doc);
   } catch (err) {
-    assert.ok(err instanceof PlanError, String(err));
+    assert.ok(err instanceof kind, String(err));
     return err.problems;
   }
   return assert.fail(`accepted ${JSON.stringify(doc)}`);
 };
-const viProblems = (doc: Doc): string[] => {
-  try {
-    parseViSpec(doc);
-  } catch (err) {
-    assert.ok(err instanceof ViSpecError, String(err));
-    return err.problems;
-  }
-  return assert.fail(`accepted ${JSON.stringify(doc)}`);
-};
+const planProblems = problemsBy(parsePlan, PlanError);
+const viProblems = problemsBy(parseViSpec, ViSpecError);
 
 describe('input hardening (property-based fuzzing of the plan and the VI description)', () => {
   it('the valid documents the mutations start from are accepted', () => {

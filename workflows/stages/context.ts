@@ -8,6 +8,7 @@ import { log, patched, upsertSearchAttributes } from '@temporalio/workflow';
 import { SEARCH_ATTRIBUTES } from '../../lib/search-attributes';
 import type { CloudActivities, ContainerStep } from '../../activities/cloud-activities';
 import type { MigrationPlan } from '../../lib/plan';
+import { migrationIdOf } from '../../lib/plan';
 import type { ArtifactCheck, ArtifactReceipt, ContainerProgress, ContainerReport, GroupReport, MigrationProgress, PhaseTiming, PublicConnection, TransferEndpoint, VolumeReceipt } from '../../lib/types';
 import { faults } from '../fault-sinks';
 import { Saga } from '../saga';
@@ -86,7 +87,7 @@ export interface Member {
 export function createContext(plan: MigrationPlan, workflowId: string): MigrationContext {
   const { options } = plan;
   const phases: PhaseTiming[] = [];
-  const migrationId = workflowId.replace(/[^A-Za-z0-9._-]/g, '_');
+  const migrationId = migrationIdOf(workflowId);
   return {
     plan,
     options,
