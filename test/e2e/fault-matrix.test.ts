@@ -301,7 +301,14 @@ describe('fault matrix: exactly once under every fault (end to end)', function (
     const m = await move({
       faults: (_from, to) => [fault(to, 'restore:before-criu', 'fail'), fault(to, 'discardContainer:start', 'fail')],
       during: async (handle, from) => {
-        await waitFor('the fence to be refused', async () => /rollback: discard kv/.test((await queryProgress(handle)).phase), 60_000, 50);
+        // Refused as Temporal recorded it (a failed discardContainer task), not merely begun: the
+        // faults are cleared below, and a discard that had not yet reached its fault point would go through.
+        const discardRefused = async () => {
+          const events = (await handle.fetchHistory()).events ?? [];
+          const discards = new Set(events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'discardContainer').map((e) => String(e.eventId)));
+          return events.some((e) => e.activityTaskFailedEventAttributes && discards.has(String(e.activityTaskFailedEventAttributes.scheduledEventId)));
+        };
+        await waitFor('the fence to be refused', discardRefused, 60_000, 50);
         const refusedAt = Date.now();
         duringFreeze = await stack.placement();
         const imageDir = path.join(stack.cloud(from).workDir, handle.workflowId, 'kv', 'checkpoint');
