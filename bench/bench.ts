@@ -8,6 +8,7 @@
  *
  *   bash scripts/bench.sh [--wan-mbit 1000] [--sizes 16,64,256,1024] [--vi-sizes 4,16] [--runs 3]
  *                         [--systems migravi,postcopy,floor,podman] [--out DIR] [--publish DIR]
+ *                         [--plain-stretch]  (the private network's stretch as plain VXLAN: the encryption's cost)
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -61,6 +62,7 @@ function parseOptions() {
       systems: { type: 'string', default: 'migravi,postcopy,floor,podman' },
       out: { type: 'string' },
       publish: { type: 'string' },
+      'plain-stretch': { type: 'boolean', default: false },
     },
   });
   const wanMbit = Number(values['wan-mbit']);
@@ -76,7 +78,7 @@ function parseOptions() {
   ];
   if (cases.some((c) => c.members * c.ballastMiB > os.totalmem() / 1048576 / 3)) throw new Error('a case needs more than a third of this machine\'s memory');
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
-  return { wanMbit, runs, systems, cases, out: values.out ?? path.join('/var/lib/migravi/bench', stamp), publish: values.publish };
+  return { wanMbit, runs, systems, cases, out: values.out ?? path.join('/var/lib/migravi/bench', stamp), publish: values.publish, stretch: values['plain-stretch'] ? 'plain' as const : 'wireguard' as const };
 }
 
 interface Stack {
@@ -91,10 +93,10 @@ interface Stack {
   podman?: PodmanPeer;
 }
 
-async function startStack(wanMbit: number, logDir: string, withPodman: boolean): Promise<Stack> {
+async function startStack(wanMbit: number, logDir: string, withPodman: boolean, stretch: 'wireguard' | 'plain'): Promise<Stack> {
   const stateDir = path.join(testbedsDir, TESTBED_ID);
   await testbedDown(stateDir, TESTBED_ID);
-  const record = await testbedUp({ id: TESTBED_ID, stateDir, clouds: [SOURCE, DESTINATION], wanGateway: '203.0.113.1', wanPrefixLength: 25, wanRateMbit: wanMbit, criuPath, hostLink: HOST_LINK }, say);
+  const record = await testbedUp({ id: TESTBED_ID, stateDir, clouds: [SOURCE, DESTINATION], wanGateway: '203.0.113.1', wanPrefixLength: 25, wanRateMbit: wanMbit, criuPath, hostLink: HOST_LINK, stretch }, say);
   await ensureKeyRing();
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'migravi-bench-'));
   let temporalPid: number | undefined;
@@ -242,8 +244,8 @@ async function runOnce(stack: Stack, c: BenchCase, system: System, run: number):
 async function main(): Promise<void> {
   const opts = parseOptions();
   await mkdir(opts.out, { recursive: true });
-  say(`results in ${opts.out}; cases: ${opts.cases.map((c) => c.label).join(', ')}; systems: ${opts.systems.join(', ')}; ${opts.runs} runs each; link ${opts.wanMbit} Mbit/s`);
-  const stack = await startStack(opts.wanMbit, opts.out, opts.systems.includes('podman'));
+  say(`results in ${opts.out}; cases: ${opts.cases.map((c) => c.label).join(', ')}; systems: ${opts.systems.join(', ')}; ${opts.runs} runs each; link ${opts.wanMbit} Mbit/s; stretch ${opts.stretch === 'plain' ? 'plain VXLAN' : 'in WireGuard tunnels'}`);
+  const stack = await startStack(opts.wanMbit, opts.out, opts.systems.includes('podman'), opts.stretch);
   const results: RunResult[] = [];
   try {
     for (const c of opts.cases) {

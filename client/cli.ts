@@ -159,11 +159,12 @@ function cloudsCommands(cli: Command, globals: Globals): void {
     .option('--metrics-port <port>', "the orchestrator's Prometheus endpoint (cloud workers': 9464 inside each cloud)", '9464')
     .option('--host-link <cidr>', 'the link between this host and the clouds\' WAN (a /30)', DEFAULT_HOST_LINK)
     .option('--wan-gateway <ip>', "the WAN's router (the clouds get the next addresses)", '203.0.113.1')
-    .action(async (o: { id: string; clouds: string; wanMbit: string; fresh: boolean; temporalPort: string; uiPort: string; codecPort: string; metricsPort: string; hostLink: string; wanGateway: string }, cmd: Command) => {
+    .option('--plain-stretch', 'stretch private networks across the WAN as plain VXLAN, not inside WireGuard tunnels (readable and injectable on the WAN: for measuring the encryption\'s cost)', false)
+    .action(async (o: { id: string; clouds: string; wanMbit: string; fresh: boolean; temporalPort: string; uiPort: string; codecPort: string; metricsPort: string; hostLink: string; wanGateway: string; plainStretch: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const status = await cloudsUp({
         id: o.id, clouds: o.clouds.split(',').map((c) => c.trim()), wanRateMbit: positive(o.wanMbit, '--wan-mbit'), fresh: o.fresh,
-        temporalPort: positive(o.temporalPort, '--temporal-port'), uiPort: positive(o.uiPort, '--ui-port'), codecPort: positive(o.codecPort, '--codec-port'), metricsPort: positive(o.metricsPort, '--metrics-port'), hostLink: o.hostLink, wanGateway: o.wanGateway, log: say(g),
+        temporalPort: positive(o.temporalPort, '--temporal-port'), uiPort: positive(o.uiPort, '--ui-port'), codecPort: positive(o.codecPort, '--codec-port'), metricsPort: positive(o.metricsPort, '--metrics-port'), hostLink: o.hostLink, wanGateway: o.wanGateway, stretch: o.plainStretch ? 'plain' : 'wireguard', log: say(g),
       });
       new Output(g.json).result(status, () => statusLines(status));
       if (!status.up) throw new Error(`the clouds of ${o.id} are not all up: see above`);

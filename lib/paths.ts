@@ -3,6 +3,8 @@ import path from 'node:path';
 /** Where scripts/setup.sh installs MigraVI's private dependencies (same default as scripts/env.sh). */
 export const depsDir = process.env.MIGRAVI_DEPS ?? '/var/lib/migravi/deps';
 export const criuPath = path.join(depsDir, 'bin', 'criu');
+/** User-space WireGuard (the kernel here has none): the stretch's encryption across the WAN. */
+export const wireguardGoPath = path.join(depsDir, 'bin', 'wireguard-go');
 export const temporalCliPath = path.join(depsDir, 'bin', 'temporal');
 /** The demo container rootfs: busybox and the kv-server, built by setup. */
 export const demoRootfs = path.join(depsDir, 'images', 'busybox-rootfs');

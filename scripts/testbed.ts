@@ -1,6 +1,6 @@
 /**
  * Brings the embedded clouds up or down.
- *   node dist/scripts/testbed.js up   [--id migravi] [--clouds cloud-a,cloud-b] [--wan-mbit 1000] [--wan-gateway 203.0.113.1] [--host-link 198.18.0.0/30]
+ *   node dist/scripts/testbed.js up   [--id migravi] [--clouds cloud-a,cloud-b] [--wan-mbit 1000] [--wan-gateway 203.0.113.1] [--host-link 198.18.0.0/30] [--plain-stretch]
  *   node dist/scripts/testbed.js down [--id migravi]
  *   node dist/scripts/testbed.js status [--id migravi]
  */
@@ -18,6 +18,7 @@ async function main(): Promise<void> {
       'wan-mbit': { type: 'string', default: '1000' },
       'wan-gateway': { type: 'string', default: '203.0.113.1' },
       'host-link': { type: 'string', default: DEFAULT_HOST_LINK },
+      'plain-stretch': { type: 'boolean', default: false },
     },
   });
   const command = positionals[0];
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
           wanPrefixLength: 25,
           wanRateMbit: Number(values['wan-mbit']),
           criuPath,
+          stretch: values['plain-stretch'] ? 'plain' : 'wireguard',
         },
         log,
       );

@@ -27,6 +27,13 @@ export interface LocalCloudConfig {
   /** Where each peer may push into this cloud: its unprivileged account and chroot, by peer name. */
   inboxes?: Record<string, PeerInbox>;
   criuPath: string;
+  /**
+   * The WireGuard tunnel to each peer, by peer name, that stretched networks cross the WAN in
+   * (providers/local/wan-tunnels.ts); absent when the testbed's stretch is plain VXLAN on the WAN.
+   */
+  wanTunnels?: Record<string, WanTunnel>;
+  /** This cloud's address inside its tunnels: the local end of its stretched networks' VXLAN. */
+  stretchAddress?: string;
   /** The cloud's DNS service (PowerDNS), when it offers one: where it answers, its API and key. */
   dns?: { server: string; apiUrl: string; apiKeyPath: string };
 }
@@ -37,6 +44,16 @@ export interface PeerInbox {
   uid: number;
   gid: number;
   chroot: string;
+}
+
+/** One end of a pair's WAN tunnel: the local interface and the addresses inside and outside it. */
+export interface WanTunnel {
+  interface: string;
+  /** The peer's address on the WAN (the tunnel's endpoint; the address a stretch names its peer by). */
+  peerPublicIp: string;
+  localAddress: string;
+  peerAddress: string;
+  listenPort: number;
 }
 
 /** Where a cloud's worker receives streamed images, on its loopback (its sshd forwards peers there). */

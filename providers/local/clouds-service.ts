@@ -21,6 +21,8 @@ export interface CloudsOptions {
   wanRateMbit?: number;
   wanGateway?: string;
   hostLink?: string;
+  /** How stretched networks cross the WAN (default: inside WireGuard tunnels). */
+  stretch?: 'wireguard' | 'plain';
   temporalPort?: number;
   uiPort?: number;
   /** The codec endpoint's port (loopback): the Web UI shows decoded payloads through it. */
@@ -78,10 +80,14 @@ export async function cloudsUp(options: CloudsOptions = {}): Promise<CloudsStatu
     return cloudsStatus(opts.id);
   }
   const record = await readTestbed(stateDir);
-  const intact = record?.clouds.every((c) => existsSync(`/run/netns/${c.netns}`)) ?? false;
+  // Intact: every cloud's namespace is there, and so is every WAN tunnel its stretches cross (a
+  // testbed made before the tunnels, or whose tunnel process died, stretches nothing securely).
+  const tunnelsUp = (r: NonNullable<typeof record>) => r.options.stretch === 'plain'
+    || (r.clouds.every((c) => c.wanTunnels) && r.processes.filter((p) => p.name.startsWith('wireguard-go ')).every((p) => isAlive(p.pid)));
+  const intact = (record?.clouds.every((c) => existsSync(`/run/netns/${c.netns}`)) ?? false) && !!record && tunnelsUp(record);
   if (opts.fresh || !intact || !record) {
     await testbedDown(stateDir, opts.id, (line) => log(`cleanup of an earlier run: ${line}`));
-    await testbedUp({ id: opts.id, stateDir, clouds: opts.clouds, wanGateway: opts.wanGateway, wanPrefixLength: 25, wanRateMbit: opts.wanRateMbit, criuPath, hostLink: opts.hostLink }, log);
+    await testbedUp({ id: opts.id, stateDir, clouds: opts.clouds, wanGateway: opts.wanGateway, wanPrefixLength: 25, wanRateMbit: opts.wanRateMbit, criuPath, hostLink: opts.hostLink, stretch: opts.stretch }, log);
   } else {
     log(`keeping the clouds of ${opts.id} as they are (${record.clouds.map((c) => c.name).join(', ')}), with their VIs`);
   }

@@ -10,8 +10,8 @@ import { PowerDnsApi } from './powerdns-api';
 import type { ControlPlane } from '../provider';
 import { IMAGE_STREAM_PORT, names, PAGE_SERVER_PORTS, type LocalCloudConfig } from './cloud-config';
 import { CloudStateStore } from './cloud-state';
+import { VXLAN_PORT } from './wan-tunnels';
 
-const VXLAN_PORT = '4789';
 const GUARD_TABLE = 'migravi_guard';
 const RULES_TABLE = 'migravi_rules';
 const EDGE_TABLE = 'migravi_edge';
@@ -122,18 +122,21 @@ export class LocalControlPlane implements ControlPlane {
   async ensureStretch(network: NetworkSpec, peerPublicIp: string): Promise<{ created: boolean }> {
     const vx = names.vxlan(network.name);
     const ns = this.cfg.netns;
+    const far = this.farEnd(peerPublicIp);
     if ((await ip(['link', 'show', vx], ns, true)).exitCode !== 0) {
-      await ip(['link', 'add', vx, 'type', 'vxlan', 'id', String(network.vni), 'local', this.cfg.publicIp,
-        'dstport', VXLAN_PORT, 'dev', 'wan0', 'learning'], ns);
+      // Inside the WAN tunnels the VXLAN's local end is this cloud's tunnel address (routed to each
+      // peer through its own tunnel); a plain stretch sends it on the WAN from the public address.
+      const underlay = this.cfg.stretchAddress ? ['local', this.cfg.stretchAddress] : ['local', this.cfg.publicIp, 'dev', 'wan0'];
+      await ip(['link', 'add', vx, 'type', 'vxlan', 'id', String(network.vni), ...underlay, 'dstport', String(VXLAN_PORT), 'learning'], ns);
       await ip(['link', 'set', vx, 'mtu', String(network.mtu), 'master', names.bridge(network.name), 'up'], ns);
     }
     // Unknown destinations (and broadcasts such as ARP) are flooded to every peer. Only the
     // all-zeros entry counts: the tunnel learns the peer's MACs with the same `dst` as soon as the
     // peer's first flood arrives, which can be before this side added its own flood entry.
     const fdb = await run('bridge', ['fdb', 'show', 'dev', vx], { netns: ns });
-    const floods = fdb.stdout.split('\n').some((line) => line.startsWith('00:00:00:00:00:00 ') && line.includes(` dst ${peerPublicIp} `));
+    const floods = fdb.stdout.split('\n').some((line) => line.startsWith('00:00:00:00:00:00 ') && line.includes(` dst ${far} `));
     if (!floods) {
-      await run('bridge', ['fdb', 'append', '00:00:00:00:00:00', 'dev', vx, 'dst', peerPublicIp], { netns: ns });
+      await run('bridge', ['fdb', 'append', '00:00:00:00:00:00', 'dev', vx, 'dst', far], { netns: ns });
     }
     return this.state.update((s) => {
       const peers = new Set(s.stretches[network.name] ?? []);
@@ -146,7 +149,7 @@ export class LocalControlPlane implements ControlPlane {
 
   async removeStretch(network: NetworkSpec, peerPublicIp: string): Promise<void> {
     const vx = names.vxlan(network.name);
-    await run('bridge', ['fdb', 'del', '00:00:00:00:00:00', 'dev', vx, 'dst', peerPublicIp], { netns: this.cfg.netns, allowFailure: true });
+    await run('bridge', ['fdb', 'del', '00:00:00:00:00:00', 'dev', vx, 'dst', this.farEnd(peerPublicIp)], { netns: this.cfg.netns, allowFailure: true });
     const remaining = await this.state.update((s) => {
       s.stretches[network.name] = (s.stretches[network.name] ?? []).filter((p) => p !== peerPublicIp);
       const left = s.stretches[network.name]!.length;
@@ -154,6 +157,15 @@ export class LocalControlPlane implements ControlPlane {
       return left;
     });
     if (remaining === 0) await ip(['link', 'del', vx], this.cfg.netns, true);
+  }
+
+  /** Where a stretch's VXLAN sends to reach the peer at `peerPublicIp`: its end of our tunnel, or its WAN address when the stretch is plain. */
+  private farEnd(peerPublicIp: string): string {
+    const tunnels = this.cfg.wanTunnels;
+    if (!tunnels) return peerPublicIp;
+    const tunnel = Object.values(tunnels).find((t) => t.peerPublicIp === peerPublicIp);
+    if (!tunnel) throw new Error(`${this.cfg.name} has no WAN tunnel to ${peerPublicIp}: a stretch to a cloud outside this testbed cannot be encrypted`);
+    return tunnel.peerAddress;
   }
 
   async stretchPeers(network: string): Promise<string[]> {

@@ -3,6 +3,7 @@ import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { ip, run } from '../../lib/exec';
 import { readPidFile, stopPid, waitFor } from '../../lib/processes';
+import { wireguardGoPath } from '../../lib/paths';
 import { cidrsOverlap, intToIp, parseCidr } from '../../lib/vi-spec';
 import { cloudConfigPath, IMAGE_STREAM_PORT, PAGE_SERVER_PORTS, type LocalCloudConfig } from './cloud-config';
 import { memoryDirOf } from './local-cloud';
@@ -10,6 +11,7 @@ import { startDnsServer } from './dns-server';
 import { hostConflicts, linkEnds, readHostNetworkFacts } from './host-ranges';
 import { killHeldDump } from '../runtime/lazy-dump';
 import { peerSshdConfig, removePeerAccounts, setUpPeerTransfers } from './peer-transfers';
+import { removeTunnelSockets, setUpWanTunnels } from './wan-tunnels';
 
 /**
  * The embedded testbed: several "clouds" on this machine, each an edge network namespace with a
@@ -38,6 +40,12 @@ export interface TestbedOptions {
   /** Bandwidth of each cloud's WAN link, both directions (tbf). */
   wanRateMbit: number;
   criuPath: string;
+  /**
+   * How stretched networks cross the WAN: inside a WireGuard tunnel per pair of clouds (the
+   * default), or as plain VXLAN, readable and injectable by anyone on the WAN (the benchmark's
+   * baseline for the encryption's cost).
+   */
+  stretch?: 'wireguard' | 'plain';
 }
 
 export interface TestbedRecord {
@@ -137,6 +145,8 @@ function validateNames(opts: TestbedOptions): void {
   }
   if (new Set(opts.clouds).size !== opts.clouds.length) throw new Error('cloud names must be unique');
   if (!(opts.wanRateMbit > 0)) throw new Error(`WAN rate must be positive, got ${opts.wanRateMbit}`);
+  if (opts.stretch !== undefined && opts.stretch !== 'wireguard' && opts.stretch !== 'plain') throw new Error(`the stretch is "wireguard" or "plain", got "${String(opts.stretch)}"`);
+  if (opts.stretch !== 'plain' && !existsSync(wireguardGoPath)) throw new Error(`wireguard-go (the stretch's encryption) is not installed at ${wireguardGoPath}: run scripts/setup.sh`);
 }
 
 async function shapeLink(dev: string, rateMbit: number, netns?: string): Promise<void> {
@@ -292,6 +302,15 @@ export async function testbedUp(opts: TestbedOptions, log: (line: string) => voi
   // Every cloud accepts transfers from every other cloud: each as its own account, key and chroot.
   await setUpPeerTransfers(record.clouds);
   await writeTestbed(record);
+  // Every pair of clouds is joined by a WireGuard tunnel that their stretched networks cross the WAN in.
+  if (opts.stretch !== 'plain') {
+    const tunnels = await setUpWanTunnels(record.clouds, wireguardGoPath);
+    record.processes.push(...tunnels);
+    await writeTestbed(record);
+    log(`WAN tunnels (WireGuard, a key pair and a preshared key per pair of clouds): ${tunnels.map((t) => `${t.name} (pid ${t.pid})`).join(', ')}`);
+  } else {
+    log('stretch: plain VXLAN on the WAN (unencrypted)');
+  }
   for (const cfg of record.clouds) {
     await writeFile(cloudConfigPath(opts.stateDir, cfg.name), JSON.stringify(cfg, null, 2));
     const pid = await startSshd(cfg);
@@ -331,6 +350,7 @@ export async function testbedDown(stateDir: string, idHint?: string, log: (line:
   for (const proc of [...processes.filter((p) => p.name === SUPERVISOR), ...processes.filter((p) => p.name !== SUPERVISOR)]) {
     await stopPid(proc.pid);
   }
+  await removeTunnelSockets(record?.clouds ?? []);
   for (const cloud of record?.clouds ?? []) {
     const runcRoot = path.join(cloud.dir, 'runc');
     // A post-copy dump left holding its processes (a migration cut short) ends first.

@@ -7,7 +7,7 @@
  * matrix (fault-matrix.test.ts) covers crashes, cuts, hangs, cancel and abort.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -19,7 +19,9 @@ import { demoRootfs } from '../../lib/paths';
 import { startService, waitFor } from '../../lib/processes';
 import type { MigrationReport, TransferEndpoint } from '../../lib/types';
 import { E2eStack } from './stack';
-import { KV_IP } from '../../demo/demo-vi';
+import { KV_IP, KV_PORT } from '../../demo/demo-vi';
+import { wanNamespace } from '../../providers/local/testbed';
+import { capture } from './capture';
 import { AesGcmPayloadCodec } from '../../lib/payload-codec';
 import { loadKeyRing } from '../../lib/payload-keys';
 
@@ -76,18 +78,38 @@ describe('live migration between two embedded clouds (end to end)', function () 
     let icmpReceived: number;
     let workflowId: string;
     const seenPhases: string[] = [];
+    // A line the client sends the service once it runs in cloud-b: across the stretch, hence the WAN.
+    const marker = `MIGRAVI-MARKER-${randomBytes(8).toString('hex')}`;
+    let markerReply: string;
+    let wanCapture: Buffer;
+    let stretchCapture: Buffer;
 
     before(async () => {
       statusBefore = await stack.client.waitForReplies(50);
-      const tx0 = await stack.wanTxBytes('cloud-a');
-      icmp0 = await stack.clientIcmpUnreachables();
-      const started = Date.now();
-      const handle = await startMigration(stack.temporal, { name: 'e2e', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
-      workflowId = handle.workflowId;
-      report = await followMigration(handle, (p) => seenPhases.push(p.phase), 100);
-      wallMs = Date.now() - started;
-      wanTx = (await stack.wanTxBytes('cloud-a')) - tx0;
-      icmpReceived = (await stack.clientIcmpUnreachables()) - icmp0;
+      // cloud-a's link on the WAN, read as an eavesdropper would, for the whole migration.
+      const wan = await capture(wanNamespace(stack.record.options.id), 'w0', path.join(stack.tmp, 'wan.pcap'));
+      try {
+        const tx0 = await stack.wanTxBytes('cloud-a');
+        icmp0 = await stack.clientIcmpUnreachables();
+        const started = Date.now();
+        const handle = await startMigration(stack.temporal, { name: 'e2e', source: 'cloud-a', destination: 'cloud-b', containers: ['kv'] });
+        workflowId = handle.workflowId;
+        report = await followMigration(handle, (p) => seenPhases.push(p.phase), 100);
+        wallMs = Date.now() - started;
+        wanTx = (await stack.wanTxBytes('cloud-a')) - tx0;
+        icmpReceived = (await stack.clientIcmpUnreachables()) - icmp0;
+        // cloud-b's side of the stretch (its VXLAN device exists once the network is replicated).
+        const inner = await capture(stack.cloud('cloud-b').config.netns, 'vx-vi-net', path.join(stack.tmp, 'stretch.pcap'));
+        try {
+          const clientNetns = stack.cloud('cloud-a').controlPlane.portNetns('client');
+          markerReply = (await run('busybox', ['sh', '-c', `printf '%s\\n' "$0" | timeout 5 busybox nc ${KV_IP} ${KV_PORT}`, marker], { netns: clientNetns })).stdout.trim();
+        } finally {
+          stretchCapture = await inner.stop();
+        }
+      } finally {
+        wanCapture = await wan.stop();
+      }
+      await rm(path.join(stack.tmp, 'wan.pcap'), { force: true });
     });
 
     it('keeps the same client connection open, exchanging data after the move', async () => {
@@ -132,6 +154,13 @@ describe('live migration between two embedded clouds (end to end)', function () 
       assert.deepEqual(c?.checks.map((k) => k.kind), ['rootfs', 'checkpoint']);
       assert.ok(c!.checks[1]!.verifiedBytes > BALLAST_MIB * 1048576, 'the destination re-hashed less than the memory ballast');
       assert.ok(c!.checks[1]!.files > 1, 'the image was not checked file by file');
+    });
+
+    it('sends the containers\' traffic across the WAN encrypted: a capture of the whole migration holds no plaintext of it', () => {
+      assert.equal(markerReply, 'ERR', 'the service did not answer the marker line');
+      assert.notEqual(stretchCapture.indexOf(marker), -1, "the marker did not cross the stretch to cloud-b");
+      assert.ok(wanCapture.length > wanTx / 2, `a capture of ${wanCapture.length} bytes for ${wanTx} bytes sent on the WAN`);
+      assert.equal(wanCapture.indexOf(marker), -1, 'the marker crossed the WAN in plaintext');
     });
 
     it("keeps the plan, the inventory and the report encrypted in Temporal: its raw history shows none of them", async () => {
