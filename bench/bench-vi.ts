@@ -24,7 +24,7 @@ export function memberIp(i: number): string {
 export function benchVi(members: number, ballastMiB: number): ViSpec {
   return parseViSpec({
     name: BENCH_VI,
-    networks: [{ name: NETWORK, cidr: '10.77.0.0/24', mtu: 1450, ingress: [{ port: PORT, from: '10.77.0.0/24' }] }],
+    networks: [{ name: NETWORK, cidr: '10.77.0.0/24', mtu: 1390, ingress: [{ port: PORT, from: '10.77.0.0/24' }] }],
     containers: Array.from({ length: members }, (_, i) => ({
       name: memberName(i),
       rootfs: demoRootfs,

@@ -23,11 +23,19 @@ const TESTBEDS: Record<Stretch, { id: string; hostLink: string }> = {
   wireguard: { id: 'bstrw', hostLink: '198.18.0.36/30' },
   plain: { id: 'bstrp', hostLink: '198.18.0.40/30' },
 };
-const NETWORK = { name: 'bench', cidr: '10.62.0.0/24', vni: 4400, mtu: 1450 };
+const NETWORK = { name: 'bench', cidr: '10.62.0.0/24', vni: 4400, mtu: 1390 };
 const port = (name: string, host: number): ContainerSpec => ({ name, interfaces: [{ network: 'bench', ip: `10.62.0.${host}`, mac: `02:62:00:00:00:${host.toString(16).padStart(2, '0')}` }], args: [], readonlyRootfs: false });
 const SENDER = port('sender', 10);
 const RECEIVER = port('receiver', 11);
 const TCP_PORT = 7100;
+/** Accepts one connection, counts its bytes, prints the count when the sender closes. */
+const COUNTING_RECEIVER = `
+  const server = require('node:net').createServer((socket) => {
+    let bytes = 0;
+    socket.on('data', (chunk) => (bytes += chunk.length));
+    socket.on('end', () => { console.log(bytes); server.close(); });
+  }).listen(Number(process.argv[1]));
+  setTimeout(() => process.exit(3), 120000).unref();`;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const say = (line: string) => console.log(`[stretch] ${line}`);
@@ -51,7 +59,8 @@ async function bringUp(stretch: Stretch): Promise<TestbedRecord> {
 /** Sends `bytes` from the sender's port to the receiver's; the receiver counts what arrived. */
 async function throughput(record: TestbedRecord, bytes: number): Promise<{ mbit: number; received: number }> {
   const [a, b] = record.clouds as [LocalCloudConfig, LocalCloudConfig];
-  const counted = run('sh', ['-c', `busybox timeout 120 busybox nc -l -p ${TCP_PORT} | wc -c`], { netns: `${b.netns}-receiver` });
+  // Counted by a receiver of its own (busybox nc half-closes on its empty input, which ends the sender early).
+  const counted = run(process.execPath, ['-e', COUNTING_RECEIVER, String(TCP_PORT)], { netns: `${b.netns}-receiver` });
   let wallMs = 0;
   await waitFor('the receiver to listen', async () => {
     const started = process.hrtime.bigint();

@@ -26,7 +26,10 @@ const PORT = 7000;
 /** `text` sent over TCP from the left port (cloud-a) to the right one (cloud-b); resolves with what the right one received. */
 async function sendAcross(record: TestbedRecord, text: string): Promise<string> {
   const [a, b] = record.clouds as [LocalCloudConfig, LocalCloudConfig];
-  const received = run('busybox', ['timeout', '20', 'busybox', 'nc', '-l', '-p', String(PORT)], { netns: `${b.netns}-right`, allowFailure: true });
+  // A receiver of its own: busybox nc half-closes on its empty input, which can end the sender early.
+  const receiver = `const server = require('node:net').createServer((s) => { s.pipe(process.stdout); s.on('end', () => server.close()); }).listen(${PORT});
+    setTimeout(() => process.exit(3), 20000).unref();`;
+  const received = run(process.execPath, ['-e', receiver], { netns: `${b.netns}-right`, allowFailure: true });
   await waitFor('the right port to listen', async () => {
     const sent = await run('busybox', ['sh', '-c', `printf '%s' "$0" | busybox timeout 5 busybox nc ${RIGHT.interfaces[0]!.ip} ${PORT}`, text], { netns: `${a.netns}-left`, allowFailure: true });
     return sent.exitCode === 0;

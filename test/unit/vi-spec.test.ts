@@ -46,7 +46,7 @@ describe('VI description', () => {
     assert.deepEqual(web.env, {});
     assert.deepEqual(web.volumes, []);
     assert.equal(web.readonlyRootfs, false);
-    assert.equal(vi.networks[0]!.mtu, 1450);
+    assert.equal(vi.networks[0]!.mtu, 1390);
     assert.deepEqual(vi.networks[0]!.ingress, [{ port: 80, protocol: 'tcp', from: '0.0.0.0/0' }]);
     assert.equal(vi.containers[2]!.volumes[0]!.readOnly, false);
   });
