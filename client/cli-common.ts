@@ -2,7 +2,8 @@
 import type { Client, Connection } from '@temporalio/client';
 import { InvalidArgumentError, type Command } from 'commander';
 import { KeyRingError } from '../lib/payload-keys';
-import { connectClient } from '../lib/temporal-access';
+import { connectClient, tlsFilesFrom } from '../lib/temporal-access';
+import { TlsFilesError } from '../lib/temporal-tls';
 import { UnreachableError } from './exit-codes';
 
 export interface GlobalOptions {
@@ -10,6 +11,11 @@ export interface GlobalOptions {
   namespace: string;
   /** The payload key ring (the codec's keys): the same file the workers load. */
   payloadKeys?: string;
+  /** Mutual TLS to a Temporal beyond the loopback (all three, or none). */
+  temporalTlsCa?: string;
+  temporalTlsCert?: string;
+  temporalTlsKey?: string;
+  temporalTlsServerName?: string;
   json: boolean;
 }
 
@@ -27,11 +33,12 @@ export class Output {
 
 export async function withClient<T>(opts: GlobalOptions, use: (client: Client) => Promise<T>): Promise<T> {
   let opened: { client: Client; connection: Connection };
+  const tls = tlsFilesFrom({ ca: opts.temporalTlsCa, cert: opts.temporalTlsCert, key: opts.temporalTlsKey, serverName: opts.temporalTlsServerName });
   try {
-    opened = await connectClient({ address: opts.temporal, namespace: opts.namespace, ...(opts.payloadKeys ? { payloadKeys: opts.payloadKeys } : {}) }, { connectTimeout: '5s' });
+    opened = await connectClient({ address: opts.temporal, namespace: opts.namespace, ...(opts.payloadKeys ? { payloadKeys: opts.payloadKeys } : {}), ...(tls ? { tls } : {}) }, { connectTimeout: '5s' });
   } catch (err) {
-    // The key ring is read first: a missing or unsafe ring is its own error, not an unreachable server.
-    if (err instanceof KeyRingError) throw err;
+    // The key ring and the TLS files are read first: a missing or unsafe one is its own error, not an unreachable server.
+    if (err instanceof KeyRingError || err instanceof TlsFilesError) throw err;
     throw new UnreachableError(`cannot reach Temporal at ${opts.temporal} (${(err as Error).message}); is it running? (--temporal HOST:PORT or TEMPORAL_ADDRESS)`);
   }
   try {

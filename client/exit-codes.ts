@@ -5,6 +5,7 @@
 import { ScheduleNotFoundError, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { EvacuationPlanError } from '../lib/evacuation';
 import { KeyRingError } from '../lib/payload-keys';
+import { TlsFilesError } from '../lib/temporal-tls';
 import { PlanError } from '../lib/plan';
 import { ViSpecError } from '../lib/vi-spec';
 import { ScheduleInputError } from './evacuations';
@@ -41,7 +42,7 @@ export class UnreachableError extends Error {}
 
 /** The exit code and the message for an error that ended a command. */
 export function exitFor(err: unknown): { code: number; message: string } {
-  if (err instanceof PlanError || err instanceof ViSpecError || err instanceof EvacuationPlanError || err instanceof ScheduleInputError || err instanceof KeyRingError) return { code: EXIT.usage, message: err.message };
+  if (err instanceof PlanError || err instanceof ViSpecError || err instanceof EvacuationPlanError || err instanceof ScheduleInputError || err instanceof KeyRingError || err instanceof TlsFilesError) return { code: EXIT.usage, message: err.message };
   if (err instanceof ScheduleNotFoundError) return { code: EXIT.notFound, message: `no schedule ${err.scheduleId} in this namespace` };
   if (err instanceof RequestRefusedError) return { code: EXIT.refused, message: err.message };
   if (err instanceof UnreachableError) return { code: EXIT.unreachable, message: err.message };

@@ -7,8 +7,18 @@ import type { Command } from 'commander';
 import { ensureKeyRing, loadKeyRing, payloadKeysPath, rotateKeyRing } from '../lib/payload-keys';
 import { Output, positive, type Globals } from './cli-common';
 import { startCodecServer } from './codec-server';
+import { ensureCertificateAuthority, tlsDirPath } from '../lib/temporal-tls';
 
 export function securityCommands(cli: Command, globals: Globals): void {
+  cli.command('tls').description("mutual TLS to Temporal: the certificate authority and MigraVI's client certificate")
+    .command('init').description('create the authority and the client certificate if there are none (existing ones are kept)')
+    .option('--dir <dir>', 'where (default MIGRAVI_TLS_DIR, else /var/lib/migravi/tls)')
+    .action(async (o: { dir?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const dir = tlsDirPath(o.dir);
+      const { created, files } = await ensureCertificateAuthority(dir);
+      new Output(g.json).result({ dir, created, ...files }, () => [created ? `created the authority ${files.ca} and the client certificate ${files.cert} (keys mode 600)` : `${dir} holds an authority already: kept`]);
+    });
   const keys = cli.command('keys').description("the payload key ring (AES-256-GCM): every client and worker loads it (--payload-keys or MIGRAVI_PAYLOAD_KEYS)");
   keys.command('init').description('create the key ring if there is none (an existing one is kept)')
     .action(async (_o: unknown, cmd: Command) => {

@@ -198,6 +198,9 @@ step "payload key ring (every Temporal payload is encrypted with it)"
 # Kept when it exists: the histories already written need its keys. `migravi keys rotate` adds one.
 migravi keys init
 
+step "Temporal TLS (the authority and the client certificate: workers beyond the loopback connect with mutual TLS)"
+migravi tls init
+
 step "demo service binary and container rootfs"
 mkdir -p "$MIGRAVI_DEPS/images"
 gcc -O2 -static -Wall -Werror -o "$MIGRAVI_DEPS/images/kv-server.tmp" demo/kv-server.c || die "gcc failed on demo/kv-server.c"

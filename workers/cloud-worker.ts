@@ -14,7 +14,8 @@ import { protectWorkDirs } from '../activities/cloud-context';
 import { startImageReceiver } from '../activities/image-stream';
 import { cloudTaskQueue } from '../lib/plan';
 import { openCloud } from '../providers/registry';
-import { loadDataConverter } from '../lib/temporal-access';
+import { loadDataConverter, tlsFilesFrom } from '../lib/temporal-access';
+import { loadTlsConfig } from '../lib/temporal-tls';
 import { installTelemetry } from './telemetry';
 
 async function main(): Promise<void> {
@@ -27,6 +28,11 @@ async function main(): Promise<void> {
       metrics: { type: 'string' },
       /** The payload key ring (default MIGRAVI_PAYLOAD_KEYS, else /var/lib/migravi/keys/payload-keys.json). */
       'payload-keys': { type: 'string' },
+      /** Mutual TLS to a Temporal beyond the loopback: the authority, this worker's certificate and key, and the server's name. */
+      'temporal-tls-ca': { type: 'string' },
+      'temporal-tls-cert': { type: 'string' },
+      'temporal-tls-key': { type: 'string' },
+      'temporal-tls-server-name': { type: 'string' },
     },
   });
   installTelemetry({ ...(values.metrics ? { metrics: values.metrics } : {}) });
@@ -36,9 +42,11 @@ async function main(): Promise<void> {
   const taskQueue = cloudTaskQueue(cloud.name);
   // Every payload it sends is sealed with the ring's current key (lib/payload-codec.ts).
   const dataConverter = await loadDataConverter({ ...(values['payload-keys'] ? { payloadKeys: values['payload-keys'] } : {}) });
-  const connection = await NativeConnection.connect({ address: values.temporal });
+  const tlsFiles = tlsFilesFrom({ ca: values['temporal-tls-ca'], cert: values['temporal-tls-cert'], key: values['temporal-tls-key'], serverName: values['temporal-tls-server-name'] });
+  const tls = tlsFiles ? await loadTlsConfig(tlsFiles) : undefined;
+  const connection = await NativeConnection.connect({ address: values.temporal, ...(tls ? { tls } : {}) });
   // A client of its own, to tell whether the migration holding a claim still runs (stale claims expire).
-  const clientConnection = await Connection.connect({ address: values.temporal });
+  const clientConnection = await Connection.connect({ address: values.temporal, ...(tls ? { tls } : {}) });
   const client = new Client({ connection: clientConnection, namespace: values.namespace, dataConverter });
   const workflowIsRunning = async (workflowId: string) => {
     try {

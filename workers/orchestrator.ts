@@ -7,7 +7,8 @@ import { parseArgs } from 'node:util';
 import { NativeConnection, Worker, type InjectedSinks } from '@temporalio/worker';
 import { faultPoint } from '../lib/faults';
 import type { FaultSinks } from '../workflows/fault-sinks';
-import { loadDataConverter } from '../lib/temporal-access';
+import { loadDataConverter, tlsFilesFrom } from '../lib/temporal-access';
+import { loadTlsConfig } from '../lib/temporal-tls';
 import { installTelemetry } from './telemetry';
 import { cachedWorkflowBundle } from './workflow-bundle';
 import { ORCHESTRATOR_TASK_QUEUE } from '../lib/plan';
@@ -22,12 +23,19 @@ async function main(): Promise<void> {
       metrics: { type: 'string' },
       /** The payload key ring (default MIGRAVI_PAYLOAD_KEYS, else /var/lib/migravi/keys/payload-keys.json). */
       'payload-keys': { type: 'string' },
+      /** Mutual TLS to a Temporal beyond the loopback: the authority, this worker's certificate and key, and the server's name. */
+      'temporal-tls-ca': { type: 'string' },
+      'temporal-tls-cert': { type: 'string' },
+      'temporal-tls-key': { type: 'string' },
+      'temporal-tls-server-name': { type: 'string' },
     },
   });
   installTelemetry({ ...(values.metrics ? { metrics: values.metrics } : {}) });
   // Every payload it sends is sealed with the ring's current key (lib/payload-codec.ts).
   const dataConverter = await loadDataConverter({ ...(values['payload-keys'] ? { payloadKeys: values['payload-keys'] } : {}) });
-  const connection = await NativeConnection.connect({ address: values.temporal });
+  const tlsFiles = tlsFilesFrom({ ca: values['temporal-tls-ca'], cert: values['temporal-tls-cert'], key: values['temporal-tls-key'], serverName: values['temporal-tls-server-name'] });
+  const tls = tlsFiles ? await loadTlsConfig(tlsFiles) : undefined;
+  const connection = await NativeConnection.connect({ address: values.temporal, ...(tls ? { tls } : {}) });
   const added = await ensureSearchAttributes(connection, values.namespace);
   if (added.length) console.log(`added the search attributes ${added.join(', ')} to namespace ${values.namespace}`);
   const worker = await Worker.create({

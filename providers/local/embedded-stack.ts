@@ -8,6 +8,7 @@ import { Connection } from '@temporalio/client';
 import { temporalCliPath } from '../../lib/paths';
 import { isAlive, startService, waitFor } from '../../lib/processes';
 import { RELAY_READY } from '../../lib/tcp-relay';
+import { ensureCertificateAuthority, issueServerCertificate, TEMPORAL_SERVER_NAME, tlsDirPath } from '../../lib/temporal-tls';
 import { searchAttributeFlags } from '../../lib/search-attributes';
 import { cloudConfigPath } from './cloud-config';
 import { readTestbed, registerProcess, type TestbedRecord } from './testbed';
@@ -82,17 +83,24 @@ export const TEMPORAL_RELAY = 'Temporal relay';
 export async function relayTemporalToClouds(record: TestbedRecord, temporalPort: number, logDir: string): Promise<void> {
   const running = (await readTestbed(record.options.stateDir))?.processes.find((p) => p.name === TEMPORAL_RELAY);
   if (running && isAlive(running.pid)) return;
+  // The host link is reachable from the testbed's WAN: only MigraVI's workers, by certificate, get through.
+  await ensureCertificateAuthority();
+  const server = await issueServerCertificate(path.join(record.options.stateDir, 'temporal-relay'), 'relay', [record.hostAddress]);
   let pid: number;
   try {
     pid = await startService({
       name: TEMPORAL_RELAY,
-      argv: [process.execPath, path.join(__dirname, '..', '..', 'lib', 'tcp-relay.js'), '--listen', record.hostAddress, '--ports', String(temporalPort), '--to', '127.0.0.1'],
+      argv: [process.execPath, path.join(__dirname, '..', '..', 'lib', 'tcp-relay.js'), '--listen', record.hostAddress, '--ports', String(temporalPort), '--to', '127.0.0.1',
+        '--tls-cert', server.cert, '--tls-key', server.key, '--tls-ca', server.ca],
       logFile: path.join(logDir, 'temporal-relay.log'),
       readyLine: RELAY_READY,
     });
   } catch (err) {
-    // A server of an earlier release, still running, listens on every address: the clouds reach it already.
-    if (await waitForTemporal(`${record.hostAddress}:${temporalPort}`, 1_000).then(() => true, () => false)) return;
+    // A server of an earlier release, still running, listens on every address, in plaintext: the
+    // workers, which now insist on mutual TLS, cannot use it.
+    if (await waitForTemporal(`${record.hostAddress}:${temporalPort}`, 1_000).then(() => true, () => false)) {
+      throw new Error(`a Temporal server listens on ${record.hostAddress}:${temporalPort} in plaintext (an earlier release's, on every address): stop it (migravi clouds down) and start again`);
+    }
     throw err;
   }
   await registerProcess(record.options.stateDir, TEMPORAL_RELAY, pid);
@@ -112,8 +120,14 @@ export function cloudWorkerArgv(record: TestbedRecord, cloud: string, temporalPo
     process.execPath, path.join(__dirname, '..', '..', 'workers', 'cloud-worker.js'),
     '--config', record.cloudConfigs?.[cloud] ?? cloudConfigPath(record.options.stateDir, cloud),
     '--temporal', `${record.hostAddress}:${temporalPort}`,
+    ...cloudWorkerTlsArgs(),
     ...(metrics ? ['--metrics', metrics] : []),
   ];
+}
+
+/** A cloud worker reaches Temporal through the relay's mutual TLS, with MigraVI's client certificate. */
+export function cloudWorkerTlsArgs(dir = tlsDirPath()): string[] {
+  return ['--temporal-tls-ca', path.join(dir, 'ca.pem'), '--temporal-tls-cert', path.join(dir, 'client.pem'), '--temporal-tls-key', path.join(dir, 'client.key'), '--temporal-tls-server-name', TEMPORAL_SERVER_NAME];
 }
 
 /** What a started worker prints once it polls its task queue. */

@@ -31,7 +31,7 @@ import { registerProcess, testbedDown, testbedUp, unregisterProcess, type Testbe
 
 export type Role = 'orchestrator' | 'cloud-a' | 'cloud-b';
 export const CLOUDS = ['cloud-a', 'cloud-b'] as const;
-const TEMPORAL_PORT = 7243;
+export const TEMPORAL_PORT = 7243;
 /** The tests' host link (the demo's testbed uses the default one, so both can be up at once). */
 export const E2E_HOST_LINK = '198.18.0.4/30';
 
