@@ -447,20 +447,29 @@ export class LocalControlPlane implements ControlPlane {
   private async applyDrains(): Promise<void> {
     const netns = this.cfg.netns;
     const drains = Object.values((await this.state.read()).drains);
-    await run('nft', ['delete', 'table', 'ip', DRAIN_TABLE], { netns, allowFailure: true });
     const peers = [...new Set(drains.map((d) => d.peer))];
     const tableOf = (peer: string) => DRAIN_ROUTE_TABLE_BASE + Number(peer.split('.')[3]);
     for (const peer of peers) {
-      await ip(['route', 'replace', 'default', 'via', peer, 'dev', 'wan0', 'table', String(tableOf(peer))], netns);
+      // Inside the pair's tunnel when there is one: these replies carry a container's private address.
+      const tunnel = Object.values(this.cfg.wanTunnels ?? {}).find((t) => t.peerPublicIp === peer);
+      const via = tunnel ? ['via', tunnel.peerAddress, 'dev', tunnel.interface] : ['via', peer, 'dev', 'wan0'];
+      await ip(['route', 'replace', 'default', ...via, 'table', String(tableOf(peer))], netns);
       const rules = (await ip(['rule', 'show'], netns)).stdout;
       const mark = `0x${(DRAIN_MARK_BASE + Number(peer.split('.')[3])).toString(16)}`;
       if (!rules.includes(`fwmark ${mark} lookup ${tableOf(peer)}`)) await ip(['rule', 'add', 'fwmark', mark, 'lookup', String(tableOf(peer))], netns);
     }
-    if (!drains.length) return;
+    if (!drains.length) {
+      await run('nft', ['delete', 'table', 'ip', DRAIN_TABLE], { netns, allowFailure: true });
+      return;
+    }
     const subnets = (await this.listNetworks()).map((n) => n.cidr);
+    // Replaced in one transaction: between a delete and a re-add, the replies of the connections
+    // drained meanwhile went unmarked out of the WAN, without the peer's NAT (seen in a capture).
     await run('nft', ['-f', '-'], {
       netns,
       input: [
+        `table ip ${DRAIN_TABLE} {}`,
+        `delete table ip ${DRAIN_TABLE}`,
         `table ip ${DRAIN_TABLE} {`,
         '  chain pre {',
         '    type filter hook prerouting priority mangle;',

@@ -96,7 +96,9 @@ export async function setUpWanTunnels(clouds: LocalCloudConfig[], wireguardGo: s
           'peer', await publicKeyOf(path.join(peer.dir, 'wan-keys', `${cfg.name}.key`)),
           'preshared-key', path.join(keys, `${peer.name}.psk`),
           'endpoint', `${peer.publicIp}:${WAN_TUNNEL_BASE_PORT + i}`,
-          'allowed-ips', `${tunnel.peerAddress}/32`], { netns: cfg.netns });
+          // Any inner source: besides VXLAN between the tunnel addresses, the replies of a drained public
+          // connection cross it with their container's address (one peer per interface, so routing is ours).
+          'allowed-ips', '0.0.0.0/0'], { netns: cfg.netns });
         await ip(['addr', 'add', tunnel.localAddress, 'peer', tunnel.peerAddress, 'dev', tunnel.interface], cfg.netns);
         await ip(['link', 'set', tunnel.interface, 'mtu', String(TUNNEL_MTU), 'up'], cfg.netns);
         cfg.wanTunnels[peer.name] = tunnel;

@@ -14,6 +14,10 @@ import { getFromOutside, resolveFromOutside, startDemoClient, type DemoClient } 
 import { waitFor } from '../../lib/processes';
 import type { MigrationProgress, MigrationReport } from '../../lib/types';
 import { E2eStack } from './stack';
+import { capture, countPackets, type Capture } from './capture';
+import { run } from '../../lib/exec';
+import { wanNamespace } from '../../providers/local/testbed';
+import path from 'node:path';
 
 const NAME = 'www.vi.example.';
 const DRAIN_SECONDS = 6;
@@ -25,7 +29,8 @@ describe('public endpoints: a user outside keeps its connection through the move
   let statusBefore: ClientStatus;
   let addressBefore: string;
   let report: MigrationReport;
-  const duringDrain: { newAddress?: string[]; newAnswer?: string; oldAddressAnswer?: string; repliesAtDrainStart?: number } = {};
+  let wan: Capture;
+  const duringDrain: { newAddress?: string[]; newAnswer?: string; oldAddressAnswer?: string; repliesAtDrainStart?: number; drainSeenAt?: number } = {};
 
   before(async () => {
     stack = await E2eStack.start({ id: 'mvpub', ballastMiB: 0 });
@@ -33,16 +38,20 @@ describe('public endpoints: a user outside keeps its connection through the move
     [addressBefore] = await resolveFromOutside(stack.record, NAME);
     outside = await startDemoClient(stack.record, 'outside', { name: 'outside-user', ip: addressBefore!, port: 80, protocol: 'http' });
     statusBefore = await outside.waitForReplies(50);
+    // cloud-b's link on the WAN, as an eavesdropper reads it, through the move and the drain.
+    wan = await capture(wanNamespace(stack.record.options.id), 'w1', path.join(stack.tmp, 'wan-b.pcap'));
     const handle = await startMigration(stack.temporal, { name: 'public', vi: DEMO_VI, source: 'cloud-a', destination: 'cloud-b', options: { drainTimeoutSeconds: DRAIN_SECONDS } });
     // While the old address drains: a new user resolves the name and connects.
     let progress: MigrationProgress | undefined;
     await waitFor('the migration to drain', async () => (progress = await queryProgress(handle)).phase === 'drain' || progress.state === 'completed', 120_000, 100);
+    duringDrain.drainSeenAt = Date.now();
     duringDrain.repliesAtDrainStart = (await outside.status()).replies;
     duringDrain.newAddress = await resolveFromOutside(stack.record, NAME);
     duringDrain.newAnswer = duringDrain.newAddress[0] ? await getFromOutside(stack.record, duringDrain.newAddress[0]) : '';
     // A user whose resolver still caches the old address (within the TTL) opens a new connection there.
     duringDrain.oldAddressAnswer = await getFromOutside(stack.record, addressBefore!);
     report = await handle.result();
+    await wan.stop();
   });
 
   after(async function () {
@@ -67,6 +76,19 @@ describe('public endpoints: a user outside keeps its connection through the move
     const web = report.containers.find((c) => c.name === 'web')!;
     assert.deepEqual(web.drain && { connections: web.drain.connections, closed: web.drain.closed }, { connections: 1, closed: 0 });
     assert.ok(web.drain!.ms >= DRAIN_SECONDS * 1000, `the drain lasted ${web.drain!.ms} ms, less than its timeout with a connection open`);
+  });
+
+  it("sends the drained connection's replies back to cloud-a inside the tunnel: all but a few of them (counted on the WAN)", async () => {
+    const cidr = (await stack.cloud('cloud-b').controlPlane.getNetwork('vi-net'))!.cidr;
+    const lines = (await run('tcpdump', ['-r', wan.file, '-n', '-tt', `src net ${cidr} or dst net ${cidr}`])).stdout.split('\n').filter(Boolean);
+    const duringTheDrain = lines.filter((line) => Number(line.split(' ')[0]) * 1000 >= duringDrain.drainSeenAt!);
+    // Not yet none: one or two replies per drain still leave un-NATed on the WAN (seen in every run
+    // after the drain's rules became one transaction; the cause is open, issue 22's note). Before,
+    // every drained reply did: the client's own count of replies is the comparison.
+    const repliesInTheDrain = (await outside.status()).replies - duringDrain.repliesAtDrainStart!;
+    assert.ok(repliesInTheDrain > 100, `only ${repliesInTheDrain} replies during the drain`);
+    assert.ok(duringTheDrain.length * 20 < repliesInTheDrain, `${duringTheDrain.length} of ${repliesInTheDrain} drained replies crossed the WAN outside the tunnel:\n${duringTheDrain.join('\n')}`);
+    assert.ok(await countPackets(wan.file, 'udp portrange 51820-51823') > 100, 'the capture holds no tunnel traffic');
   });
 
   it('released the old address after the drain: it answers no more, and the VI runs in cloud-b only', async () => {
