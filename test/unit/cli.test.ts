@@ -98,7 +98,8 @@ describe('command line', function () {
   it('has --help, listing every command and the exit codes', () => {
     const result = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
-    assert.deepEqual(commandsOf(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove', 'clouds', 'evacuate', 'schedule', 'openstack', 'keys', 'codec-server']);
+    assert.deepEqual(commandsOf(), ['migrate', 'progress', 'approve', 'abort', 'confirm-gone', 'report', 'validate-vi', 'list', 'deploy', 'remove', 'clouds', 'evacuate', 'schedule', 'openstack', 'tls', 'keys', 'codec-server']);
+    assert.deepEqual(commandsOf('tls'), ['init']);
     assert.deepEqual(commandsOf('keys'), ['init', 'rotate', 'list']);
     assert.deepEqual(commandsOf('clouds'), ['up', 'down', 'status']);
     assert.deepEqual(commandsOf('openstack'), ['up', 'down', 'status']);
