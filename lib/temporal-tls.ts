@@ -50,11 +50,14 @@ export async function ensureCertificateAuthority(dir = tlsDirPath()): Promise<{ 
   return { created: true, files };
 }
 
-/** A server certificate signed by the authority, for `addresses` and TEMPORAL_SERVER_NAME, written as <name>.pem/.key in `outDir`. */
-export async function issueServerCertificate(outDir: string, name: string, addresses: string[], dir = tlsDirPath()): Promise<{ cert: string; key: string; ca: string }> {
+/**
+ * A server certificate signed by the authority, for `addresses` and TEMPORAL_SERVER_NAME, written as <name>.pem/.key in `outDir`.
+ * `internode`: also a client certificate, for a cluster's services, which present it to each other.
+ */
+export async function issueServerCertificate(outDir: string, name: string, addresses: string[], dir = tlsDirPath(), usage: { internode?: boolean } = {}): Promise<{ cert: string; key: string; ca: string }> {
   await mkdir(outDir, { recursive: true, mode: 0o700 });
   const san = [`DNS:${TEMPORAL_SERVER_NAME}`, ...addresses.map((a) => (/^\d+\.\d+\.\d+\.\d+$/.test(a) ? `IP:${a}` : `DNS:${a}`))].join(',');
-  await issueCertificate(dir, name, TEMPORAL_SERVER_NAME, ['extendedKeyUsage=serverAuth', `subjectAltName=${san}`], outDir);
+  await issueCertificate(dir, name, TEMPORAL_SERVER_NAME, [`extendedKeyUsage=serverAuth${usage.internode ? ',clientAuth' : ''}`, `subjectAltName=${san}`], outDir);
   return { cert: path.join(outDir, `${name}.pem`), key: path.join(outDir, `${name}.key`), ca: path.join(dir, 'ca.pem') };
 }
 

