@@ -7,7 +7,7 @@
  * (overhead), the runtimes (placement) and the migrated processes (memory check).
  *
  *   bash scripts/bench.sh [--wan-mbit 1000] [--sizes 16,64,256,1024] [--vi-sizes 4,16] [--runs 3]
- *                         [--systems migravi,postcopy,floor,podman] [--out DIR] [--publish DIR]
+ *                         [--systems migravi,postcopy,auto,floor,podman] [--out DIR] [--publish DIR]
  *                         [--plain-stretch]  (the private network's stretch as plain VXLAN: the encryption's cost)
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -40,7 +40,7 @@ const HOST_LINK = '198.18.0.12/30';
 const TEMPORAL_PORT = 7263;
 const SOURCE = 'cloud-a';
 const DESTINATION = 'cloud-b';
-const SYSTEMS: System[] = ['migravi', 'postcopy', 'floor', 'podman'];
+const SYSTEMS: System[] = ['migravi', 'postcopy', 'auto', 'floor', 'podman'];
 
 function say(line: string): void {
   console.log(`[bench] ${line}`);
@@ -59,7 +59,7 @@ function parseOptions() {
       sizes: { type: 'string', default: '16,64,256,1024' },
       'vi-sizes': { type: 'string', default: '4,16' },
       runs: { type: 'string', default: '3' },
-      systems: { type: 'string', default: 'migravi,postcopy,floor,podman' },
+      systems: { type: 'string', default: 'migravi,postcopy,auto,floor,podman' },
       out: { type: 'string' },
       publish: { type: 'string' },
       'plain-stretch': { type: 'boolean', default: false },
@@ -173,10 +173,12 @@ async function runOnce(stack: Stack, c: BenchCase, system: System, run: number):
     await stack.wan.start();
     let window: [number, number] = [NaN, NaN];
     let windowEnd = NaN;
-    if (system === 'migravi' || system === 'postcopy') {
-      const postCopy = system === 'postcopy';
-      const handle = await startMigration(stack.temporal, { name: `bench-${tag}`, vi: BENCH_VI, source: SOURCE, destination: DESTINATION, options: { drainTimeoutSeconds: 0, postCopy } });
+    if (system === 'migravi' || system === 'postcopy' || system === 'auto') {
+      const mode = ({ migravi: 'streamed', postcopy: 'post-copy', auto: 'auto' } as const)[system];
+      const handle = await startMigration(stack.temporal, { name: `bench-${tag}`, vi: BENCH_VI, source: SOURCE, destination: DESTINATION, options: { drainTimeoutSeconds: 0, mode } });
       const report = await handle.result();
+      const postCopy = report.groups[0]?.mode === 'post-copy';
+      if (system === 'auto') result.mode = `${report.groups[0]?.mode}: ${report.groups[0]?.modeReason}`;
       const times = await historyTimes(handle);
       result.freezeMs = report.groups[0]?.frozenMs ?? NaN;
       result.predictedMs = report.groups[0]?.predicted?.ms;
@@ -249,7 +251,7 @@ async function main(): Promise<void> {
   const results: RunResult[] = [];
   try {
     for (const c of opts.cases) {
-      const systems = c.members === 1 ? opts.systems : opts.systems.filter((s) => s === 'migravi' || s === 'postcopy');
+      const systems = c.members === 1 ? opts.systems : opts.systems.filter((s) => s === 'migravi' || s === 'postcopy' || s === 'auto');
       for (let run = 1; run <= opts.runs; run++) {
         for (const system of systems) {
           const r = await runOnce(stack, c, system, run);

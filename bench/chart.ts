@@ -20,7 +20,7 @@ export async function blackoutChartSvg(summaries: Summary[], cases: BenchCase[],
     encoding: {
       x: { field: 'case', type: 'nominal', sort: order, title: null, axis: { labelAngle: 0 } },
       xOffset: { field: 'system', type: 'nominal' },
-      color: { field: 'system', type: 'nominal', title: 'moved by', scale: { domain: ['migravi', 'postcopy', 'floor', 'podman'], range: ['#1f77b4', '#2ca02c', '#7f7f7f', '#ff7f0e'] } },
+      color: { field: 'system', type: 'nominal', title: 'moved by', scale: { domain: ['migravi', 'postcopy', 'auto', 'floor', 'podman'], range: ['#1f77b4', '#2ca02c', '#9467bd', '#7f7f7f', '#ff7f0e'] } },
     },
     layer: [
       { mark: 'bar', encoding: { y: { field: 'median', type: 'quantitative', title: 'client-seen blackout, s (median of runs)' } } },

@@ -65,6 +65,7 @@ export function formatReport(
   for (const g of report.groups) {
     const members = report.containers.filter((c) => g.containers.includes(c.name)).map((c) => `${c.name} ${ms(c.frozenMs)}`);
     lines.push(`  group ${g.containers.join(', ')}: frozen together for ${ms(g.frozenMs)} (${members.join(', ')})`);
+    if (g.mode) lines.push(`    ${g.mode}: ${g.modeReason ?? ''}`);
     if (g.predicted) {
       const p = g.predicted;
       lines.push(`    predicted before the freeze: ${ms(p.ms)} (dump ${ms(p.dumpMs)}, transfer ${ms(p.transferMs)} at ${p.linkMbit} Mbit/s, restore ${ms(p.restoreMs)}; ${p.basis}): ${g.frozenMs >= p.ms ? '+' : ''}${Math.round((100 * (g.frozenMs - p.ms)) / p.ms)} % measured`);

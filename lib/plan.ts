@@ -43,8 +43,20 @@ export const migrationOptionsSchema = z
      * source until every page is in, so the blackout no longer grows with the memory size.
      */
     postCopy: z.boolean().default(false),
+    /**
+     * How each group's memory moves: "streamed" (the image crosses inside the freeze), "post-copy"
+     * (as postCopy), or "auto": each group takes the one predicted shorter, streamed whenever a
+     * member's processes fork (post-copy stalls on forks) or the destination has no image stream.
+     * Absent: streamed, or post-copy with postCopy.
+     */
+    mode: z.enum(['streamed', 'post-copy', 'auto']).optional(),
   })
   .strict();
+
+/** The plan's way of moving memory (postCopy is the older spelling of mode "post-copy"). */
+export function transferMode(options: Pick<MigrationPlan['options'], 'postCopy' | 'mode'>): 'streamed' | 'post-copy' | 'auto' {
+  return options.postCopy ? 'post-copy' : options.mode ?? 'streamed';
+}
 
 export const migrationPlanSchema = z
   .object({
@@ -69,6 +81,9 @@ export const migrationPlanSchema = z
   .superRefine((plan, ctx) => {
     if (plan.source === plan.destination) {
       ctx.addIssue({ code: 'custom', path: ['destination'], message: `destination must differ from source (both are "${plan.source}")` });
+    }
+    if (plan.options.postCopy && plan.options.mode && plan.options.mode !== 'post-copy') {
+      ctx.addIssue({ code: 'custom', path: ['options', 'mode'], message: `postCopy: true asks for post-copy, mode "${plan.options.mode}" for another: name one` });
     }
     if (!plan.vi && !plan.containers) {
       ctx.addIssue({ code: 'custom', path: ['containers'], message: 'the plan names neither a VI (vi) nor containers to migrate' });

@@ -2,7 +2,8 @@
  * The blackout of a group, predicted before its freeze from what was measured just before: the
  * memory its processes hold (what CRIU will write), the link rate (a probe through the same image
  * stream), and the rates at which this source host dumped and the destination host restored in
- * earlier migrations (defaults from PLATFORM.md until they have some). Deterministic: the
+ * earlier migrations (until they have some: the rates the set-up measured on each host,
+ * lib/host-calibration.ts, else defaults from PLATFORM.md). Deterministic: the
  * workflow computes it from activity results.
  */
 
@@ -21,6 +22,8 @@ export interface PredictionInputs {
   /** The dumps (earlier and to come) write into memory, not to disk (post-copy). */
   dumpsInMemory?: boolean;
   restores: RateSample[];
+  /** The rates the set-up measured on the source's host (dumps, to disk or into memory as above) and the destination's (restores). */
+  calibrated?: { dumpBytesPerMs?: number; restoreBytesPerMs?: number };
   /** CPU cores of the two hosts: the members of a group share them. */
   cores?: { source: number; destination: number };
   /** The image streams while CRIU writes it (the dump and the transfer overlap), else one after the other. */
@@ -87,8 +90,8 @@ export function bytesPerMs(samples: RateSample[], fixedMs: number, fallback: num
 export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
   if (!(inputs.linkBytesPerMs > 0)) throw new Error(`a link rate is needed to predict (got ${inputs.linkBytesPerMs})`);
   const imageBytes = inputs.memberBytes.reduce((sum, b) => sum + b + METADATA_BYTES_PER_MEMBER, 0);
-  const dump = bytesPerMs(inputs.dumps, DUMP_FIXED_MS, DEFAULT_DUMP_BYTES_PER_MS);
-  const restore = bytesPerMs(inputs.restores, RESTORE_FIXED_MS, DEFAULT_RESTORE_BYTES_PER_MS);
+  const dump = bytesPerMs(inputs.dumps, DUMP_FIXED_MS, inputs.calibrated?.dumpBytesPerMs ?? DEFAULT_DUMP_BYTES_PER_MS);
+  const restore = bytesPerMs(inputs.restores, RESTORE_FIXED_MS, inputs.calibrated?.restoreBytesPerMs ?? DEFAULT_RESTORE_BYTES_PER_MS);
   const othersShare = (cpuMs: number, cores: number | undefined) => (inputs.postCopy ? ((inputs.memberBytes.length - 1) * cpuMs) / Math.max(1, cores ?? 1) : 0);
   const dumpMs = DUMP_FIXED_MS + imageBytes / dump.rate + othersShare(POSTCOPY_MEMBER_DUMP_CPU_MS, inputs.cores?.source);
   // Post-copy sends and restores the process state only (the eager part: metadata, stacks).
@@ -98,8 +101,8 @@ export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
   const overlapped = inputs.streamed && !inputs.postCopy;
   const ms = (overlapped ? Math.max(dumpMs, transferMs) : dumpMs + transferMs) + restoreMs + ORCHESTRATION_MS;
   const basis = [
-    dump.from ? `dump rate from ${dump.from} earlier dump(s) ${inputs.dumpsInMemory ? 'into memory ' : ''}at the source` : 'default dump rate',
-    restore.from ? `restore rate from ${restore.from} earlier restore(s) at the destination` : 'default restore rate',
+    dump.from ? `dump rate from ${dump.from} earlier dump(s) ${inputs.dumpsInMemory ? 'into memory ' : ''}at the source` : inputs.calibrated?.dumpBytesPerMs ? `dump rate ${inputs.dumpsInMemory ? 'into memory ' : ''}calibrated on the source's host` : 'default dump rate',
+    restore.from ? `restore rate from ${restore.from} earlier restore(s) at the destination` : inputs.calibrated?.restoreBytesPerMs ? "restore rate calibrated on the destination's host" : 'default restore rate',
   ].join(', ');
   return {
     ms: Math.round(ms),
@@ -111,6 +114,23 @@ export function predictBlackout(inputs: PredictionInputs): BlackoutPrediction {
     linkMbit: Math.round((inputs.linkBytesPerMs * 8) / 1000),
     basis,
   };
+}
+
+/**
+ * Mode "auto": post-copy when it is predicted shorter and can work — the destination offers the
+ * image stream, and no member forks (CRIU's lazy pages stall on a fork in the window) — else
+ * streamed. The reason names what decided.
+ */
+export function chooseMode(inputs: { streamedMs: number; postCopyMs: number; imageStream: boolean; forks: Array<{ name: string; fork: { pid: number; afterMs: number } | null }> }): { postCopy: boolean; reason: string } {
+  const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  if (!inputs.imageStream) return { postCopy: false, reason: 'the destination offers no image stream, which post-copy needs' };
+  const forking = inputs.forks.find((f) => f.fork);
+  if (forking) {
+    return { postCopy: false, reason: `${forking.name}'s processes fork (process ${forking.fork!.pid} started ${s(forking.fork!.afterMs)} after its first), and post-copy stalls on forks (streamed predicted ${s(inputs.streamedMs)})` };
+  }
+  return inputs.postCopyMs < inputs.streamedMs
+    ? { postCopy: true, reason: `post-copy predicted ${s(inputs.postCopyMs)} against ${s(inputs.streamedMs)} streamed` }
+    : { postCopy: false, reason: `streamed predicted ${s(inputs.streamedMs)} against ${s(inputs.postCopyMs)} post-copy` };
 }
 
 /** Adds a sample to a host's list, keeping the latest few. */

@@ -301,6 +301,9 @@ export interface GroupReport {
   predicted?: BlackoutPrediction;
   /** Filler sent through the image stream to measure the link for the prediction (counted in bytesMoved). */
   linkProbeBytes?: number;
+  /** How its memory moved, and why (the plan's mode, or what mode "auto" weighed). */
+  mode?: 'streamed' | 'post-copy';
+  modeReason?: string;
 }
 
 export interface MigrationReport {

@@ -177,6 +177,11 @@ export interface HostRuntime {
   fenceFired(name: string): boolean;
   /** Memory the container's processes hold that a checkpoint writes out (anonymous and shared pages). */
   memoryBytes(name: string): Promise<number>;
+  /**
+   * A process of the container that started after its start-up (a second or more after its first
+   * process), if one runs now: evidence that it forks (post-copy's lazy pages stall on forks).
+   */
+  lateStartedProcess(name: string): Promise<{ pid: number; afterMs: number } | undefined>;
   /** Directory holding this container's bundle (config and rootfs). */
   bundleDir(name: string): string;
   /** Checks the kernel and CRIU can checkpoint here; returns problems found (empty when fine). */

@@ -12,6 +12,7 @@
 #   - the Temporal server and its SQL schema tool (the production-style cluster on PostgreSQL), built
 #     the same way, pinned
 #   - npm packages, the TypeScript build, the demo service binary and the container rootfs
+#   - CRIU's dump and restore rates on this machine, measured once (the blackout prediction's start)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -290,5 +291,9 @@ finish_postgres() {
 
 step "PostgreSQL rootfs (Debian's postgresql-15 and its dependencies)"
 debian_rootfs postgres "$(sha256sum "$ROOT/demo/postgres/start-postgres.sh") trim-1" postgresql-15
+
+step "CRIU's dump and restore rates on this machine (the first migration's blackout prediction)"
+# ~6 s once; kept while the CRIU is the same (node dist/scripts/calibrate-host.js --force measures again).
+node "$ROOT/dist/scripts/calibrate-host.js" || die "the host calibration failed"
 
 step "setup complete"

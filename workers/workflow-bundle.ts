@@ -7,12 +7,16 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync,
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 
-/** Every compiled file the workflows can import, and the lockfile (for the npm packages). */
-function inputsDigest(distDir: string, lockFile: string): string {
+/**
+ * Every compiled file the workflows can import, subdirectories included (the stages live in
+ * workflows/stages: a digest of the top level only kept a stale bundle after a stage changed),
+ * and the lockfile (for the npm packages).
+ */
+export function inputsDigest(distDir: string, lockFile: string): string {
   const hash = createHash('sha256');
   for (const dir of ['workflows', 'lib']) {
     const full = path.join(distDir, dir);
-    for (const name of readdirSync(full).filter((f) => f.endsWith('.js')).sort()) {
+    for (const name of readdirSync(full, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js')).sort()) {
       hash.update(name).update(readFileSync(path.join(full, name)));
     }
   }

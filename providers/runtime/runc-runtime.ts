@@ -468,6 +468,29 @@ export class RuncRuntime implements HostRuntime {
     throw new Error(`no memory cgroup for container ${name} (${cgroup})`);
   }
 
+  async lateStartedProcess(name: string): Promise<{ pid: number; afterMs: number } | undefined> {
+    const cgroup = `${this.opts.cgroupPrefix}/${name}`;
+    let procs: string | undefined;
+    for (const file of [path.join('/sys/fs/cgroup/memory', cgroup, 'cgroup.procs'), path.join('/sys/fs/cgroup', cgroup, 'cgroup.procs')]) {
+      procs = await readFile(file, 'utf8').catch(() => undefined);
+      if (procs !== undefined) break;
+    }
+    if (procs === undefined) throw new Error(`no cgroup for container ${name} (${cgroup})`);
+    const started: Array<{ pid: number; ticks: number }> = [];
+    for (const pid of procs.split('\n').filter(Boolean).map(Number)) {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined); // it may have exited since
+      // Field 22, start time in clock ticks since boot; the command (field 2) may hold spaces, so count after its ")".
+      const ticks = stat ? Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) : NaN;
+      if (Number.isFinite(ticks)) started.push({ pid, ticks });
+    }
+    if (started.length < 2) return undefined;
+    const first = Math.min(...started.map((p) => p.ticks));
+    const latest = started.reduce((a, b) => (b.ticks > a.ticks ? b : a));
+    // /proc counts in USER_HZ, 100 a second on Linux whatever the kernel's own HZ.
+    const afterMs = ((latest.ticks - first) * 1000) / 100;
+    return afterMs >= 1000 ? { pid: latest.pid, afterMs } : undefined;
+  }
+
   async preflight(): Promise<string[]> {
     const problems: string[] = [];
     const check = await run(this.opts.criuPath, ['check'], { allowFailure: true });

@@ -9,10 +9,9 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdtemp, readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { lstat, readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { Connection, WorkflowFailedError, type TLSConfig } from '@temporalio/client';
+import { WorkflowFailedError } from '@temporalio/client';
 import { abortMigration, approveCutover, followMigration, startMigration, waitForState } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
 import { run } from '../../lib/exec';
@@ -20,10 +19,10 @@ import { demoRootfs } from '../../lib/paths';
 import { startService, waitFor } from '../../lib/processes';
 import type { MigrationReport, TransferEndpoint } from '../../lib/types';
 import { E2eStack, TEMPORAL_PORT } from './stack';
-import { ensureCertificateAuthority, loadTlsConfig, TEMPORAL_SERVER_NAME } from '../../lib/temporal-tls';
 import { KV_IP, KV_PORT } from '../../demo/demo-vi';
 import { wanNamespace } from '../../providers/local/testbed';
 import { capture } from './capture';
+import { anotherAuthority, assertStrangersRefused, migraviTls, temporalAnswers } from './temporal-door';
 import { AesGcmPayloadCodec } from '../../lib/payload-codec';
 import { loadKeyRing } from '../../lib/payload-keys';
 
@@ -304,41 +303,15 @@ describe('live migration between two embedded clouds (end to end)', function () 
   });
 
   describe("Temporal across the host link (the relay's mutual TLS; the link is reachable from the WAN)", () => {
-    let other: string;
-    before(async () => {
-      other = await mkdtemp(path.join(os.tmpdir(), 'migravi-other-ca-'));
-      await ensureCertificateAuthority(other);
-    });
-    after(async () => {
-      if (other) await rm(other, { recursive: true, force: true });
-    });
-
-    /** "connected" when a client at the relay's address gets an answer from Temporal, else why not. */
-    async function attempt(tls: TLSConfig | undefined): Promise<string> {
-      let connection: Connection | undefined;
-      try {
-        connection = await Connection.connect({ address: `${stack.record.hostAddress}:${TEMPORAL_PORT}`, connectTimeout: '3s', ...(tls === undefined ? {} : { tls }) });
-        await connection.workflowService.describeNamespace({ namespace: 'default' });
-        return 'connected';
-      } catch (err) {
-        return (err as Error).message;
-      } finally {
-        await connection?.close();
-      }
-    }
+    const theirs = anotherAuthority();
+    const relay = () => `${stack.record.hostAddress}:${TEMPORAL_PORT}`;
 
     it("answers a client that presents MigraVI's certificate (what every cloud worker does)", async () => {
-      assert.equal(await attempt(await loadTlsConfig({ ...(await ensureCertificateAuthority()).files, serverName: TEMPORAL_SERVER_NAME })), 'connected');
+      assert.equal(await temporalAnswers(relay(), await migraviTls()), 'connected');
     });
 
     it('refuses a client without a certificate, one whose certificate another authority signed, and one without TLS', async () => {
-      const ours = (await ensureCertificateAuthority()).files;
-      const theirs = (await ensureCertificateAuthority(other)).files;
-      const noCertificate = await attempt({ serverRootCACertificate: await readFile(ours.ca), serverNameOverride: TEMPORAL_SERVER_NAME });
-      assert.notEqual(noCertificate, 'connected', 'a client without a certificate got through');
-      const foreign = await attempt(await loadTlsConfig({ ca: ours.ca, cert: theirs.cert, key: theirs.key, serverName: TEMPORAL_SERVER_NAME }));
-      assert.notEqual(foreign, 'connected', "a certificate of another authority got through");
-      assert.notEqual(await attempt(undefined), 'connected', 'a plaintext client got through');
+      await assertStrangersRefused(relay(), await theirs());
     });
   });
 

@@ -6,19 +6,17 @@
  * clients without MigraVI's certificate are refused on every port the cluster listens on.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { connect as tlsConnect } from 'node:tls';
-import os from 'node:os';
-import path from 'node:path';
-import { Connection, type TLSConfig } from '@temporalio/client';
 import { followMigration, startMigration } from '../../client/migravi-client';
 import type { ClientStatus } from '../../demo/client';
 import { KV_IP } from '../../demo/demo-vi';
 import { run } from '../../lib/exec';
 import { servicePorts } from '../../lib/temporal-production';
-import { ensureCertificateAuthority, loadTlsConfig, TEMPORAL_SERVER_NAME } from '../../lib/temporal-tls';
+import { TEMPORAL_SERVER_NAME } from '../../lib/temporal-tls';
 import type { MigrationReport } from '../../lib/types';
 import { E2eStack, TEMPORAL_PORT } from './stack';
+import { anotherAuthority, assertStrangersRefused, migraviTls, temporalAnswers } from './temporal-door';
 
 describe('a migration on the production-style Temporal cluster (PostgreSQL, mutual TLS on every gRPC port)', function () {
   this.timeout(300_000);
@@ -61,28 +59,7 @@ describe('a migration on the production-style Temporal cluster (PostgreSQL, mutu
   });
 
   describe('who gets in', () => {
-    let other: string;
-    before(async () => {
-      other = await mkdtemp(path.join(os.tmpdir(), 'migravi-other-ca-'));
-      await ensureCertificateAuthority(other);
-    });
-    after(async () => {
-      if (other) await rm(other, { recursive: true, force: true });
-    });
-
-    /** "connected" when a gRPC client at the frontend gets an answer, else why not. */
-    async function frontend(tls: TLSConfig | undefined): Promise<string> {
-      let connection: Connection | undefined;
-      try {
-        connection = await Connection.connect({ address: `127.0.0.1:${TEMPORAL_PORT}`, connectTimeout: '3s', ...(tls === undefined ? {} : { tls }) });
-        await connection.workflowService.describeNamespace({ namespace: 'default' });
-        return 'connected';
-      } catch (err) {
-        return (err as Error).message;
-      } finally {
-        await connection?.close();
-      }
-    }
+    const theirs = anotherAuthority();
 
     /** The TLS handshake at `port` with `cert` (or none): "accepted" once the server has taken the client's side of it. */
     function handshake(port: number, ca: Buffer, cert?: { cert: Buffer; key: Buffer }): Promise<string> {
@@ -101,22 +78,18 @@ describe('a migration on the production-style Temporal cluster (PostgreSQL, mutu
     }
 
     it("answers MigraVI's certificate at the frontend", async () => {
-      assert.equal(await frontend(await loadTlsConfig(stack.production!.tls)), 'connected');
+      assert.equal(await temporalAnswers(`127.0.0.1:${TEMPORAL_PORT}`, await migraviTls()), 'connected');
     });
 
     it('refuses at the frontend a client without a certificate, one of another authority, and one without TLS', async () => {
-      const ours = stack.production!.tls;
-      const theirs = (await ensureCertificateAuthority(other)).files;
-      assert.notEqual(await frontend({ serverRootCACertificate: await readFile(ours.ca), serverNameOverride: TEMPORAL_SERVER_NAME }), 'connected', 'a client without a certificate got through');
-      assert.notEqual(await frontend(await loadTlsConfig({ ca: ours.ca, cert: theirs.cert, key: theirs.key, serverName: TEMPORAL_SERVER_NAME })), 'connected', 'a certificate of another authority got through');
-      assert.notEqual(await frontend(undefined), 'connected', 'a plaintext client got through');
+      await assertStrangersRefused(`127.0.0.1:${TEMPORAL_PORT}`, await theirs());
     });
 
     it('requires the certificate on the internode gRPC ports too (history, matching): accepted with it, refused without', async () => {
       const ca = await readFile(stack.production!.tls.ca);
       const ours = { cert: await readFile(stack.production!.tls.cert), key: await readFile(stack.production!.tls.key) };
-      const theirs = (await ensureCertificateAuthority(other)).files;
-      const foreign = { cert: await readFile(theirs.cert), key: await readFile(theirs.key) };
+      const stranger = await theirs();
+      const foreign = { cert: await readFile(stranger.cert), key: await readFile(stranger.key) };
       const ports = servicePorts(TEMPORAL_PORT);
       for (const [service, port] of [['history', ports.history.grpcPort], ['matching', ports.matching.grpcPort]] as const) {
         assert.equal(await handshake(port, ca, ours), 'accepted', `${service} refused MigraVI's certificate`);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { parsePlan, planGroups, PlanError } from '../../lib/plan';
+import { parsePlan, planGroups, PlanError, transferMode } from '../../lib/plan';
 import { parsePlanText } from '../../lib/plan-file';
 
 describe('migration plan', () => {
@@ -37,6 +37,16 @@ describe('migration plan', () => {
       () => parsePlan({ name: 'p', source: 'a', destination: 'b', containers: ['x'], options: { transferTimeoutSeconds: 1 } }),
       /options\.transferTimeoutSeconds/,
     );
+  });
+
+  it("takes a mode for the memory's move, postCopy as its older spelling; refuses the two when they disagree", () => {
+    const plan = (options: Record<string, unknown>) => parsePlan({ name: 'p', source: 'a', destination: 'b', containers: ['x'], options });
+    assert.equal(transferMode(plan({}).options), 'streamed');
+    assert.equal(transferMode(plan({ mode: 'auto' }).options), 'auto');
+    assert.equal(transferMode(plan({ postCopy: true }).options), 'post-copy');
+    assert.equal(transferMode(plan({ postCopy: true, mode: 'post-copy' }).options), 'post-copy');
+    assert.throws(() => plan({ postCopy: true, mode: 'auto' }), /options\.mode: postCopy: true asks for post-copy, mode "auto" for another/);
+    assert.throws(() => plan({ mode: 'lazy' }), /options\.mode/);
   });
 
   it('moves a VI by its name, or a part of it, in groups that cover exactly what moves', () => {

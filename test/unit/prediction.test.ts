@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { bytesPerMs, predictBlackout, withSample } from '../../lib/prediction';
+import { bytesPerMs, chooseMode, predictBlackout, withSample } from '../../lib/prediction';
 
 const MiB = 1 << 20;
 
@@ -25,6 +25,18 @@ describe('blackout prediction', () => {
     assert.match(p.basis, /dump rate from 1 earlier dump\(s\) at the source, default restore rate/);
   });
 
+  it("uses the rates the set-up measured on each host until the hosts have migrations of their own", () => {
+    const calibrated = { dumpBytesPerMs: MiB / 2, restoreBytesPerMs: MiB };
+    const p = predictBlackout({ memberBytes: [100 * MiB], linkBytesPerMs: 125_000, dumps: [], restores: [], calibrated, streamed: false });
+    assert.equal(p.dumpMs, Math.round(150 + (100 * MiB + 300 * 1024) / (MiB / 2)));
+    assert.equal(p.restoreMs, Math.round(120 + (100 * MiB + 300 * 1024) / MiB));
+    assert.match(p.basis, /dump rate calibrated on the source's host, restore rate calibrated on the destination's host/);
+    // An earlier dump on this host wins over the calibration (it is the runtime's own rate).
+    const learned = predictBlackout({ memberBytes: [100 * MiB], linkBytesPerMs: 125_000, dumps: [{ bytes: 100 * MiB, ms: 250 }], restores: [], calibrated, streamed: false });
+    assert.equal(learned.dumpMs, Math.round(150 + (100 * MiB + 300 * 1024) / MiB));
+    assert.match(learned.basis, /dump rate from 1 earlier dump\(s\) at the source, restore rate calibrated/);
+  });
+
   it('post-copy: the dump stays whole, but only the process state crosses the link and is restored in the freeze', () => {
     const streamed = predictBlackout({ memberBytes: [1024 * MiB], linkBytesPerMs: 125_000, dumps: [], restores: [], streamed: true });
     const postCopy = predictBlackout({ memberBytes: [1024 * MiB], linkBytesPerMs: 125_000, dumps: [], restores: [], streamed: true, postCopy: true });
@@ -46,6 +58,16 @@ describe('blackout prediction', () => {
     // A streamed freeze is bound by its bytes: the cores do not change it.
     const streamed = (cores: number) => predictBlackout({ memberBytes: Array(16).fill(64 * MiB), linkBytesPerMs: 125_000, dumps: [], restores: [], streamed: true, cores: { source: cores, destination: cores } });
     assert.equal(streamed(2).ms, streamed(16).ms);
+  });
+
+  it('mode "auto": post-copy when predicted shorter, streamed when a member forks or the destination has no image stream', () => {
+    const none = [{ name: 'kv', fork: null }];
+    assert.deepEqual(chooseMode({ streamedMs: 963, postCopyMs: 551, imageStream: true, forks: none }), { postCopy: true, reason: 'post-copy predicted 0.55 s against 0.96 s streamed' });
+    assert.deepEqual(chooseMode({ streamedMs: 474, postCopyMs: 540, imageStream: true, forks: none }), { postCopy: false, reason: 'streamed predicted 0.47 s against 0.54 s post-copy' });
+    const forking = chooseMode({ streamedMs: 2000, postCopyMs: 600, imageStream: true, forks: [...none, { name: 'db', fork: { pid: 42, afterMs: 35_200 } }] });
+    assert.equal(forking.postCopy, false);
+    assert.match(forking.reason, /^db's processes fork \(process 42 started 35\.20 s after its first\), and post-copy stalls on forks/);
+    assert.deepEqual(chooseMode({ streamedMs: 2000, postCopyMs: 600, imageStream: false, forks: none }), { postCopy: false, reason: 'the destination offers no image stream, which post-copy needs' });
   });
 
   it('keeps the latest samples only', () => {

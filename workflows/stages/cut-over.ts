@@ -26,7 +26,7 @@ interface MemberSent {
 type Remaining = () => number;
 
 /** Returns each member's report and the group's blackout. */
-export async function cutOverGroup(ctx: MigrationContext, label: string, members: Member[]): Promise<{ reports: ContainerReport[]; frozenMs: number }> {
+export async function cutOverGroup(ctx: MigrationContext, label: string, members: Member[], postCopy: boolean): Promise<{ reports: ContainerReport[]; frozenMs: number }> {
   const { plan } = ctx;
   const frozenFrom = Date.now();
   const deadline = frozenFrom + ctx.budgetMs;
@@ -39,7 +39,7 @@ export async function cutOverGroup(ctx: MigrationContext, label: string, members
   for (const { step } of members) {
     ctx.saga.record({ what: `resume ${step.container.name} at ${plan.source}`, role: 'resume', cloud: plan.source, activity: 'resumeAtSource', input: { ...step, keepTcp: ctx.options.keepTcpConnections }, container: step.container.name });
   }
-  const images = await phase(ctx, 'checkpoint', label, () => freeze(ctx, members, remaining));
+  const images = await phase(ctx, 'checkpoint', label, () => freeze(ctx, members, remaining, postCopy));
   await setUpDrain(ctx, label, members, remaining);
   const sent = await phase(ctx, 'transfer', label, () => transfer(ctx, members, images, remaining));
   for (const m of members) {
@@ -53,16 +53,16 @@ export async function cutOverGroup(ctx: MigrationContext, label: string, members
     }),
   );
   const frozenMs = Date.now() - frozenFrom;
-  const windows = ctx.options.postCopy ? await awaitGroupMemory(ctx, label, members, images, restored) : [];
+  const windows = postCopy ? await awaitGroupMemory(ctx, label, members, images, restored) : [];
   const reports = members.map((m, i) => memberReport(m, frozenFrom, images[i]!, sent[i]!, restored[i]!, windows[i]));
   return { reports, frozenMs };
 }
 
 /** Stage "checkpoint": each image streams to the destination while CRIU writes it (the checkpoint returns what it sent). */
-function freeze(ctx: MigrationContext, members: Member[], remaining: Remaining): Promise<CheckpointResult[]> {
+function freeze(ctx: MigrationContext, members: Member[], remaining: Remaining, postCopy: boolean): Promise<CheckpointResult[]> {
   return settleAll(members, async (m) => {
     try {
-      const image = await on(ctx.plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp: ctx.options.keepTcpConnections, endpoint: m.endpoint, postCopy: ctx.options.postCopy, concurrent: members.length });
+      const image = await on(ctx.plan.source, { scheduleToCloseMs: remaining() }).checkpoint({ ...m.step, keepTcp: ctx.options.keepTcpConnections, endpoint: m.endpoint, postCopy, concurrent: members.length });
       countBytes(ctx, m.step.container.name, image.sent?.wireBytes ?? 0);
       if (image.sent?.resumedBytes) note(ctx, `${m.step.container.name}: checkpoint transfer resumed after a failed attempt; ${image.sent.resumedBytes} bytes were not sent again`);
       return image;

@@ -19,9 +19,9 @@ export async function moveGroup(ctx: MigrationContext, inventory: Inventory, nam
   const steps: ContainerStep[] = names.map((name) => ({ migrationId: ctx.migrationId, container: inventory.containers.find((c) => c.name === name)! }));
   const dnsSwitch = recordDnsUndo(ctx, steps);
   const members = await prepareGroup(ctx, label, steps);
-  const { predicted, linkProbeBytes } = await predictGroup(ctx, label, members);
+  const { predicted, linkProbeBytes, mode } = await predictGroup(ctx, label, members);
   await awaitApproval(ctx);
-  const group = await cutOverGroup(ctx, label, members);
+  const group = await cutOverGroup(ctx, label, members, mode.postCopy);
   await redirectGroup(ctx, label, steps, group.reports, dnsSwitch);
 
   // The commit point: each copy stays for good (its lease stops); one whose lease ran out was
@@ -32,7 +32,7 @@ export async function moveGroup(ctx: MigrationContext, inventory: Inventory, nam
   markContainers(ctx, names, 'moved');
   ctx.freezeDeadline = undefined;
   ctx.report.containers.push(...group.reports);
-  ctx.report.groups.push({ containers: names, frozenMs: group.frozenMs, predicted, linkProbeBytes });
+  ctx.report.groups.push({ containers: names, frozenMs: group.frozenMs, predicted, linkProbeBytes, mode: mode.postCopy ? 'post-copy' : 'streamed', modeReason: mode.reason });
   recordGroup(ctx, group, group.reports);
   ctx.draining.push(...members.filter((m) => m.connections?.length));
   await releaseGroup(ctx, label, members);

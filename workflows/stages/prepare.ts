@@ -6,6 +6,7 @@
 import { ApplicationFailure } from '@temporalio/workflow';
 import type { ContainerStep } from '../../activities/cloud-activities';
 import type { TransferEndpoint } from '../../lib/types';
+import { transferMode } from '../../lib/plan';
 import { phase, type Member, type MigrationContext } from './context';
 import { copyRootfs, copyVolumes } from './copies';
 import { settleAll } from './settle-all';
@@ -19,7 +20,7 @@ export async function prepareGroup(ctx: MigrationContext, label: string, steps: 
       return ctx.dst.control.prepareDestination({ ...step, peer: plan.source });
     }),
   );
-  if (options.postCopy && endpoints.some((e) => !e.streamPort)) {
+  if (transferMode(options) === 'post-copy' && endpoints.some((e) => !e.streamPort)) {
     throw ApplicationFailure.nonRetryable(`postCopy needs the destination's image stream, which ${plan.destination} does not offer: stopping before the freeze`, 'InvalidPlan');
   }
   const members = await preCopy(ctx, label, steps, endpoints);
