@@ -6,7 +6,6 @@
  * prediction adds the runtime's own). A cloud's earlier migrations, once it has some, take over.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { run } from './exec';
@@ -124,5 +123,3 @@ export async function writeHostCalibration(calibration: HostCalibration, file = 
   await writeFile(`${file}.tmp`, `${JSON.stringify(calibration, null, 2)}\n`);
   await rename(`${file}.tmp`, file);
 }
-
-export const hostCalibrationExists = (file = HOST_CALIBRATION_FILE): boolean => existsSync(file);
